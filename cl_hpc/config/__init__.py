@@ -1,0 +1,25 @@
+"""Configuration: typed schemas (schema.py) and helpers that compose and resolve them (compose.py)."""
+
+from cl_hpc.config.schema import (
+    ClusterConf,
+    Config,
+    LaunchConf,
+    LocalClusterConf,
+    PipelineConf,
+    Resources,
+    StoreConf,
+    TaskConf,
+    register,
+)
+
+__all__ = [
+    "ClusterConf",
+    "Config",
+    "LaunchConf",
+    "LocalClusterConf",
+    "PipelineConf",
+    "Resources",
+    "StoreConf",
+    "TaskConf",
+    "register",
+]

@@ -1,0 +1,123 @@
+"""Typed schemas for the whole configuration tree, registered in Hydra's ConfigStore.
+
+The values live in ``conf/*.yaml``; these dataclasses give every key a type, so a typo or a wrong
+type is rejected when Hydra composes the config, before anything is planned or submitted.
+Portable fields sit on the base classes; backend-only fields sit on the backend's subclass (the
+shape of hydra-submitit-launcher's ``config.py``). The right-sizer speaks in ``Resources``, never
+in scheduler strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from cl_hpc.config.ml import DataConf, ModelConf
+
+
+@dataclass
+class Resources:
+    """What one task (one shard of a fan-out) asks the scheduler for."""
+
+    cpus: int = 1  # CPU cores per process (sbatch --cpus-per-task)
+    gpus: int = 0  # GPUs per node (sbatch --gpus-per-node / --gres=gpu:N)
+    mem_gb: float = 2.0  # memory per node, GB (sbatch --mem)
+    time_min: float = 30.0  # wall-clock limit in minutes (sbatch --time); the job is killed after it
+    nodes: int = 1  # nodes (sbatch --nodes); local and inprocess offer one
+    tasks_per_node: int = 1  # processes per node, e.g. one per GPU for DDP (sbatch --ntasks-per-node)
+    partition: Optional[str] = None  # Slurm partition; None = the cluster's default
+    account: Optional[str] = None  # Slurm account to charge; None = the user's default
+    qos: Optional[str] = None  # Slurm QOS; None = the account's default
+    constraint: Optional[str] = None  # node features, e.g. "a100|h100" (sbatch --constraint)
+    gpu_type: Optional[str] = None  # GPU model for gres, e.g. "a100" gives --gres=gpu:a100:N
+    extra: Dict[str, Any] = field(default_factory=dict)  # raw scheduler options, e.g. {exclusive: true}
+
+
+@dataclass
+class TaskConf:
+    """One node of the pipeline DAG."""
+
+    target: str = MISSING  # dotted path of the callable, e.g. cl_hpc.tasks.train.run
+    params: Dict[str, Any] = field(default_factory=dict)  # keyword arguments for the callable
+    depends_on: List[str] = field(default_factory=list)  # names of upstream tasks
+    resources: Resources = field(default_factory=Resources)
+    retries: int = 0  # extra attempts after a failure (0 = run once)
+    # Fan-out: a list; one shard runs per element and gets it as ctx.item. Typed Any so that a
+    # non-list gets cl_hpc's own error (which names the task) rather than a bare type error.
+    foreach: Any = None
+
+
+@dataclass
+class PipelineConf:
+    name: str = MISSING  # recorded with every run; keys the profile history
+    tasks: Dict[str, TaskConf] = field(default_factory=dict)
+
+
+@dataclass
+class ClusterConf:
+    """Where the tasks run. ``mode`` picks the executor backend."""
+
+    mode: str = MISSING  # local | inprocess (slurm arrives with the Slurm backend)
+
+
+@dataclass
+class LocalClusterConf(ClusterConf):
+    """One subprocess per task on this machine, admitted while the declared resources fit."""
+
+    mode: str = "local"
+    cpus: Optional[int] = None  # cores to hand out; None = the cores this process may use
+    mem_gb: Optional[float] = None  # memory to hand out; None = 90% of the machine's RAM
+    gpus: Optional[int] = None  # GPUs to hand out; None = what CUDA_VISIBLE_DEVICES/NVML show
+    poll_s: float = 0.2  # how often the local scheduler looks for finished tasks
+
+
+@dataclass
+class InProcessClusterConf(LocalClusterConf):
+    """Every task runs in the launcher's own process, one after another: use it with pdb."""
+
+    mode: str = "inprocess"
+
+
+@dataclass
+class LaunchConf:
+    dry_run: bool = False  # print the plan (and a mermaid graph) and submit nothing
+    # Wait and show live progress. None = yes on a terminal, and for local/inprocess runs
+    # (their results are on this machine); a detached run goes on after the launcher exits.
+    follow: Optional[bool] = None
+    resume: Optional[str] = None  # a run id, or "latest": re-run only what failed or changed
+    run_id: Optional[str] = None  # force a run id (default: a new, time-sortable one)
+
+
+@dataclass
+class StoreConf:
+    root: str = "store"  # folder of the SQLite index (cl_hpc.db); relative = to the launch dir
+    # SQLite journal mode: "delete" (rollback journal) is safe on network filesystems; use "wal"
+    # only on a local disk.
+    journal_mode: str = "delete"
+    busy_timeout_s: float = 60.0  # how long a writer waits for the lock before retrying
+
+
+@dataclass
+class Config:
+    pipeline: PipelineConf = MISSING
+    # Typed Any so each backend's own schema (its group option's defaults entry) validates it.
+    cluster: Any = MISSING
+    data: DataConf = MISSING
+    model: ModelConf = MISSING
+    launch: LaunchConf = field(default_factory=LaunchConf)
+    store: StoreConf = field(default_factory=StoreConf)
+    run_root: str = "runs"  # where run directories go; relative = to the launch dir
+
+
+def register() -> None:
+    """Register the schemas; conf/*.yaml name them in their defaults lists."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="pipeline", name="pipeline_schema", node=PipelineConf)
+    cs.store(group="cluster", name="local_schema", node=LocalClusterConf)
+    cs.store(group="cluster", name="inprocess_schema", node=InProcessClusterConf)
+    cs.store(group="data", name="data_schema", node=DataConf)
+    cs.store(group="model", name="model_schema", node=ModelConf)

@@ -1,0 +1,57 @@
+"""What a task's callable receives: the contract between the executors and the task code.
+
+A task target is any importable callable of the form::
+
+    def my_task(ctx: TaskContext, **params) -> Mapping[str, Any]
+
+``params`` are the task's resolved ``params`` from the config. The returned mapping is the task's
+outputs: it must be JSON-serialisable, and is written atomically to ``<task_dir>/outputs.json``.
+Large artefacts (tables, checkpoints) are written as files under ``ctx.task_dir`` and their paths
+returned in the outputs, so downstream tasks (and later runs) can find them.
+
+This module stays free of heavy imports: the launcher and the executors import it on the
+login node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    run_id: str
+    task: str  # the task's name in the pipeline, e.g. "train"
+    key: str  # unique key of this unit of work: "train", or "features[3]" for a shard of a fan-out
+    task_dir: Path  # exists; private to this task (all attempts share it)
+    run_dir: Path
+    attempt: int  # 1-based
+    # Outputs of each upstream task, by task name. An upstream fan-out gives a list of its shards'
+    # outputs (in shard order), except across a shard-to-shard edge, where it gives the one
+    # matching shard's outputs.
+    upstream: Mapping[str, Any] = field(default_factory=dict)
+    item: Any = None  # the element of ``foreach`` this shard handles (None for a plain task)
+    shard: int | None = None  # the shard's index in ``foreach`` (None for a plain task)
+    resources: Mapping[str, Any] = field(default_factory=dict)  # the resources it was given
+    _last_progress: list[float] = field(default_factory=lambda: [0.0], repr=False, compare=False)
+
+    def progress(self, done: float, total: float | None = None, note: str = "", *, force: bool = False) -> None:
+        """Report progress; the launcher's live view and ``status`` show it.
+
+        Writes are throttled to one every 0.5 s (unless ``force``), so a training loop may call
+        this every step.
+        """
+        now = time.monotonic()
+        if not force and now - self._last_progress[0] < 0.5 and (total is None or done < total):
+            return
+        self._last_progress[0] = now
+        payload = {"done": done, "total": total, "note": note, "time": time.time()}
+        path = self.task_dir / "progress.json"
+        tmp = path.with_name(f".progress.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)

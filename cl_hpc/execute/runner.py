@@ -1,0 +1,134 @@
+"""Run one unit of work: the code every backend executes, in a job process or in-process.
+
+It reads the plan from the run directory, hands the task its params, task dir and upstream
+outputs, and records the attempt (atomically, in the run dir first, then in the store index).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from typing import Any, Callable, Mapping
+
+from cl_hpc.context import TaskContext
+from cl_hpc.dag.model import Plan, Unit, unit_key
+from cl_hpc.errors import ClHpcError, TaskFailedError
+from cl_hpc.rundir.layout import RunDir
+
+
+def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: bool = False) -> Mapping[str, Any]:
+    """Run unit ``key`` of the run at ``run_dir`` as attempt number ``attempt``; returns its outputs."""
+    run = RunDir(run_dir)
+    plan = run.load_plan()
+    if not in_process and plan.workdir:
+        # Jobs start wherever the scheduler puts them; relative paths in params mean the launch dir.
+        os.chdir(plan.workdir)
+        sys.path.insert(0, plan.workdir)
+    if _rank() != 0:  # extra ranks of a multi-process task compute; rank 0 alone records
+        return _call(plan, run, key, attempt)
+    record = _start_record(plan, key, attempt, epoch)
+    _record(run, plan, key, record)
+    try:
+        outputs = _call(plan, run, key, attempt)
+        run.write_outputs(key, outputs)
+        record.update(state="COMPLETED", ended=time.time())
+        return outputs
+    except BaseException as exc:
+        record.update(state="FAILED", ended=time.time(), error=_describe(exc), traceback=traceback.format_exc())
+        raise
+    finally:
+        _record(run, plan, key, record)
+
+
+def _call(plan: Plan, run: RunDir, key: str, attempt: int) -> dict[str, Any]:
+    unit, spec = plan.units[key], plan.spec(key)
+    task_dir = run.task_dir(key)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    ctx = TaskContext(
+        run_id=run.run_id, task=unit.task, key=key, task_dir=task_dir, run_dir=run.path, attempt=attempt,
+        upstream=upstream_outputs(plan, run, unit), item=unit.item, shard=unit.shard,
+        resources=vars(spec.resources),
+    )
+    outputs = load_target(spec.target)(ctx, **spec.params)
+    outputs = dict(outputs or {})
+    try:
+        json.dumps(outputs)
+    except (TypeError, ValueError) as exc:
+        raise TaskFailedError(
+            f"task {key!r} returned outputs that are not JSON-serialisable ({exc}); return plain "
+            f"numbers/strings/lists/dicts and write larger artefacts as files under ctx.task_dir"
+        ) from exc
+    return outputs
+
+
+def upstream_outputs(plan: Plan, run: RunDir, unit: Unit) -> dict[str, Any]:
+    """Outputs of each upstream task: a dict, or a list of shard outputs for a fan-out."""
+    result: dict[str, Any] = {}
+    for dep in plan.tasks[unit.task].depends_on:
+        up = plan.tasks[dep]
+        if plan.edge_kind(dep, unit.task) == "corr":
+            result[dep] = run.outputs(unit_key(dep, unit.shard))
+        elif up.foreach is None:
+            result[dep] = run.outputs(dep)
+        else:
+            result[dep] = [run.outputs(unit_key(dep, i)) for i in range(len(up.foreach))]
+    return result
+
+
+def load_target(target: str) -> Callable[..., Any]:
+    module_name, _, attr = target.rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)  # validated at plan time
+
+
+def _start_record(plan: Plan, key: str, attempt: int, epoch: int) -> dict[str, Any]:
+    unit = plan.units[key]
+    job_id, log = _job_identity()
+    return {
+        "attempt": attempt, "epoch": epoch, "state": "RUNNING", "started": time.time(), "ended": None,
+        "host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id, "log": log,
+        "fingerprint": unit.fingerprint, "config_fp": unit.config_fp, "error": None,
+    }
+
+
+def _record(run: RunDir, plan: Plan, key: str, record: dict[str, Any]) -> None:
+    run.write_attempt(key, record)
+    store_conf = plan.meta.get("store")
+    if not store_conf:
+        return
+    try:  # the run dir is the truth; the index can be rebuilt, so never fail a task over it
+        from cl_hpc.store.db import Store
+        from cl_hpc.store.sync import sync_unit
+
+        with Store(store_conf["root"], store_conf["journal_mode"], store_conf["busy_timeout_s"]) as store:
+            sync_unit(store, run, key, record)
+    except ClHpcError as exc:
+        print(f"cl_hpc: warning: could not index attempt in the store: {exc}", file=sys.stderr)
+
+
+def _job_identity() -> tuple[str | None, str | None]:
+    """The scheduler's job id and this process's log file, when running under submitit."""
+    try:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        return str(env.job_id), str(env.paths.stdout).replace("%t", str(env.global_rank))
+    except RuntimeError:  # not inside a submitit job
+        return None, None
+
+
+def _rank() -> int:
+    for name in ("SUBMITIT_LOCAL_GLOBALID", "SLURM_PROCID"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 0
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (SIGINT): cancelled, or killed at its time limit"
+    return f"{type(exc).__name__}: {exc}"

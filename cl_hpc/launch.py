@@ -1,0 +1,169 @@
+"""`python -m cl_hpc.launch [hydra overrides]`: compose, validate, plan, submit, and (optionally) follow.
+
+Examples::
+
+    python -m cl_hpc.launch                                   # the default pipeline, locally
+    python -m cl_hpc.launch launch.dry_run=true               # print the plan and a mermaid graph
+    python -m cl_hpc.launch pipeline.tasks.train.resources.mem_gb=8 model.hidden=128
+    python -m cl_hpc.launch -m model.hidden=64,128            # one run per combination
+    python -m cl_hpc.launch launch.resume=latest              # re-run only what failed or changed
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+
+from cl_hpc.config.schema import register
+from cl_hpc.dag.build import build_plan, digest
+from cl_hpc.dag.model import Plan
+from cl_hpc.dag.render import mermaid, render_plan
+from cl_hpc.dag.resume import plan_resume
+from cl_hpc.errors import ClHpcError, ConfigError, ExecutorError
+from cl_hpc.execute import Executor, make_executor
+from cl_hpc.rundir.io import write_text_atomic
+from cl_hpc.rundir.layout import RunDir, new_run_id, resolve_run
+from cl_hpc.rundir.state import State, run_status
+from cl_hpc.store.db import Store
+from cl_hpc.store.sync import sync_run
+from cl_hpc.ui import explain, follow, make_console, status_table
+
+register()
+
+
+def launch(cfg: DictConfig, console: Console) -> int:
+    """The whole launch; returns the exit code (0 = the run completed, or was submitted detached)."""
+    resolved = _resolve(cfg)
+    executor = make_executor(cfg.cluster)
+    run_root = Path(resolved["run_root"]).resolve()
+    plan = build_plan(resolved["pipeline"], executor.capacity(), workdir=os.getcwd())
+    plan = Plan(plan.pipeline, plan.tasks, plan.edges, plan.units, plan.workdir,
+                {"store": _store_meta(resolved), "backend": executor.name, "config_digest": digest(resolved)})
+    resume = resolved["launch"]["resume"]
+    run, todo, epoch = _prepare(run_root, plan, resume, resolved["launch"]["run_id"], executor)
+    if resolved["launch"]["dry_run"]:
+        _print_plan(console, plan, executor, todo, bool(resume))
+        return 0
+    if not todo:
+        console.print(f"run {run.run_id}: every unit completed before and is unchanged; nothing to run")
+        return 0
+    _write_run(run, plan, cfg, executor, epoch, todo)
+    console.print(f"run {run.run_id}: submitting {len(todo)} of {len(plan.units)} units to {executor.name} "
+                  f"({run.path})", highlight=False)
+    executor.submit(run, plan, todo, epoch)
+    return _after_submit(run, plan, executor, resolved, console)
+
+
+def _resolve(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"the config does not resolve: {exc}\nCheck the key it names in conf/ or on the command line.") from exc
+    assert isinstance(resolved, dict)
+    return resolved
+
+
+def _store_meta(resolved: dict[str, Any]) -> dict[str, Any]:
+    store = resolved["store"]
+    return {**store, "root": str(Path(store["root"]).resolve())}
+
+
+def _prepare(run_root: Path, plan: Plan, resume: str | None, run_id: str | None, executor: Executor) -> tuple[RunDir, list[str], int]:
+    """The run dir, the units to run, and the launch epoch; nothing is written yet."""
+    if not resume:
+        run = RunDir(run_root / (run_id or new_run_id()))
+        if run.path.exists():
+            raise ExecutorError(f"run directory {run.path} already exists; pick another launch.run_id or resume it")
+        return run, list(plan.units), 0
+    run = resolve_run(run_root, resume)
+    statuses = run_status(run)
+    live = [k for k, s in statuses.items() if not s.state.terminal]
+    if live and not executor.problems(run):
+        raise ExecutorError(f"run {run.run_id} is still going ({', '.join(live[:5])} not finished); "
+                            f"wait for it, or cancel it with `python -m cl_hpc.cancel {run.run_id}`")
+    todo, _ = plan_resume(plan, run.load_plan(), {k: s.state.value for k, s in statuses.items()})
+    return run, todo, int(run.meta().get("epoch", 0)) + 1
+
+
+def _write_run(run: RunDir, plan: Plan, cfg: DictConfig, executor: Executor, epoch: int, todo: list[str]) -> None:
+    run.path.mkdir(parents=True, exist_ok=True)
+    for key in todo:
+        run.reset_for_rerun(key)
+    name = "config.yaml" if epoch == 0 else f"config.{epoch}.yaml"
+    write_text_atomic(run.path / name, OmegaConf.to_yaml(cfg, resolve=True))
+    run.save_plan(plan)
+    meta = run.meta()
+    launches = [*meta.get("launches", []), {"epoch": epoch, "time": time.time(), "units": todo, "argv": sys.argv[1:]}]
+    run.update_meta(
+        run_id=run.run_id, pipeline=plan.pipeline, backend=executor.name, epoch=epoch, launches=launches,
+        created=meta.get("created", time.time()), host=socket.gethostname(), user=getpass.getuser(),
+        workdir=plan.workdir,
+    )
+    _index(run, plan)
+
+
+def _after_submit(run: RunDir, plan: Plan, executor: Executor, resolved: dict[str, Any], console: Console) -> int:
+    wanted = resolved["launch"]["follow"]
+    if wanted is None:  # local results land on this machine, so waiting is what a user expects
+        wanted = console.is_terminal or executor.name in ("local", "inprocess")
+    if not wanted and executor.detaches:
+        console.print(f"detached; follow it with: python -m cl_hpc.status {run.run_id}", highlight=False)
+        return 0
+    statuses = follow(run, executor, console) if executor.detaches else executor.status(run)
+    if not console.is_terminal or not executor.detaches:
+        console.print(status_table(run, plan, statuses))
+    _index(run, plan)
+    for line in explain(statuses) + executor.problems(run):
+        console.print(line, style="red", highlight=False)
+    ok = all(s.state is State.COMPLETED for s in statuses.values())
+    console.print(f"run {run.run_id} {'completed' if ok else 'did not complete'}: {run.path}", highlight=False)
+    return 0 if ok else 1
+
+
+def _index(run: RunDir, plan: Plan) -> None:
+    conf = plan.meta["store"]
+    with Store(conf["root"], conf["journal_mode"], conf["busy_timeout_s"]) as store:
+        sync_run(store, run)
+
+
+def _print_plan(console: Console, plan: Plan, executor: Executor, todo: list[str], resuming: bool) -> None:
+    console.print(render_plan(plan, executor.describe(plan)), highlight=False, markup=False, soft_wrap=True)
+    if resuming:
+        reused = [k for k in plan.units if k not in todo]
+        console.print(f"resume: would run {', '.join(todo) or 'nothing'}; reuse {', '.join(reused) or 'nothing'}",
+                      highlight=False, markup=False)
+    console.print("\n```mermaid\n" + mermaid(plan) + "\n```", highlight=False, markup=False, soft_wrap=True)
+    console.print("dry run: nothing was submitted", highlight=False)
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    console = make_console()
+    try:
+        code = launch(cfg, console)
+    except ClHpcError as exc:
+        console.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        code = 2
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if code and not multirun:  # in a sweep, one failed combination must not stop the others
+        sys.exit(code)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The run directory: the source of truth for one pipeline run.
+
+    runs/<run_id>/
+      config.yaml          resolved config, as launched (resumes add config.<n>.yaml)
+      plan.json            the validated Plan every job reads
+      run.json             run metadata: backend, host, submit times, resumes
+      scheduler.json       the local scheduler's pid and heartbeat (cluster=local only)
+      tasks/<task>/[<shard>/]
+        attempts/<n>.json  one record per attempt (written by the job itself)
+        outputs.json       the task's outputs (present only once it completed)
+        cancelled.json     why it was cancelled, and the root cause
+        progress.json      last progress report
+        logs/              stdout/stderr of each attempt
+
+Every file is written atomically. The SQLite store is an index that can be rebuilt from these.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cl_hpc.dag.model import Plan
+from cl_hpc.errors import RunNotFoundError
+from cl_hpc.rundir.io import read_json, write_json_atomic
+
+_SHARD = re.compile(r"^(?P<task>.+)\[(?P<shard>\d+)\]$")
+
+
+def new_run_id(now: float | None = None) -> str:
+    """Sortable by creation time (to the millisecond), unique thanks to a random suffix."""
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
+    return stamp.strftime("%Y%m%d-%H%M%S-") + f"{stamp.microsecond // 1000:03d}-{secrets.token_hex(2)}"
+
+
+class RunDir:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path).resolve()
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def plan_path(self) -> Path:
+        return self.path / "plan.json"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "run.json"
+
+    def exists(self) -> bool:
+        return self.plan_path.exists()
+
+    def load_plan(self) -> Plan:
+        data = read_json(self.plan_path)
+        if data is None:
+            raise RunNotFoundError(f"{self.path} holds no plan.json: not a cl_hpc run directory")
+        return Plan.from_dict(data)
+
+    def save_plan(self, plan: Plan) -> None:
+        write_json_atomic(self.plan_path, plan.to_dict())
+
+    def meta(self) -> dict[str, Any]:
+        return read_json(self.meta_path) or {}
+
+    def update_meta(self, **values: Any) -> None:
+        write_json_atomic(self.meta_path, {**self.meta(), **values})
+
+    # --- per unit -------------------------------------------------------------------------
+    def task_dir(self, key: str) -> Path:
+        match = _SHARD.match(key)
+        if match:
+            return self.path / "tasks" / match["task"] / match["shard"]
+        return self.path / "tasks" / key
+
+    def log_dir(self, key: str) -> Path:
+        return self.task_dir(key) / "logs"
+
+    def attempts(self, key: str) -> list[dict[str, Any]]:
+        folder = self.task_dir(key) / "attempts"
+        if not folder.is_dir():
+            return []
+        records = [read_json(p) for p in folder.glob("*.json")]
+        return sorted((r for r in records if r), key=lambda r: int(r["attempt"]))
+
+    def write_attempt(self, key: str, record: dict[str, Any]) -> None:
+        write_json_atomic(self.task_dir(key) / "attempts" / f"{int(record['attempt'])}.json", record)
+
+    def outputs(self, key: str) -> Any | None:
+        return read_json(self.task_dir(key) / "outputs.json")
+
+    def write_outputs(self, key: str, outputs: Any) -> None:
+        write_json_atomic(self.task_dir(key) / "outputs.json", outputs)
+
+    def cancelled(self, key: str) -> dict[str, Any] | None:
+        return read_json(self.task_dir(key) / "cancelled.json")
+
+    def mark_cancelled(self, key: str, reason: str, root_cause: str | None) -> None:
+        record = {"reason": reason, "root_cause": root_cause, "time": time.time()}
+        write_json_atomic(self.task_dir(key) / "cancelled.json", record)
+
+    def progress(self, key: str) -> dict[str, Any] | None:
+        return read_json(self.task_dir(key) / "progress.json")
+
+    def reset_for_rerun(self, key: str) -> None:
+        """Forget a unit's result before it runs again; its attempt history stays."""
+        for name in ("outputs.json", "cancelled.json", "progress.json"):
+            (self.task_dir(key) / name).unlink(missing_ok=True)
+
+
+def runs_in(root: Path) -> list[RunDir]:
+    """Run directories under ``root``, oldest first (run ids sort by time)."""
+    if not root.is_dir():
+        return []
+    return [RunDir(p) for p in sorted(root.iterdir()) if (p / "plan.json").exists()]
+
+
+def resolve_run(root: Path, ref: str | None) -> RunDir:
+    """A run by id, unique id prefix, path, or None/'latest' for the newest."""
+    if ref and os.sep in ref and (Path(ref) / "plan.json").exists():
+        return RunDir(ref)
+    runs = runs_in(root)
+    if not runs:
+        raise RunNotFoundError(f"no runs under {root}; start one with `python -m cl_hpc.launch` (or pass run_root=...)")
+    if ref in (None, "", "latest"):
+        return runs[-1]
+    hits = [r for r in runs if r.run_id.startswith(ref)]
+    if len(hits) == 1:
+        return hits[0]
+    newest = ", ".join(r.run_id for r in runs[-5:])
+    what = "matches several runs" if hits else "matches no run"
+    raise RunNotFoundError(f"run {ref!r} {what} under {root}; newest runs: {newest}")
+
+

@@ -1,0 +1,86 @@
+"""Derive each unit's state from the files in the run directory (never from a live process)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from cl_hpc.dag.model import Plan
+from cl_hpc.rundir.layout import RunDir
+
+
+class State(str, enum.Enum):
+    PENDING = "PENDING"  # waiting for its dependencies or for resources
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"  # the last attempt failed and another one is due
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"  # failed, no attempts left
+    CANCELLED = "CANCELLED"  # never ran to the end because an upstream failed, or by request
+
+    @property
+    def terminal(self) -> bool:
+        return self in (State.COMPLETED, State.FAILED, State.CANCELLED)
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    key: str
+    state: State
+    attempts: tuple[Mapping[str, Any], ...]
+    cancelled: Mapping[str, Any] | None
+    progress: Mapping[str, Any] | None
+
+    @property
+    def last(self) -> Mapping[str, Any] | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def started(self) -> float | None:
+        return self.attempts[0].get("started") if self.attempts else None
+
+    @property
+    def ended(self) -> float | None:
+        return self.last.get("ended") if self.last and self.state.terminal else None
+
+    @property
+    def duration_s(self) -> float | None:
+        last = self.last
+        if not last or last.get("ended") is None or last.get("started") is None:
+            return None
+        return float(last["ended"]) - float(last["started"])
+
+
+def unit_status(run: RunDir, plan: Plan, key: str, launch: Mapping[str, Any] | None = None) -> UnitStatus:
+    """``launch`` is the latest entry of run.json's launches: for the units it (re)submitted, only
+    attempts of that launch decide the state, so a unit queued again reads PENDING, not its old end."""
+    attempts = tuple(run.attempts(key))
+    current = attempts
+    if launch and key in launch.get("units", ()):
+        current = tuple(a for a in attempts if a.get("epoch", 0) == launch.get("epoch", 0))
+    cancelled = run.cancelled(key)
+    state = _state(current, cancelled, plan.spec(key).retries)
+    return UnitStatus(key, state, attempts, cancelled, run.progress(key))
+
+
+def run_status(run: RunDir, plan: Plan | None = None) -> dict[str, UnitStatus]:
+    plan = plan or run.load_plan()
+    launches = run.meta().get("launches") or [None]
+    return {key: unit_status(run, plan, key, launches[-1]) for key in plan.units}
+
+
+def _state(attempts: tuple[Mapping[str, Any], ...], cancelled: Mapping[str, Any] | None, retries: int) -> State:
+    """From one launch's attempts: retries are counted within the launch that made them."""
+    if cancelled is not None:
+        return State.CANCELLED
+    if not attempts:
+        return State.PENDING
+    last = attempts[-1]["state"]
+    if last == "FAILED":
+        return State.RETRYING if len(attempts) <= retries else State.FAILED
+    return State(last)
+
+
+def root_cause(statuses: Mapping[str, UnitStatus]) -> UnitStatus | None:
+    """The first unit (in plan order) that failed for good: what a user should look at first."""
+    return next((s for s in statuses.values() if s.state is State.FAILED), None)

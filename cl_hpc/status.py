@@ -1,0 +1,82 @@
+"""`python -m cl_hpc.status [RUN]`: the state of a run, rebuilt from its run directory.
+
+Works whether or not the launcher is still alive. RUN is a run id, a unique prefix of one, a path,
+or omitted for the newest run. Also refreshes the run's rows in the SQLite store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cl_hpc.errors import ClHpcError
+from cl_hpc.execute import make_executor
+from cl_hpc.rundir.layout import RunDir, resolve_run
+from cl_hpc.store.db import Store
+from cl_hpc.store.sync import run_state, sync_run
+from cl_hpc.ui import explain, make_console, status_table
+
+
+class _Backend:
+    """Just enough of a cluster config to rebuild the run's executor from run.json."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.cpus, self.mem_gb, self.gpus, self.poll_s = mode, None, None, None, 0.2
+
+
+def collect(run: RunDir) -> dict[str, Any]:
+    executor = make_executor(_Backend(run.meta().get("backend", "local")))
+    plan = run.load_plan()
+    statuses = executor.status(run)
+    return {"run": run, "plan": plan, "statuses": statuses, "problems": executor.problems(run)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cl_hpc.status", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", nargs="?", help="run id, id prefix, or path (default: the newest run)")
+    parser.add_argument("--run-root", type=Path, default=Path("runs"), help="where run directories are (default: runs)")
+    parser.add_argument("--store-root", type=Path, default=None, help="store to refresh (default: the run's own)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    args = parser.parse_args(argv)
+    console = make_console()
+    try:
+        info = collect(resolve_run(args.run_root, args.run))
+        _refresh_store(info, args.store_root)
+    except ClHpcError as exc:
+        console.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        return 2
+    if args.json:
+        print(json.dumps(_as_json(info), indent=2, default=str))
+    else:
+        console.print(status_table(info["run"], info["plan"], info["statuses"]))
+        for line in explain(info["statuses"]) + info["problems"]:
+            console.print(line, style="red", markup=False, highlight=False)
+        console.print(f"state: {run_state(info['statuses'])}", highlight=False)
+    return 0
+
+
+def _refresh_store(info: dict[str, Any], store_root: Path | None) -> None:
+    conf = dict(info["plan"].meta.get("store") or {"journal_mode": "delete", "busy_timeout_s": 60.0})
+    if store_root is not None:
+        conf["root"] = str(store_root)
+    if conf.get("root"):
+        with Store(conf["root"], conf["journal_mode"], conf["busy_timeout_s"]) as store:
+            sync_run(store, info["run"])
+
+
+def _as_json(info: dict[str, Any]) -> dict[str, Any]:
+    statuses = info["statuses"]
+    return {
+        "run_id": info["run"].run_id, "run_dir": str(info["run"].path), "state": run_state(statuses),
+        "problems": info["problems"],
+        "units": {k: {"state": s.state.value, "attempts": list(s.attempts), "cancelled": s.cancelled,
+                      "duration_s": s.duration_s} for k, s in statuses.items()},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The SQLite index of runs, tasks and attempts, through sqlite-utils.
+
+Many job processes write at once. Every write transaction starts with BEGIN IMMEDIATE, so a writer
+takes the lock up front and waits on the busy timeout instead of failing mid-transaction (the
+deferred-upgrade deadlock that surfaces as "database is locked"); a bounded retry with jittered
+backoff covers the rest. sqlite-utils' own writes nest inside as savepoints.
+The default rollback journal is safe on the network filesystems clusters share; WAL is offered
+for local disks.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+import sqlite_utils
+
+from cl_hpc.errors import StoreError
+
+T = TypeVar("T")
+DB_NAME = "cl_hpc.db"
+_JOURNAL_MODES = ("delete", "truncate", "persist", "wal")
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE runs (run_id TEXT PRIMARY KEY, pipeline TEXT, backend TEXT, created FLOAT,
+        state TEXT, run_dir TEXT, host TEXT, n_units INTEGER, n_completed INTEGER, n_failed INTEGER,
+        n_cancelled INTEGER, updated FLOAT)"""
+    )
+    conn.execute(
+        """CREATE TABLE tasks (run_id TEXT, key TEXT, task TEXT, shard INTEGER, state TEXT,
+        attempts INTEGER, started FLOAT, ended FLOAT, duration_s FLOAT, cpus INTEGER, gpus INTEGER,
+        mem_gb FLOAT, time_min FLOAT, log TEXT, fingerprint TEXT, root_cause TEXT, error TEXT,
+        PRIMARY KEY (run_id, key))"""
+    )
+    conn.execute(
+        """CREATE TABLE attempts (run_id TEXT, key TEXT, attempt INTEGER, state TEXT, started FLOAT,
+        ended FLOAT, host TEXT, pid INTEGER, job_id TEXT, log TEXT, error TEXT, fingerprint TEXT,
+        PRIMARY KEY (run_id, key, attempt))"""
+    )
+    conn.execute("CREATE INDEX idx_tasks_state ON tasks (state)")
+
+
+# Append only: migration N brings a database from user_version N-1 to N.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+
+
+class Store:
+    def __init__(self, root: Path | str, journal_mode: str = "delete", busy_timeout_s: float = 60.0) -> None:
+        if journal_mode.lower() not in _JOURNAL_MODES:
+            raise StoreError(f"store.journal_mode={journal_mode!r} is not one of {', '.join(_JOURNAL_MODES)}")
+        self.path = Path(root) / DB_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_s = busy_timeout_s
+        # isolation_level=None: transactions are begun explicitly below, never implicitly.
+        conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self._retry(lambda: conn.execute(f"PRAGMA journal_mode={journal_mode}"))
+        self._transaction(self._migrate)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        # Inside one IMMEDIATE transaction, DDL included: two processes never both migrate.
+        current = self.version
+        for number, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+            migration(self.db.conn)
+            self.db.conn.execute(f"PRAGMA user_version={number}")
+
+    def _transaction(self, work: Callable[[], T]) -> T:
+        conn = self.db.conn
+
+        def attempt() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work()
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        return self._retry(attempt)
+
+    def _retry(self, action: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                transient = "locked" in str(exc) or "busy" in str(exc)
+                if not transient or time.monotonic() > deadline:
+                    raise StoreError(f"cannot write {self.path}: {exc}") from exc
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    def upsert(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        rows = [dict(r) for r in rows]
+        if rows:
+            pk = self.db[table].pks
+            self._transaction(lambda: self.db[table].upsert_all(rows, pk=pk))
+
+    def delete_run(self, run_id: str) -> None:
+        def action() -> None:
+            for table in ("attempts", "tasks", "runs"):
+                self.db.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+
+        self._transaction(action)
+
+    def rows(self, table: str, where: str | None = None, args: Iterable[Any] = (), order_by: str | None = None) -> list[dict[str, Any]]:
+        return list(self.db[table].rows_where(where, list(args), order_by=order_by))

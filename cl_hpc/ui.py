@@ -1,0 +1,105 @@
+"""Terminal views shared by launch (live progress) and status: rich tables over unit states."""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from cl_hpc.dag.model import Plan
+from cl_hpc.dag.render import format_resources
+from cl_hpc.execute.base import Executor
+from cl_hpc.rundir.layout import RunDir
+from cl_hpc.rundir.state import State, UnitStatus, root_cause
+
+STYLE = {
+    State.PENDING: "dim", State.RUNNING: "cyan", State.RETRYING: "yellow",
+    State.COMPLETED: "green", State.FAILED: "bold red", State.CANCELLED: "magenta",
+}
+
+
+def make_console() -> Console:
+    """A terminal console, or a wide plain one for logs and pipes (no wrapping of log paths)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200, soft_wrap=True)
+
+
+def status_table(run: RunDir, plan: Plan, statuses: Mapping[str, UnitStatus], with_logs: bool = True) -> Table:
+    table = Table(title=f"run {run.run_id} · pipeline {plan.pipeline}", title_justify="left")
+    for column in ("task", "state", "attempts", "duration", "progress", "resources"):
+        table.add_column(column)
+    if with_logs:
+        table.add_column("log", overflow="fold")
+    for key, st in statuses.items():
+        row = [key, Text(st.state.value, style=STYLE[st.state]), str(len(st.attempts)),
+               _duration(st), _progress(st), format_resources(plan.spec(key).resources)]
+        if with_logs:
+            row.append((st.last or {}).get("log") or "")
+        table.add_row(*row)
+    return table
+
+
+def explain(statuses: Mapping[str, UnitStatus]) -> list[str]:
+    """Plain lines naming the root cause of a failed run and where its log is."""
+    cause = root_cause(statuses)
+    if cause is None:
+        return []
+    last = cause.last or {}
+    lines = [f"root cause: {cause.key} failed after {len(cause.attempts)} attempt(s): {last.get('error')}"]
+    if last.get("log"):
+        lines.append(f"  log: {last['log']}")
+    cancelled = [k for k, s in statuses.items() if s.cancelled and s.cancelled.get("root_cause") == cause.key]
+    if cancelled:
+        lines.append(f"  cancelled because of it: {', '.join(cancelled)}")
+    return lines
+
+
+def follow(run: RunDir, executor: Executor, console: Console, interval_s: float = 0.5) -> dict[str, UnitStatus]:
+    """Show progress until every unit is final (or the backend reports a problem); returns the states."""
+    plan = run.load_plan()
+    if not console.is_terminal:
+        return _follow_lines(run, executor, plan, console, interval_s)
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        while True:
+            statuses = executor.status(run)
+            live.update(status_table(run, plan, statuses, with_logs=False))
+            if _finished(statuses) or executor.problems(run):
+                return statuses
+            time.sleep(interval_s)
+
+
+def _follow_lines(run: RunDir, executor: Executor, plan: Plan, console: Console, interval_s: float) -> dict[str, UnitStatus]:
+    seen: dict[str, State] = {}
+    while True:
+        statuses = executor.status(run)
+        for key, st in statuses.items():
+            if seen.get(key) != st.state:
+                seen[key] = st.state
+                console.print(f"{time.strftime('%H:%M:%S')} {key:<24} {st.state.value}", highlight=False)
+        if _finished(statuses) or executor.problems(run):
+            return statuses
+        time.sleep(interval_s)
+
+
+def _finished(statuses: Mapping[str, UnitStatus]) -> bool:
+    return all(s.state.terminal for s in statuses.values())
+
+
+def _duration(st: UnitStatus) -> str:
+    last = st.last or {}
+    if last.get("started") is None:
+        return "-"
+    end = last.get("ended") or time.time()
+    return f"{end - float(last['started']):.1f}s"
+
+
+def _progress(st: UnitStatus) -> str:
+    p = st.progress
+    if not p or st.state is not State.RUNNING:
+        return ""
+    frac = f"{100 * p['done'] / p['total']:.0f}%" if p.get("total") else f"{p['done']:g}"
+    return f"{frac} {p.get('note', '')}".strip()

@@ -1,0 +1,50 @@
+"""Small, real task callables the contract and validation tests run through every backend.
+
+They do deterministic arithmetic and record when and where they ran, so tests can check outputs,
+overlap in time, admission and failure propagation without depending on the ML stack.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cl_hpc.context import TaskContext
+
+
+def emit(ctx: TaskContext, value: int = 1, sleep_s: float = 0.0) -> dict[str, Any]:
+    start = time.time()
+    time.sleep(sleep_s)
+    item = ctx.item if ctx.item is not None else 0
+    return {"value": value + item, "pid": os.getpid(), "start": start, "end": time.time()}
+
+
+def add(ctx: TaskContext, offset: int = 0, sleep_s: float = 0.0) -> dict[str, Any]:
+    """Sum every upstream 'value' (fan-outs give lists of shard outputs), plus a numeric item."""
+    start = time.time()
+    time.sleep(sleep_s)
+    total = offset + (ctx.item if isinstance(ctx.item, int) else 0)
+    for outputs in ctx.upstream.values():
+        for out in outputs if isinstance(outputs, list) else [outputs]:
+            total += out["value"]
+    return {"value": total, "pid": os.getpid(), "start": start, "end": time.time()}
+
+
+def fail(ctx: TaskContext, message: str = "boom", until_attempt: int = 10**9) -> dict[str, Any]:
+    """Raise while ctx.attempt < until_attempt (so a retry can succeed)."""
+    if ctx.attempt < until_attempt:
+        raise RuntimeError(f"{message} (attempt {ctx.attempt})")
+    return {"value": 100, "attempt": ctx.attempt}
+
+
+def fail_if_flag(ctx: TaskContext, flag: str, value: int = 7) -> dict[str, Any]:
+    """Fails while the file ``flag`` exists: a test removes it, then resumes."""
+    if Path(flag).exists():
+        raise RuntimeError(f"flag {flag} is set")
+    return {"value": value}
+
+
+def not_json(ctx: TaskContext) -> dict[str, Any]:
+    return {"value": object()}
