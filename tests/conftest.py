@@ -46,8 +46,10 @@ class Launcher:
         self.tmp = tmp
 
     def __call__(self, *overrides: str, timeout: float = 300) -> Launched:
-        args = [sys.executable, "-m", "cl_hpc.launch", "hydra.searchpath=[file://tests/conf]",
-                f"run_root={self.run_root}", f"store.root={self.store_root}", *overrides]
+        flags = [o for o in overrides if o.startswith("-")]  # e.g. -m must precede the overrides
+        args = [sys.executable, "-m", "cl_hpc.launch", *flags, "hydra.searchpath=[file://tests/conf]",
+                f"run_root={self.run_root}", f"store.root={self.store_root}",
+                *[o for o in overrides if not o.startswith("-")]]
         proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=_env())
         return Launched(proc, self.run_root)
 

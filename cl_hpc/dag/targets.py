@@ -22,7 +22,8 @@ def target_problem(target: str) -> str | None:
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError) as exc:  # a parent package is missing or broken
-        return f"target {target!r}: cannot import module {module_name!r} ({exc})"
+        return (f"target {target!r}: cannot import module {module_name!r} ({exc}); is the package "
+                f"installed, or is the launch directory on PYTHONPATH?")
     if spec is None:
         return f"target {target!r}: no module named {module_name!r}{_module_hint(module_name)}"
     names = _top_level_names(spec.origin)
