@@ -1,0 +1,23 @@
+"""Feature tables as numpy arrays, read with pyarrow alone (no dask) so training starts fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cl_hpc.errors import DataError
+
+
+def load_xy(path: str | Path, features: list[str], label: str) -> tuple[np.ndarray, np.ndarray]:
+    """(X float32 [rows, features], y int64 [rows]) from a Parquet file or folder of parts."""
+    try:
+        table = pq.read_table(path, columns=[*features, label])
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: cannot read feature table columns {[*features, label]} ({exc}); "
+                        f"re-run the features task") from exc
+    x = np.column_stack([table.column(f).to_numpy().astype(np.float32) for f in features])
+    y = table.column(label).to_numpy().astype(np.int64)
+    return x, y

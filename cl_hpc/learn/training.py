@@ -1,0 +1,126 @@
+"""Train a classifier with a Lightning Trainer on CPU: seeded, quiet, and reporting progress."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins.environments import LightningEnvironment
+from torch.utils.data import DataLoader, TensorDataset
+
+from cl_hpc.config.ml import ModelConf
+from cl_hpc.learn.metrics import accuracy, log_loss
+from cl_hpc.learn.model import Classifier
+from cl_hpc.learn.nets import n_params, predict_proba
+
+ProgressFn = Callable[..., None]  # TaskContext.progress(done, total, note, *, force=False)
+
+
+class ProgressCallback(pl.Callback):
+    """Reports each step (ctx.progress throttles the writes) and keeps the per-epoch loss and accuracy."""
+
+    def __init__(self, progress: Optional[ProgressFn] = None) -> None:
+        self.progress = progress
+        self.epoch_loss: list[float] = []
+        self.epoch_accuracy: list[float] = []
+        self._sums = np.zeros(3)  # loss * rows, correct rows, rows: of the current epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sums = np.zeros(3)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        loss, rows = float(outputs["loss"]), int(outputs["rows"])
+        self._sums += (loss * rows, float(outputs["correct"]), rows)
+        if self.progress is not None:
+            note = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} loss {loss:.4f}"
+            self.progress(trainer.global_step, trainer.estimated_stepping_batches, note)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        rows = max(self._sums[2], 1.0)
+        self.epoch_loss.append(float(self._sums[0] / rows))
+        self.epoch_accuracy.append(float(self._sums[1] / rows))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.progress is not None:
+            self.progress(trainer.global_step, trainer.global_step, "trained", force=True)
+
+
+@dataclass
+class FitResult:
+    module: Classifier
+    epochs: int
+    steps: int
+    seconds: float
+    train_loss: float  # over the whole train window, in eval mode, after training
+    train_accuracy: float
+    n_params: int
+    epoch_loss: list[float] = field(default_factory=list)  # running mean over each epoch's batches
+    epoch_accuracy: list[float] = field(default_factory=list)
+
+
+def build_trainer(conf: ModelConf, callbacks: list[pl.Callback], n_batches: int, root_dir: Path) -> pl.Trainer:
+    """CPU, one device, deterministic, no progress bar, no logger, no checkpoints of Lightning's own
+    (the train task saves a plain state_dict it can checksum).
+
+    ``LightningEnvironment`` keeps Lightning's SLURM support out: cl_hpc owns scheduling and
+    retries, and under Slurm Lightning would otherwise install its own requeue signal handler.
+    """
+    return pl.Trainer(
+        accelerator="cpu", devices=1, max_epochs=conf.max_epochs, deterministic=True,
+        plugins=[LightningEnvironment()],
+        enable_progress_bar=False, enable_model_summary=False, logger=False, enable_checkpointing=False,
+        callbacks=callbacks, log_every_n_steps=max(1, min(50, n_batches)), num_sanity_val_steps=0,
+        default_root_dir=str(root_dir),
+    )
+
+
+def make_loader(x: np.ndarray, y: np.ndarray, conf: ModelConf) -> DataLoader:
+    data = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    shuffle_rng = torch.Generator().manual_seed(conf.seed)  # the shuffling order is part of the seed
+    return DataLoader(data, batch_size=conf.batch_size, shuffle=True, num_workers=conf.num_workers,
+                      generator=shuffle_rng, persistent_workers=conf.num_workers > 0)
+
+
+def fit(x: np.ndarray, y: np.ndarray, n_classes: int, conf: ModelConf, root_dir: Path,
+        progress: Optional[ProgressFn] = None, threads: Optional[int] = None) -> FitResult:
+    """Train ``conf``'s classifier on (x, y) and score it on the same rows."""
+    if threads:
+        torch.set_num_threads(threads)  # torch would otherwise use every core of the node, not the job's
+    pl.seed_everything(conf.seed, workers=True, verbose=False)
+    module = Classifier(x.shape[1], n_classes, conf.hidden, conf.layers, conf.dropout, conf.lr, conf.weight_decay)
+    loader = make_loader(x, y, conf)
+    callback = ProgressCallback(progress)
+    started = time.perf_counter()
+    with _quiet():
+        trainer = build_trainer(conf, [callback], len(loader), root_dir)
+        trainer.fit(module, loader)
+    seconds = time.perf_counter() - started
+    probs = predict_proba(module.net, torch.from_numpy(x)).numpy()
+    return FitResult(module, trainer.current_epoch, trainer.global_step, seconds, log_loss(probs, y),
+                     accuracy(probs, y), n_params(module.net), callback.epoch_loss, callback.epoch_accuracy)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep the task log for problems: Lightning logs a device summary at INFO on every fit, and
+    warns about things that are deliberate here."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        # num_workers=0 is deliberate: the window is a tensor in memory, worker processes only add IPC.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Lightning 2.6 calls a torch pytree API that newer torch deprecates; nothing to act on here.
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        # Lightning probes for Slurm even with LightningEnvironment and warns when srun is merely
+        # installed (local mode on a cluster machine); it does not use Slurm here.
+        warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
+        yield

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install cl_hpc and its test extras into .venv, start the local Slurm cluster where this machine
+# allows it (root and apt-get), and run the whole test suite. Extra arguments go to pytest.
+#
+# Under CI=true the Slurm tests must run: a machine that cannot start the cluster fails here,
+# and tests/slurm/conftest.py turns any skip into a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install.sh .venv test
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    bash scripts/slurm-local-up.sh
+elif [ "${CI:-}" = true ]; then
+    echo "error: CI=true needs root and apt-get to start the local Slurm cluster (scripts/slurm-local-up.sh)" >&2
+    exit 1
+else
+    echo "note: not root or no apt-get: the Slurm tests will be skipped (run scripts/slurm-local-up.sh as root to include them)" >&2
+fi
+
+exec .venv/bin/python -m pytest "$@"
