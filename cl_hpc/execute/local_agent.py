@@ -23,7 +23,7 @@ from cl_hpc.config.schema import Resources
 from cl_hpc.dag.capacity import Capacity
 from cl_hpc.dag.model import Plan
 from cl_hpc.execute.local import CANCEL_FILE, SCHEDULER_FILE
-from cl_hpc.execute.runner import run_unit
+from cl_hpc.execute.runner import run_unit, timeout_message
 from cl_hpc.execute.schedule import Pool, cancel_dependents, ready
 from cl_hpc.rundir.io import read_json, write_json_atomic
 from cl_hpc.rundir.layout import RunDir
@@ -118,7 +118,7 @@ class Agent:
 def _lost_record(entry: Running, last: dict[str, Any] | None, key: str) -> dict[str, Any]:
     elapsed_min = (time.time() - entry.started) / 60
     if elapsed_min >= entry.res.time_min:
-        error = f"TIMEOUT: killed at its time limit of {entry.res.time_min:g} min (resources.time_min)"
+        error = timeout_message(entry.res.time_min)
     else:
         code = entry.job._process.poll() if entry.job._process else None
         error = f"the process of {key} died with exit code {code} before recording its end (killed? out of memory?)"

@@ -39,7 +39,8 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
         record.update(state="COMPLETED", ended=time.time())
         return outputs
     except BaseException as exc:
-        record.update(state="FAILED", ended=time.time(), error=_describe(exc), traceback=traceback.format_exc())
+        error = _describe(exc, plan.spec(key).resources.time_min)
+        record.update(state="FAILED", ended=time.time(), error=error, traceback=traceback.format_exc())
         raise
     finally:
         _record(run, plan, key, record)
@@ -128,7 +129,14 @@ def _rank() -> int:
     return 0
 
 
-def _describe(exc: BaseException) -> str:
+def timeout_message(time_min: float) -> str:
+    return f"TIMEOUT: stopped at its time limit of {time_min:g} min (resources.time_min)"
+
+
+def _describe(exc: BaseException, time_min: float) -> str:
+    # submitit raises this in the job when the pre-timeout signal arrives and nothing checkpoints
+    if type(exc).__name__ == "UncompletedJobError" and "timed-out" in str(exc):
+        return timeout_message(time_min)
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (SIGINT): cancelled, or killed at its time limit"
     return f"{type(exc).__name__}: {exc}"
