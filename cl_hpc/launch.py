@@ -33,7 +33,7 @@ from cl_hpc.dag.render import mermaid, render_plan
 from cl_hpc.dag.resume import plan_resume
 from cl_hpc.errors import ClHpcError, ConfigError, ExecutorError
 from cl_hpc.execute import Executor, make_executor
-from cl_hpc.rundir.io import write_text_atomic
+from cl_hpc.atomic import write_text_atomic
 from cl_hpc.rundir.layout import RunDir, new_run_id, resolve_run
 from cl_hpc.rundir.state import State, run_status
 from cl_hpc.store.db import Store

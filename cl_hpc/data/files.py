@@ -1,4 +1,4 @@
-"""File helpers with no heavy imports: atomic byte writes, checksums, staged folder publishing."""
+"""File helpers with no heavy imports: checksums and staged folder publishing."""
 
 from __future__ import annotations
 
@@ -6,23 +6,8 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name, flush it to disk, then rename: readers see all or nothing."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())  # the rename must not overtake the data on a crash
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sha256_file(path: Path) -> str:

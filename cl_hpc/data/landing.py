@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from cl_hpc.config.ml import DataConf
-from cl_hpc.data.files import atomic_write
+from cl_hpc.atomic import write_bytes_atomic
 from cl_hpc.errors import ConfigError, DataError
 
 MANIFEST = "_manifest.json"
@@ -169,14 +169,14 @@ def _generate(root: Path, conf: DataConf, spec: dict[str, Any]) -> None:
             keep[name] = _write_partition(root / name, frame.iloc[i * rows:(i + 1) * rows], start)
         entries.append(keep[name])
     payload = {"format": 1, "spec": spec, "partitions": entries}
-    atomic_write(root / MANIFEST, json.dumps(payload, indent=1).encode())
+    write_bytes_atomic(root / MANIFEST, json.dumps(payload, indent=1).encode())
 
 
 def _write_partition(path: Path, part: pd.DataFrame, start: pd.Timestamp) -> dict[str, Any]:
     buffer = io.BytesIO()
     part.to_parquet(buffer, index=False)
     data = buffer.getvalue()
-    atomic_write(path, data)
+    write_bytes_atomic(path, data)
     return {"file": path.name, "start": start.isoformat(), "rows": len(part), "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest()}
 

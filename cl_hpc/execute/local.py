@@ -21,7 +21,7 @@ from cl_hpc.dag.model import Plan
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.base import Executor
 from cl_hpc.execute.machine import machine_capacity
-from cl_hpc.rundir.io import read_json, write_json_atomic
+from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.rundir.layout import RunDir
 
 SCHEDULER_FILE = "scheduler.json"

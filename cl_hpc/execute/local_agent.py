@@ -25,7 +25,7 @@ from cl_hpc.dag.model import Plan
 from cl_hpc.execute.local import CANCEL_FILE, SCHEDULER_FILE
 from cl_hpc.execute.runner import run_unit, timeout_message
 from cl_hpc.execute.schedule import Pool, cancel_dependents, ready
-from cl_hpc.rundir.io import read_json, write_json_atomic
+from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.rundir.layout import RunDir
 
 

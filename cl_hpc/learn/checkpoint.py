@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from cl_hpc.data.files import atomic_write, sha256_file
+from cl_hpc.atomic import write_bytes_atomic
+from cl_hpc.data.files import sha256_file
 from cl_hpc.errors import DataError
 from cl_hpc.learn.nets import MLP
 
@@ -24,7 +25,7 @@ def save_checkpoint(path: Path, net: MLP, net_hparams: dict[str, Any], meta: dic
     payload = {"format": FORMAT, "net": net_hparams, "state_dict": net.state_dict(), **meta}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    atomic_write(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
     return sha256_file(path)
 
 

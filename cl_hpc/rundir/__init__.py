@@ -1,6 +1,6 @@
 """The run directory: layout, atomic writes and state derivation (the source of truth of a run)."""
 
-from cl_hpc.rundir.io import read_json, write_json_atomic, write_text_atomic
+from cl_hpc.atomic import read_json, write_json_atomic, write_text_atomic
 from cl_hpc.rundir.layout import RunDir, new_run_id, resolve_run, runs_in
 from cl_hpc.rundir.state import State, UnitStatus, root_cause, run_status, unit_status
 

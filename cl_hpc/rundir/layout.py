@@ -27,7 +27,7 @@ from typing import Any
 
 from cl_hpc.dag.model import Plan
 from cl_hpc.errors import RunNotFoundError
-from cl_hpc.rundir.io import read_json, write_json_atomic
+from cl_hpc.atomic import read_json, write_json_atomic
 
 _SHARD = re.compile(r"^(?P<task>.+)\[(?P<shard>\d+)\]$")
 

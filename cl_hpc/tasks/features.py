@@ -17,7 +17,8 @@ import pandas as pd
 
 from cl_hpc.config.ml import data_conf
 from cl_hpc.context import TaskContext
-from cl_hpc.data.files import atomic_write, publish, staging_dir
+from cl_hpc.atomic import write_bytes_atomic
+from cl_hpc.data.files import publish, staging_dir
 from cl_hpc.data.windows import dask_threads
 from cl_hpc.errors import DataError
 from cl_hpc.tasks._common import cpus, upstream
@@ -39,7 +40,7 @@ def run(ctx: TaskContext, data: Optional[Mapping[str, Any]] = None) -> dict[str,
         scale = std.where(std > 0, 1.0)  # a constant feature is centred, not divided by zero
         paths = _write_scaled(ctx.task_dir, frames, feats, label, ingest["timestamp_col"], mean, scale, classes)
     stats = _stats(feats, mean, scale, std, classes, train_labels, ingest)
-    atomic_write(ctx.task_dir / "stats.json", json.dumps(stats, indent=1).encode())
+    write_bytes_atomic(ctx.task_dir / "stats.json", json.dumps(stats, indent=1).encode())
     return {**stats, "train_path": str(paths["train"]), "eval_path": str(paths["eval"]),
             "stats_path": str(ctx.task_dir / "stats.json"), "label_col": label,
             "timestamp_col": ingest["timestamp_col"], "n_features": len(feats), "n_classes": len(classes)}
