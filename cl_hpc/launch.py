@@ -27,11 +27,11 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from cl_hpc.config.schema import register
-from cl_hpc.dag.build import build_plan, digest
+from cl_hpc.dag.build import build_plan, digest, report
 from cl_hpc.dag.model import Plan
 from cl_hpc.dag.render import mermaid, render_plan
 from cl_hpc.dag.resume import plan_resume
-from cl_hpc.errors import ClHpcError, ConfigError, ExecutorError
+from cl_hpc.errors import ClHpcError, ConfigError, ExecutorError, ResourceError
 from cl_hpc.execute import Executor, make_executor
 from cl_hpc.atomic import write_text_atomic
 from cl_hpc.rundir.layout import RunDir, new_run_id, resolve_run
@@ -49,6 +49,9 @@ def launch(cfg: DictConfig, console: Console) -> int:
     executor = make_executor(cfg.cluster)
     run_root = Path(resolved["run_root"]).resolve()
     plan = build_plan(resolved["pipeline"], executor.capacity(), workdir=os.getcwd())
+    problems = executor.check(plan)
+    if problems:
+        raise ResourceError(report("a task asks for what the cluster can never give", problems))
     plan = Plan(plan.pipeline, plan.tasks, plan.edges, plan.units, plan.workdir,
                 {"store": _store_meta(resolved), "backend": executor.name, "config_digest": digest(resolved)})
     resume = resolved["launch"]["resume"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class Launcher:
 
     def __call__(self, *overrides: str, timeout: float = 300) -> Launched:
         flags = [o for o in overrides if o.startswith("-")]  # e.g. -m must precede the overrides
+        if not any(o.startswith("launch.follow=") for o in overrides):
+            overrides = (*overrides, "launch.follow=true")  # tests read results once the launcher returns
         args = [sys.executable, "-m", "cl_hpc.launch", *flags, "hydra.searchpath=[file://tests/conf]",
                 f"run_root={self.run_root}", f"store.root={self.store_root}",
                 *[o for o in overrides if not o.startswith("-")]]
@@ -70,6 +73,44 @@ def _env() -> dict[str, str]:
 @pytest.fixture
 def launcher(tmp_path: Path) -> Launcher:
     return Launcher(tmp_path)
+
+
+_UP_HINT = "start it with: sudo bash scripts/slurm-local-up.sh (logs: /var/log/slurm-local/)"
+
+
+def _ready_node() -> tuple[str | None, str]:
+    """(node name, "") for a node that can take a job now, else (None, why not)."""
+    if shutil.which("sinfo") is None:
+        return None, "sinfo is not installed"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return None, "sinfo did not answer within 15 s"
+    if proc.returncode != 0:
+        return None, f"sinfo failed: {proc.stderr.strip()}"
+    for line in proc.stdout.splitlines():
+        name, _, state = line.partition(" ")
+        if state.strip().rstrip("*~#") in ("idle", "mixed", "allocated", "completing"):  # up, maybe busy
+            return name, ""
+    return None, f"no node up in sinfo output {proc.stdout.strip()!r}"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The local cluster's ready node; skip without it, but fail under CI=true."""
+    node, why = _ready_node()
+    if node is None:
+        message = f"local Slurm cluster not available: {why}; {_UP_HINT}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return node
+
+
+@pytest.fixture(autouse=True)
+def _slurm_marked_tests_need_the_cluster(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("slurm"):
+        request.getfixturevalue("slurm_cluster")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

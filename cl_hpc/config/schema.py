@@ -60,7 +60,7 @@ class PipelineConf:
 class ClusterConf:
     """Where the tasks run. ``mode`` picks the executor backend."""
 
-    mode: str = MISSING  # local | inprocess (slurm arrives with the Slurm backend)
+    mode: str = MISSING  # local | inprocess | slurm
 
 
 @dataclass
@@ -79,6 +79,25 @@ class InProcessClusterConf(LocalClusterConf):
     """Every task runs in the launcher's own process, one after another: use it with pdb."""
 
     mode: str = "inprocess"
+
+
+@dataclass
+class SlurmClusterConf(ClusterConf):
+    """Hand the whole DAG to Slurm: one job per task, one array per fan-out, native dependencies."""
+
+    mode: str = "slurm"
+    partition: Optional[str] = None  # for tasks that name none; None = the cluster's default partition
+    account: Optional[str] = None  # for tasks that name none; None = your default account
+    qos: Optional[str] = None  # for tasks that name none
+    # shell lines each job runs before its task, e.g. ["module load cuda/12.4", "source ~/venv/bin/activate"]
+    setup: List[str] = field(default_factory=list)
+    python: Optional[str] = None  # interpreter on the compute nodes; None = the launcher's own
+    signal_delay_s: int = 90  # USR2 this long before the time limit: the window to checkpoint
+    array_parallelism: Optional[int] = None  # at most this many shards of a fan-out at once; None = no cap
+    submit_interval_s: float = 0.05  # pause between sbatch calls, to be gentle with slurmctld
+    use_srun: bool = True  # launch the task with srun (one process per tasks_per_node, with SLURM_PROCID)
+    check_limits: bool = True  # check every request against `scontrol show partition/node` before submitting
+    extra: Dict[str, Any] = field(default_factory=dict)  # sbatch options for every job, e.g. {mail-type: FAIL}
 
 
 @dataclass
@@ -119,5 +138,6 @@ def register() -> None:
     cs.store(group="pipeline", name="pipeline_schema", node=PipelineConf)
     cs.store(group="cluster", name="local_schema", node=LocalClusterConf)
     cs.store(group="cluster", name="inprocess_schema", node=InProcessClusterConf)
+    cs.store(group="cluster", name="slurm_schema", node=SlurmClusterConf)
     cs.store(group="data", name="data_schema", node=DataConf)
     cs.store(group="model", name="model_schema", node=ModelConf)

@@ -24,14 +24,14 @@ def build_plan(pipeline: Mapping[str, Any], capacity: Capacity | None, workdir: 
         raise DagError(f"pipeline {pipeline.get('name')!r} has no tasks; add some under {_WHERE}")
     problems = _structure_problems(tasks)
     if problems:  # a cycle or a dangling edge makes every later check meaningless
-        raise DagError(_report("the pipeline's graph is invalid", problems))
+        raise DagError(report("the pipeline's graph is invalid", problems))
     order = topological_order(tasks)
     problems = [p for name in order for p in _task_problems(tasks[name], tasks)]
     resource_problems = [p for name in order for p in resource_problems_of(tasks[name], capacity)]
     if problems:
-        raise DagError(_report("the pipeline is invalid", problems + resource_problems))
+        raise DagError(report("the pipeline is invalid", problems + resource_problems))
     if resource_problems:
-        raise ResourceError(_report("a task asks for more than the cluster can give", resource_problems))
+        raise ResourceError(report("a task asks for more than the cluster can give", resource_problems))
     ordered = {name: tasks[name] for name in order}
     edges = tuple(_edge(tasks[up], tasks[name]) for name in order for up in tasks[name].depends_on)
     units = _expand(ordered, edges)
@@ -210,6 +210,6 @@ def digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _report(title: str, problems: list[str]) -> str:
+def report(title: str, problems: list[str]) -> str:
     lines = "\n".join(f"  - {p}" for p in problems)
     return f"{title}:\n{lines}\nNothing was submitted. The pipeline's tasks are under `pipeline.tasks` in the composed config (see conf/pipeline/)."

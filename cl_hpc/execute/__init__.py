@@ -10,7 +10,7 @@ from typing import Any
 from cl_hpc.errors import ConfigError
 from cl_hpc.execute.base import Executor
 
-BACKENDS = ("local", "inprocess")
+BACKENDS = ("local", "inprocess", "slurm")
 
 
 def make_executor(cluster: Any) -> Executor:
@@ -23,6 +23,10 @@ def make_executor(cluster: Any) -> Executor:
         from cl_hpc.execute.inprocess import InProcessExecutor
 
         return InProcessExecutor(cluster)
+    if mode == "slurm":
+        from cl_hpc.execute.slurm.executor import SlurmExecutor
+
+        return SlurmExecutor(cluster)
     raise ConfigError(f"cluster.mode={mode!r} is not a known backend; valid: {', '.join(BACKENDS)} (conf/cluster/)")
 
 

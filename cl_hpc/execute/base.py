@@ -22,8 +22,13 @@ class Executor(abc.ABC):
     detaches: bool = True  # False when submit() only returns once the run is over (inprocess)
 
     @abc.abstractmethod
-    def capacity(self) -> Capacity:
-        """The most one task can ever be given: declared resources are validated against it."""
+    def capacity(self) -> Capacity | None:
+        """The most one task can ever be given, if one bound holds for every task (see check)."""
+
+    def check(self, plan: Plan) -> list[str]:
+        """Every reason a task of the plan can never run here, beyond ``capacity`` (e.g. a Slurm
+        partition's limits, read from the live cluster). Called before anything is submitted."""
+        return []
 
     @abc.abstractmethod
     def describe(self, plan: Plan) -> Mapping[str, str]:

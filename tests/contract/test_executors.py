@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import Launcher
 
-BACKENDS = ["local", "inprocess"]
+BACKENDS = ["local", "inprocess", pytest.param("slurm", marks=pytest.mark.slurm)]
 
 
 def _attempts(run: Path, key: str) -> list[dict]:
@@ -60,7 +60,7 @@ def test_failure_cancels_dependents_with_root_cause(launcher: Launcher, backend:
     assert "root cause: bad failed" in status.stdout and "deliberate failure" in status.stdout
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ["local", "inprocess"])  # slurm: refused at submit until guard jobs land
 def test_retries_rerun_a_failed_task(launcher: Launcher, backend: str) -> None:
     result = launcher(f"cluster={backend}", "pipeline=retry")
     assert result.proc.returncode == 0, result.output
@@ -95,7 +95,7 @@ def test_resume_runs_only_what_it_must(launcher: Launcher, backend: str, tmp_pat
     assert len(_attempts(run, "flaky")) == 2 and len(_attempts(run, "a")) == 1
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ["local", "inprocess"])  # under Slurm, admission is slurmctld's
 def test_admission_never_oversubscribes_cpus(launcher: Launcher, backend: str) -> None:
     result = launcher(f"cluster={backend}", "cluster.cpus=2", "pipeline=wide")
     assert result.proc.returncode == 0, result.output

@@ -1,0 +1,121 @@
+"""Bring the run directory up to date with what Slurm knows and the jobs could not write themselves.
+
+A job records its own attempts. It cannot record being cancelled before it started (a dependency
+failed: --kill-on-invalid-dep), nor its own death by SIGKILL (out of memory, time limit, node
+failure). ``sacct`` knows both; ``reconcile`` writes them into the run directory, so the run dir
+stays the one source of truth and ``status`` works long after the launcher has gone.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Mapping
+
+from cl_hpc.dag.model import Plan
+from cl_hpc.errors import ExecutorError
+from cl_hpc.rundir.layout import RunDir
+from cl_hpc.rundir.state import State, UnitStatus, run_status, unit_status
+
+# States in which the job still writes its own record (or already has): nothing for us to add.
+SELF_REPORTING = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
+          "CONFIGURING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD", "COMPLETED"}
+OOM_MARKERS = ("Exceeded job memory limit", "oom-kill", "OUT_OF_MEMORY")
+
+
+def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Job id ("123", "123_4") -> (State, ExitCode) for every allocation sacct knows of."""
+    if not job_ids:
+        return {}
+    cmd = ["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", ",".join(sorted(set(job_ids)))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise ExecutorError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()}; is slurmdbd up (sacct needs it)?")
+    return parse_sacct_states(proc.stdout)
+
+
+def parse_sacct_states(text: str) -> dict[str, tuple[str, str]]:
+    states: dict[str, tuple[str, str]] = {}
+    for line in text.splitlines():
+        job_id, state, exit_code = (line.split("|") + ["", "", ""])[:3]
+        state = state.split(" ")[0]  # "CANCELLED by 0" -> "CANCELLED"
+        for one in _expand_array(job_id):
+            states[one] = (state, exit_code)
+    return states
+
+
+def _expand_array(job_id: str) -> list[str]:
+    """'123_[0-2,5%2]' (a pending array's shards, folded) -> ['123_0', '123_1', '123_2', '123_5']."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if not match:
+        return [job_id]
+    out = []
+    for part in match[2].split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(f"{match[1]}_{i}" for i in range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def reconcile(run: RunDir, jobs: Mapping[str, str]) -> None:
+    plan = run.load_plan()
+    statuses = run_status(run, plan)
+    open_keys = [k for k, s in statuses.items() if not s.state.terminal and k in jobs]
+    if not open_keys:
+        return
+    known = sacct_states([jobs[k] for k in open_keys])
+    launch = (run.meta().get("launches") or [None])[-1]
+    for key in open_keys:  # plan order: a failure is written before its dependents are looked at
+        state, exit_code = known.get(jobs[key], ("PENDING", ""))
+        if state in SELF_REPORTING:
+            continue
+        if state == "CANCELLED" and not _started(statuses[key], launch):
+            cause = failed_ancestor(plan, statuses, key)
+            run.mark_cancelled(key, f"upstream {cause} failed" if cause else "cancelled in Slurm (scancel)", cause)
+        else:
+            stderr = run.path / "tasks" / plan.units[key].task / "logs" / f"{jobs[key]}_0_log.err"
+            _record_death(run, statuses[key], launch, jobs[key], state, exit_code, stderr)
+        statuses[key] = unit_status(run, plan, key, launch)
+
+
+def failed_ancestor(plan: Plan, statuses: Mapping[str, UnitStatus], key: str) -> str | None:
+    """The first upstream unit that failed, or whose own root cause did: what the user should fix."""
+    for dep in plan.units[key].deps:
+        st = statuses.get(dep)
+        if st and st.state is State.FAILED:
+            return dep
+        if st and st.state is State.CANCELLED and st.cancelled and st.cancelled.get("root_cause"):
+            return str(st.cancelled["root_cause"])
+    for dep in plan.units[key].deps:
+        found = failed_ancestor(plan, statuses, dep)
+        if found:
+            return found
+    return None
+
+
+def _started(status: UnitStatus, launch: Mapping | None) -> bool:
+    epoch = (launch or {}).get("epoch", 0)
+    return any(a.get("epoch", 0) == epoch for a in status.attempts)
+
+
+def _record_death(run: RunDir, status: UnitStatus, launch: Mapping | None, job_id: str, state: str,
+                  exit_code: str, stderr: Path) -> None:
+    epoch = (launch or {}).get("epoch", 0)
+    mine = [a for a in status.attempts if a.get("epoch", 0) == epoch]
+    last = dict(mine[-1]) if mine else {"attempt": len(status.attempts) + 1, "epoch": epoch, "job_id": job_id}
+    if last.get("state") in ("COMPLETED", "FAILED"):
+        return  # the job wrote its own end; sacct only lags
+    reason = _reason(state, exit_code, stderr)
+    run.write_attempt(status.key, {**last, "state": "FAILED", "ended": last.get("ended") or time.time(),
+                                   "error": reason, "slurm_state": state})
+
+
+def _reason(state: str, exit_code: str, stderr: Path) -> str:
+    # Without cgroups a memory kill ends FAILED (signal 9); only the job's stderr says why.
+    text = stderr.read_text(errors="replace")[-20000:] if stderr.exists() else ""
+    if state == "OUT_OF_MEMORY" or any(m in text for m in OOM_MARKERS):
+        return f"OUT_OF_MEMORY: killed for using more than its --mem (resources.mem_gb); Slurm state {state}, exit {exit_code}"
+    if state == "TIMEOUT":
+        return "TIMEOUT: killed at its time limit (resources.time_min)"
+    return f"Slurm ended the job {state} (exit code {exit_code}) before it recorded its end"

@@ -1,0 +1,97 @@
+"""cluster=slurm against the real local cluster: what Slurm sees, and what survives the launcher."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cl_hpc.execute.slurm.parse import parse_scontrol_records
+from tests.conftest import REPO, Launcher, _env
+
+
+def _scontrol_job(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True).stdout
+    return parse_scontrol_records(out)[0]
+
+
+def _jobs(run: Path) -> dict:
+    return json.loads((run / "slurm.json").read_text())["0"]
+
+
+def _wait_state(launcher: Launcher, run: str, states: set[str], timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = launcher.status(run, "--json")
+        info = json.loads(out.stdout) if out.returncode == 0 else {}
+        if info.get("state") in states or time.monotonic() > deadline:
+            return info
+        time.sleep(1)
+
+
+def test_dependencies_arrays_and_resources_are_visible_in_scontrol(launcher: Launcher) -> None:
+    result = launcher("cluster=slurm", "pipeline=slurm_shape", "launch.follow=false")
+    assert result.proc.returncode == 0, result.output
+    run = result.run_dir()
+    jobs = _jobs(run)
+    gate, prep, fit = jobs["gate"]["job_id"], jobs["prep"]["job_id"], jobs["fit"]["job_id"]
+    assert jobs["prep"]["array"] == [0, 1, 2]
+
+    prep_job = _scontrol_job(f"{prep}_0")
+    assert prep_job["Dependency"].startswith(f"afterok:{gate}")
+    assert prep_job["ArrayJobId"] == prep and prep_job["NumCPUs"] == "2" and prep_job["MinMemoryNode"] == "1G"
+    assert prep_job["TimeLimit"] == "00:07:00" and prep_job["JobName"] == f"cl_hpc.{run.name}.prep"
+    assert prep_job["Comment"] == f"cl_hpc run={run.name} task=prep"
+    fit_job = _scontrol_job(f"{fit}_1")
+    assert fit_job["Dependency"].startswith(f"aftercorr:{prep}") and fit_job["Partition"] == "long"
+    assert _scontrol_job(jobs["report"]["job_id"])["Dependency"].startswith(f"afterok:{fit}")
+    gpu_job = _scontrol_job(jobs["gpu"]["job_id"])
+    assert "gres/gpu:fake=1" in gpu_job.get("TresPerNode", "") or "gpu:fake:1" in gpu_job.get("TresPerNode", "")
+
+    info = _wait_state(launcher, run.name, {"COMPLETED", "FAILED", "CANCELLED"})
+    assert info["state"] == "COMPLETED", info
+    env = json.loads((run / "tasks" / "gpu" / "outputs.json").read_text())["env"]
+    assert env["SLURM_JOB_GPUS"] == "0" or env["SLURM_JOB_GPUS"] == "1"
+    assert env["SLURM_GPUS_ON_NODE"] == "1" and env["CUDA_VISIBLE_DEVICES"] in ("0", "1")
+
+
+def test_killing_the_launcher_mid_dag_leaves_a_completed_run(launcher: Launcher) -> None:
+    args = [sys.executable, "-m", "cl_hpc.launch", "hydra.searchpath=[file://tests/conf]", "cluster=slurm",
+            "pipeline=slow", f"run_root={launcher.run_root}", f"store.root={launcher.store_root}", "launch.follow=true"]
+    proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not list(launcher.run_root.glob("*/slurm.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # mid-DAG: first done or running, sleeper queued behind it
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    run = next(launcher.run_root.glob("*/slurm.json")).parent
+    info = _wait_state(launcher, run.name, {"COMPLETED", "FAILED", "CANCELLED"})
+    assert info["state"] == "COMPLETED", info
+
+
+def _diamond_jobs_since(start: str) -> list[str]:
+    """Jobs of the diamond pipeline's tasks submitted since ``start`` (other tests may share the cluster)."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", start, "-o", "JobName"], capture_output=True, text=True, check=True)
+    return [n for n in out.stdout.split() if n.startswith("cl_hpc.") and n.rsplit(".", 1)[-1] in "abcd"]
+
+
+def test_a_request_over_the_partition_limits_fails_before_submitting(launcher: Launcher) -> None:
+    start = time.strftime("%Y-%m-%dT%H:%M:%S")
+    cases = [
+        (["pipeline.tasks.b.resources.time_min=120"], "exceeds"),
+        (["pipeline.tasks.b.resources.gpus=3"], "gpus"),
+        (["pipeline.tasks.b.resources.partition=debgu"], "debug"),
+        (["pipeline.tasks.b.resources.account=nope"], "nope"),
+        (["pipeline.tasks.b.resources.mem_gb=64"], "mem_gb"),
+    ]
+    for overrides, fragment in cases:
+        result = launcher("cluster=slurm", "pipeline=diamond", *overrides)
+        assert result.proc.returncode == 2, result.output
+        assert "pipeline.tasks.b.resources" in result.output and fragment in result.output, result.output
+        assert "Nothing was submitted" in result.output and result.runs() == []
+    time.sleep(1)  # accounting records a submission within a second
+    assert _diamond_jobs_since(start) == [], "nothing may reach the queue"

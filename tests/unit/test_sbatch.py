@@ -1,0 +1,84 @@
+"""The sbatch renderer is a pure function: compare with stored expected scripts, and check quoting."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from cl_hpc.config.schema import Resources
+from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch, resource_options, slurm_mem, slurm_time
+
+EXPECTED = Path(__file__).parent / "expected"
+CMD = "/venv/bin/python -u -m submitit.core._submit /runs/r1/tasks/train/logs"
+
+CASES = {
+    "plain_task": SbatchJob(
+        name="cl_hpc.r1.ingest", comment="cl_hpc run=r1 task=ingest", resources=Resources(cpus=1, mem_gb=2, time_min=10),
+        folder="/runs/r1/tasks/ingest/logs", command=CMD),
+    "gpu_array_with_deps": SbatchJob(
+        name="cl_hpc.r1.train", comment="cl_hpc run=r1 task=train",
+        resources=Resources(cpus=8, gpus=2, gpu_type="a100", mem_gb=64, time_min=1500, nodes=2, tasks_per_node=2,
+                            partition="gpu", account="ml-team", qos="high", constraint="a100|h100",
+                            extra={"exclusive": True, "mail_type": "FAIL"}),
+        folder="/runs/r1/tasks/train/logs", command=CMD, array=(0, 1, 2, 3), array_parallelism=2,
+        dependency="afterok:101,aftercorr:102", signal_delay_s=120,
+        setup=("module load cuda/12.4", "source /home/me/venv/bin/activate"), extra={"mail-user": "me@example.org"}),
+    "hostile_values": SbatchJob(
+        name="cl_hpc.r1.it's $(rm -rf ~)", comment="cl_hpc run=r1 task=a b;c", resources=Resources(mem_gb=0.5, time_min=0.05,
+        account="a'b", extra={"chdir": "/tmp/with space"}), folder="/runs/r 1/logs", command=CMD, use_srun=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_render_matches_the_stored_script(name: str) -> None:
+    rendered = render_sbatch(CASES[name])
+    expected = EXPECTED / f"sbatch_{name}.sh"
+    if os.environ.get("CL_HPC_UPDATE_EXPECTED") == "1":  # regenerate after an intended change, then review the diff
+        expected.write_text(rendered)
+    assert rendered == expected.read_text()
+
+
+def test_every_sbatch_value_survives_shell_parsing() -> None:
+    script = render_sbatch(CASES["hostile_values"])
+    options = dict(line.removeprefix("#SBATCH --").split("=", 1) for line in script.splitlines() if line.startswith("#SBATCH --"))
+    assert shlex.split(options["job-name"]) == ["cl_hpc.r1.it's $(rm -rf ~)"]
+    assert shlex.split(options["comment"]) == ["cl_hpc run=r1 task=a b;c"]
+    assert shlex.split(options["account"]) == ["a'b"]
+    assert shlex.split(options["chdir"]) == ["/tmp/with space"]
+
+
+@pytest.mark.parametrize("minutes,expected", [(0.05, "00:01:00"), (1, "00:01:00"), (59.5, "01:00:00"),
+                                              (90, "01:30:00"), (1440, "1-00:00:00"), (1500, "1-01:00:00")])
+def test_time_limits_round_up_to_whole_minutes(minutes: float, expected: str) -> None:
+    assert slurm_time(minutes) == expected
+
+
+@pytest.mark.parametrize("gb,expected", [(0.5, "512M"), (2, "2048M"), (1.5, "1536M"), (0.0001, "1M")])
+def test_memory_is_given_in_mebibytes(gb: float, expected: str) -> None:
+    assert slurm_mem(gb) == expected
+
+
+@pytest.mark.parametrize("res,key,value", [
+    (Resources(gpus=1), "gres", "gpu:1"),
+    (Resources(gpus=4, gpu_type="h100"), "gres", "gpu:h100:4"),
+    (Resources(extra={"exclusive": True}), "exclusive", True),
+    (Resources(extra={"gpus_per_task": 1}), "gpus-per-task", 1),
+])
+def test_resource_options(res: Resources, key: str, value: object) -> None:
+    assert resource_options(res)[key] == value
+
+
+def test_no_gres_without_gpus_and_unset_placement_is_omitted() -> None:
+    options = resource_options(Resources())
+    assert "gres" not in options and "partition" not in options and "account" not in options
+
+
+def test_a_line_break_in_a_value_is_refused() -> None:
+    job = CASES["plain_task"]
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="contains a line break"):
+        render_sbatch(replace(job, resources=Resources(account="ok\nrm -rf /")))
