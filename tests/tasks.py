@@ -54,3 +54,10 @@ def env_probe(ctx: TaskContext, names: tuple[str, ...] = ("CUDA_VISIBLE_DEVICES"
                                                           "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_CPUS_PER_TASK")) -> dict[str, Any]:
     """What the scheduler put in the task's environment."""
     return {"env": {name: os.environ.get(name) for name in names}, "value": 0}
+
+
+def hog(ctx: TaskContext, mb: int = 400, hold_s: float = 3.0) -> dict[str, Any]:
+    """Touch ``mb`` MiB and hold it long enough for Slurm's 1 s memory sampler to see it."""
+    block = b"x" * (mb << 20)  # bytes(n) would be lazily zero-mapped and never counted in RSS
+    time.sleep(hold_s)
+    return {"value": len(block) >> 20, "attempt": ctx.attempt}

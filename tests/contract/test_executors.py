@@ -60,7 +60,7 @@ def test_failure_cancels_dependents_with_root_cause(launcher: Launcher, backend:
     assert "root cause: bad failed" in status.stdout and "deliberate failure" in status.stdout
 
 
-@pytest.mark.parametrize("backend", ["local", "inprocess"])  # slurm: refused at submit until guard jobs land
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_retries_rerun_a_failed_task(launcher: Launcher, backend: str) -> None:
     result = launcher(f"cluster={backend}", "pipeline=retry")
     assert result.proc.returncode == 0, result.output

@@ -95,3 +95,19 @@ def test_a_request_over_the_partition_limits_fails_before_submitting(launcher: L
         assert "Nothing was submitted" in result.output and result.runs() == []
     time.sleep(1)  # accounting records a submission within a second
     assert _diamond_jobs_since(start) == [], "nothing may reach the queue"
+
+
+def test_out_of_memory_is_retried_with_more_memory_from_the_measured_peak(launcher: Launcher) -> None:
+    result = launcher("cluster=slurm", "pipeline=oom", timeout=400)
+    assert result.proc.returncode == 0, result.output
+    run = result.run_dir()
+    attempts = sorted((json.loads(p.read_text()) for p in (run / "tasks" / "hog" / "attempts").glob("*.json")),
+                      key=lambda a: a["attempt"])
+    assert attempts[0]["state"] == "FAILED" and attempts[0]["error"].startswith("OUT_OF_MEMORY"), attempts[0]
+    assert attempts[-1]["state"] == "COMPLETED"
+    history = json.loads((run / "slurm.json").read_text())["launches"]["0"]["hog"]["history"]
+    first = history[0]["escalation"][0]
+    assert first.startswith("mem_gb 0.25 -> ") and "measured peak" in first and "sacct MaxRSS" in first
+    new_mem = float(first.split("-> ")[1].split(":")[0])
+    assert new_mem > 0.25 * 1.5, "grown from the measured peak, above the old request"
+    assert json.loads((run / "tasks" / "after" / "outputs.json").read_text())["value"] == 400

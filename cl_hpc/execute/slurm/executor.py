@@ -21,13 +21,14 @@ from cl_hpc.dag.render import format_resources
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.base import Executor
 from cl_hpc.execute.runner import run_unit
-from cl_hpc.execute.slurm.reconcile import reconcile
+from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.execute.slurm.sbatch import SbatchJob
+from cl_hpc.execute.slurm.guard_submit import submit_guard
 from cl_hpc.execute.slurm.submit import Submitter, job_id_of
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import UnitStatus, run_status
 
-JOBS_FILE = "slurm.json"  # per launch epoch: task -> {job_id, array}; unit -> Slurm job id
+JOBS_FILE = "slurm.json"  # {"cluster": conf, "launches": {epoch: {task: {job_id, array, units, guard}}}}
 
 
 class SlurmExecutor(Executor):
@@ -40,17 +41,12 @@ class SlurmExecutor(Executor):
         return None  # limits differ per partition: see check()
 
     def check(self, plan: Plan) -> list[str]:
-        problems = [
-            f"pipeline.tasks.{s.name}.retries={s.retries}: retries are not yet supported on cluster=slurm "
-            f"(use cluster=local, or retries=0 and launch.resume=<run> after a failure)"
-            for s in plan.tasks.values() if s.retries
-        ]
-        if self.conf.check_limits:
-            from cl_hpc.execute.slurm.cluster import query_cluster, resource_problems
+        if not self.conf.check_limits:
+            return []
+        from cl_hpc.execute.slurm.cluster import query_cluster, resource_problems
 
-            info = query_cluster()
-            problems += [p for s in plan.tasks.values() for p in resource_problems(s.name, self.resources(s), info)]
-        return problems
+        info = query_cluster()
+        return [p for s in plan.tasks.values() for p in resource_problems(s.name, self.resources(s), info)]
 
     def resources(self, spec: TaskSpec) -> Resources:
         """The task's resources with the cluster's defaults filled in where the task names none."""
@@ -73,21 +69,26 @@ class SlurmExecutor(Executor):
             for spec in plan.tasks.values():
                 units = [u for u in plan.units_of(spec.name) if u.key in wanted]
                 if units:
-                    submitted[spec.name] = self._submit_task(run, plan, spec, units, submitted, epoch)
-                    self._record(run, epoch, submitted)
+                    submitted[spec.name] = self.submit_task(run, plan, spec, units, submitted, epoch)
+                    save_launch(run, epoch, submitted, self.conf)
         except Exception as exc:
             # Never leave half a DAG behind: what was submitted waits on what never will be.
-            _scancel([s["job_id"] for s in submitted.values()])
+            scancel([j for s in submitted.values() for j in (s["job_id"], s.get("guard")) if j])
             raise ExecutorError(f"submitting task {spec.name!r} failed, so the {len(submitted)} job(s) already "
                                 f"submitted were cancelled: {exc}") from exc
 
-    def _submit_task(self, run: RunDir, plan: Plan, spec: TaskSpec, units: list[Unit],
-                     submitted: Mapping[str, Mapping[str, Any]], epoch: int) -> dict[str, Any]:
+    def submit_task(self, run: RunDir, plan: Plan, spec: TaskSpec, units: list[Unit],
+                    submitted: Mapping[str, Mapping[str, Any]], epoch: int,
+                    resources: Resources | None = None) -> dict[str, Any]:
+        """Submit ``units`` of one task (a job, or an array for a fan-out), and its retry guard."""
         shards = tuple(u.shard for u in units) if spec.foreach is not None else None
         job = SbatchJob(
             name=f"cl_hpc.{run.run_id}.{spec.name}", comment=f"cl_hpc run={run.run_id} task={spec.name}",
-            resources=self.resources(spec), folder=str(run.path / "tasks" / spec.name / "logs"), array=shards,
-            array_parallelism=self.conf.array_parallelism, dependency=_dependency(plan, spec, shards, submitted),
+            resources=resources or self.resources(spec), folder=str(run.path / "tasks" / spec.name / "logs"),
+            array=shards, array_parallelism=self.conf.array_parallelism,
+            dependency=dependency(plan, spec, shards, submitted),
+            # A retried upstream may fail first and succeed later: its guard re-points or cancels us.
+            kill_on_invalid_dep=not any(plan.tasks[d].retries for d in spec.depends_on),
             signal_delay_s=self.conf.signal_delay_s, setup=tuple(self.conf.setup), use_srun=self.conf.use_srun,
             extra=dict(self.conf.extra),
         )
@@ -98,33 +99,64 @@ class SlurmExecutor(Executor):
             jobs = [submitter.submit(run_unit, str(run.path), units[0].key, attempts[0], epoch)]
         else:
             jobs = submitter.map_array(run_unit, [str(run.path)] * n, [u.key for u in units], attempts, [epoch] * n)
-        return {"job_id": job_id_of(jobs[0]), "array": list(shards) if shards is not None else None,
-                "units": {u.key: str(j.job_id) for u, j in zip(units, jobs)}}
-
-    def _record(self, run: RunDir, epoch: int, submitted: Mapping[str, Any]) -> None:
-        data = read_json(run.path / JOBS_FILE) or {}
-        data[str(epoch)] = dict(submitted)
-        write_json_atomic(run.path / JOBS_FILE, data)
+        entry: dict[str, Any] = {"job_id": job_id_of(jobs[0]), "array": list(shards) if shards is not None else None,
+                                 "units": {u.key: str(j.job_id) for u, j in zip(units, jobs)},
+                                 "resources": vars(job.resources)}
+        if spec.retries:
+            entry["guard"] = submit_guard(run, spec.name, epoch, entry["job_id"], job, self.conf.python)
+        return entry
 
     def status(self, run: RunDir) -> dict[str, UnitStatus]:
         reconcile(run, unit_jobs(run))
         return run_status(run)
 
     def cancel(self, run: RunDir) -> None:
-        _scancel(sorted({job.split("_")[0] for job in unit_jobs(run).values()}))
+        scancel(all_job_ids(run))
+
+    def problems(self, run: RunDir) -> list[str]:
+        """A retry guard that failed leaves its task's dependents waiting: say so, with its log."""
+        launches = (read_json(run.path / JOBS_FILE) or {}).get("launches") or {}
+        guards = {e["guard"]: t for launch in launches.values() for t, e in launch.items() if e.get("guard")}
+        states = sacct_states(list(guards))
+        return [f"the retry guard of {task} (job {job}) ended {states[job][0]}; see "
+                f"{run.path / 'tasks' / task / 'logs' / f'{job}_0_log.err'}"
+                for job, task in guards.items() if job in states and states[job][0] not in ("COMPLETED", "PENDING", "RUNNING")]
+
+
+def save_launch(run: RunDir, epoch: int, submitted: Mapping[str, Any], conf: SlurmClusterConf) -> None:
+    data = read_json(run.path / JOBS_FILE) or {}
+    data["cluster"] = {k: _plain(getattr(conf, k)) for k in SlurmClusterConf.__dataclass_fields__}
+    data.setdefault("launches", {})[str(epoch)] = dict(submitted)
+    write_json_atomic(run.path / JOBS_FILE, data)
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers (the launcher passes cfg.cluster) as JSON-ready lists and dicts."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def launch_jobs(run: RunDir, epoch: int) -> dict[str, dict[str, Any]]:
+    return dict(((read_json(run.path / JOBS_FILE) or {}).get("launches") or {}).get(str(epoch)) or {})
 
 
 def unit_jobs(run: RunDir) -> dict[str, str]:
     """Unit key -> Slurm job id ("123" or "123_4") of the latest launch that submitted it."""
-    data = read_json(run.path / JOBS_FILE) or {}
+    launches = (read_json(run.path / JOBS_FILE) or {}).get("launches") or {}
     jobs: dict[str, str] = {}
-    for epoch in sorted(data, key=int):
-        for task in data[epoch].values():
+    for epoch in sorted(launches, key=int):
+        for task in launches[epoch].values():
             jobs.update(task["units"])
     return jobs
 
 
-def _dependency(plan: Plan, spec: TaskSpec, shards: tuple[int | None, ...] | None,
+def all_job_ids(run: RunDir) -> list[str]:
+    launches = (read_json(run.path / JOBS_FILE) or {}).get("launches") or {}
+    return sorted({j for launch in launches.values() for t in launch.values() for j in (t["job_id"], t.get("guard")) if j})
+
+
+def dependency(plan: Plan, spec: TaskSpec, shards: tuple[int | None, ...] | None,
                 submitted: Mapping[str, Mapping[str, Any]]) -> str | None:
     parts = []
     for dep in spec.depends_on:
@@ -137,7 +169,7 @@ def _dependency(plan: Plan, spec: TaskSpec, shards: tuple[int | None, ...] | Non
     return ",".join(parts) or None
 
 
-def _scancel(job_ids: Sequence[str]) -> None:
+def scancel(job_ids: Sequence[str]) -> None:
     if job_ids:
         proc = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:

@@ -1,0 +1,38 @@
+"""Submit the retry guard of a task: a one-CPU job that runs once the task's job (or array) ended.
+
+Why a guard job and not a watching process: Slurm must run the retry even after the launcher has
+exited. ``afterany`` starts the guard whatever the outcome; a guard that finds every shard
+completed exits in a second, otherwise it re-submits (with more memory or time where that was the
+cause) and re-points the dependents, which wait with --kill-on-invalid-dep=no, or cancels them once
+no attempts are left. See cl_hpc/execute/slurm/guard.py.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from cl_hpc.config.schema import Resources
+from cl_hpc.errors import ExecutorError
+from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch
+from cl_hpc.rundir.layout import RunDir
+
+
+def submit_guard(run: RunDir, task: str, epoch: int, job_id: str, job: SbatchJob, python: str | None) -> str:
+    res = job.resources
+    command = " ".join(shlex.quote(a) for a in [python or sys.executable, "-m", "cl_hpc.execute.slurm.guard",
+                                                  str(run.path), task, str(epoch)])
+    guard = SbatchJob(
+        name=f"{job.name}.guard", comment=f"{job.comment} guard", folder=job.folder, command=command,
+        resources=Resources(cpus=1, mem_gb=1, time_min=10, partition=res.partition, account=res.account, qos=res.qos),
+        dependency=f"afterany:{job_id}", setup=job.setup, use_srun=False, signal_delay_s=30,
+    )
+    path = Path(job.folder) / f"guard-{job_id}.sh"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_sbatch(guard))
+    proc = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise ExecutorError(f"sbatch of the retry guard {path} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip().split(";")[0]
