@@ -23,6 +23,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+class Preempted(Exception):
+    """Raised by a task that saved its state on a pre-timeout or preemption signal.
+
+    The runner records the attempt PREEMPTED (not failed) and has the scheduler requeue the job;
+    the task, started again with the same attempt number, resumes from what it saved.
+    """
+
+    def __init__(self, message: str, requeue: bool = True) -> None:
+        super().__init__(message)
+        self.requeue = requeue  # False when the scheduler itself requeues (scontrol requeue sends SIGTERM)
+
+
 @dataclass(frozen=True)
 class TaskContext:
     run_id: str

@@ -61,3 +61,36 @@ def hog(ctx: TaskContext, mb: int = 400, hold_s: float = 3.0) -> dict[str, Any]:
     block = b"x" * (mb << 20)  # bytes(n) would be lazily zero-mapped and never counted in RSS
     time.sleep(hold_s)
     return {"value": len(block) >> 20, "attempt": ctx.attempt}
+
+
+def slow_fit(ctx: TaskContext, epochs: int = 3, batches: int = 10, step_s: float = 0.5) -> dict[str, Any]:
+    """A real Lightning fit that checkpoints on Slurm's signals and resumes after a requeue."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.plugins.environments import LightningEnvironment
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cl_hpc.learn.preemption import PreemptionCheckpoint
+
+    class Slow(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch: Any, index: int) -> Any:
+            time.sleep(step_s)
+            with open(ctx.task_dir / "steps.log", "a") as log:  # every step this job really ran
+                log.write(f"{self.current_epoch},{index}\n")
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    saver = PreemptionCheckpoint(ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt", every_n_steps=5)
+    (ctx.task_dir / "started.log").open("a").write(f"{time.time()}\n")
+    loader = DataLoader(TensorDataset(torch.randn(batches * 4, 2)), batch_size=4)
+    trainer = pl.Trainer(max_epochs=epochs, plugins=[LightningEnvironment()], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[saver])
+    trainer.fit(Slow(), loader, ckpt_path=saver.resume_from())
+    steps = (ctx.task_dir / "steps.log").read_text().split()
+    return {"global_step": trainer.global_step, "steps_run": len(steps), "distinct_steps": len(set(steps)), "value": 0}

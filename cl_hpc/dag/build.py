@@ -8,7 +8,7 @@ import json
 from dataclasses import fields
 from typing import Any, Iterable, Mapping
 
-from cl_hpc.config.schema import Resources
+from cl_hpc.config.resources import Resources
 from cl_hpc.dag.capacity import Capacity
 from cl_hpc.dag.model import Edge, EdgeKind, Plan, TaskSpec, Unit, unit_key
 from cl_hpc.dag.targets import target_problem

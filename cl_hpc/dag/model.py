@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Literal, Mapping
 
-from cl_hpc.config.schema import Resources
+from cl_hpc.config.resources import Resources
 
 EdgeKind = Literal["all", "corr"]  # "all": after every upstream shard; "corr": shard i after shard i
 

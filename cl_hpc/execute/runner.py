@@ -1,7 +1,7 @@
 """Run one unit of work: the code every backend executes, in a job process or in-process.
 
 It reads the plan from the run directory, hands the task its params, task dir and upstream
-outputs, and records the attempt (atomically, in the run dir first, then in the store index).
+outputs, and records the attempt atomically in the run dir.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ import importlib
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 import traceback
 from typing import Any, Callable, Mapping
 
-from cl_hpc.context import TaskContext
+from cl_hpc.context import Preempted, TaskContext
 from cl_hpc.dag.model import Plan, Unit, unit_key
-from cl_hpc.errors import ClHpcError, TaskFailedError
+from cl_hpc.errors import TaskFailedError
 from cl_hpc.rundir.layout import RunDir
 
 
@@ -31,13 +32,18 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
         sys.path.insert(0, plan.workdir)
     if _rank() != 0:  # extra ranks of a multi-process task compute; rank 0 alone records
         return _call(plan, run, key, attempt)
-    record = _start_record(plan, key, attempt, epoch)
+    record = _start_record(plan, key, attempt, epoch, run)
     _record(run, plan, key, record)
     try:
         outputs = _call(plan, run, key, attempt)
         run.write_outputs(key, outputs)
         record.update(state="COMPLETED", ended=time.time())
         return outputs
+    except Preempted as exc:
+        record.update(state="PREEMPTED", note=str(exc))
+        if exc.requeue:
+            _request_requeue()
+        raise
     except BaseException as exc:
         error = _describe(exc, plan.spec(key).resources.time_min)
         record.update(state="FAILED", ended=time.time(), error=error, traceback=traceback.format_exc())
@@ -86,29 +92,34 @@ def load_target(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), attr)  # validated at plan time
 
 
-def _start_record(plan: Plan, key: str, attempt: int, epoch: int) -> dict[str, Any]:
+def _start_record(plan: Plan, key: str, attempt: int, epoch: int, run: RunDir) -> dict[str, Any]:
     unit = plan.units[key]
     job_id, log = _job_identity()
-    return {
+    record = {
         "attempt": attempt, "epoch": epoch, "state": "RUNNING", "started": time.time(), "ended": None,
         "host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id, "log": log,
-        "fingerprint": unit.fingerprint, "config_fp": unit.config_fp, "error": None,
+        "fingerprint": unit.fingerprint, "config_fp": unit.config_fp, "error": None, "requeues": 0,
     }
+    before = next((a for a in run.attempts(key) if a["attempt"] == attempt), None)
+    if before and before.get("state") == "PREEMPTED":  # the same attempt, resumed after a requeue
+        record.update(started=before["started"], requeues=int(before.get("requeues", 0)) + 1)
+    return record
+
+
+def _request_requeue() -> None:
+    """Ask Slurm to requeue this job (array shard included); it keeps its id and its pickle."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    if job:
+        subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
 
 
 def _record(run: RunDir, plan: Plan, key: str, record: dict[str, Any]) -> None:
+    # Only the run dir: jobs never open the SQLite index. Launch, status and the local scheduler
+    # sync it from the run dir (DESIGN: the DB is an index rebuilt from task dirs), which keeps
+    # sqlite-utils' import and the write lock off every job's start-up on a busy cluster.
     run.write_attempt(key, record)
-    store_conf = plan.meta.get("store")
-    if not store_conf:
-        return
-    try:  # the run dir is the truth; the index can be rebuilt, so never fail a task over it
-        from cl_hpc.store.db import Store
-        from cl_hpc.store.sync import sync_unit
-
-        with Store(store_conf["root"], store_conf["journal_mode"], store_conf["busy_timeout_s"]) as store:
-            sync_unit(store, run, key, record)
-    except ClHpcError as exc:
-        print(f"cl_hpc: warning: could not index attempt in the store: {exc}", file=sys.stderr)
 
 
 def _job_identity() -> tuple[str | None, str | None]:

@@ -20,6 +20,7 @@ from cl_hpc.config.ml import ModelConf
 from cl_hpc.learn.metrics import accuracy, log_loss
 from cl_hpc.learn.model import Classifier
 from cl_hpc.learn.nets import n_params, predict_proba
+from cl_hpc.learn.preemption import PreemptionCheckpoint
 
 ProgressFn = Callable[..., None]  # TaskContext.progress(done, total, note, *, force=False)
 
@@ -91,19 +92,28 @@ def make_loader(x: np.ndarray, y: np.ndarray, conf: ModelConf) -> DataLoader:
 
 
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, conf: ModelConf, root_dir: Path,
-        progress: Optional[ProgressFn] = None, threads: Optional[int] = None) -> FitResult:
-    """Train ``conf``'s classifier on (x, y) and score it on the same rows."""
+        progress: Optional[ProgressFn] = None, threads: Optional[int] = None,
+        resume_path: Optional[Path] = None) -> FitResult:
+    """Train ``conf``'s classifier on (x, y) and score it on the same rows.
+
+    ``resume_path``: where the fit checkpoints (periodically and on Slurm's signals) and resumes
+    from after a requeue. Give each attempt its own path: a new attempt must start fresh.
+    """
     if threads:
         torch.set_num_threads(threads)  # torch would otherwise use every core of the node, not the job's
     pl.seed_everything(conf.seed, workers=True, verbose=False)
     module = Classifier(x.shape[1], n_classes, conf.hidden, conf.layers, conf.dropout, conf.lr, conf.weight_decay)
     loader = make_loader(x, y, conf)
     callback = ProgressCallback(progress)
+    # Saves at a step boundary on Slurm's pre-timeout/requeue signals (and every 50 steps); a
+    # requeued job resumes from it mid-epoch with the exact step count.
+    saver = PreemptionCheckpoint(resume_path or root_dir / "resume.ckpt", every_n_steps=50)
     started = time.perf_counter()
     with _quiet():
-        trainer = build_trainer(conf, [callback], len(loader), root_dir)
-        trainer.fit(module, loader)
+        trainer = build_trainer(conf, [callback, saver], len(loader), root_dir)
+        trainer.fit(module, loader, ckpt_path=saver.resume_from())
     seconds = time.perf_counter() - started
+    saver.path.unlink(missing_ok=True)  # done: the task saves its own, checksummed model file
     probs = predict_proba(module.net, torch.from_numpy(x)).numpy()
     return FitResult(module, trainer.current_epoch, trainer.global_step, seconds, log_loss(probs, y),
                      accuracy(probs, y), n_params(module.net), callback.epoch_loss, callback.epoch_accuracy)

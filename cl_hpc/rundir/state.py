@@ -78,6 +78,8 @@ def _state(attempts: tuple[Mapping[str, Any], ...], cancelled: Mapping[str, Any]
     last = attempts[-1]["state"]
     if last == "FAILED":
         return State.RETRYING if len(attempts) <= retries else State.FAILED
+    if last == "PREEMPTED":  # saved its state; the requeued job resumes the same attempt
+        return State.RUNNING
     return State(last)
 
 

@@ -25,7 +25,8 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None) -> dict[str
     feats = upstream(ctx, "features", _NEEDS)
     x, y = load_xy(feats["train_path"], list(feats["features"]), feats["label_col"])
     ctx.progress(0, None, f"training on {len(y)} rows", force=True)
-    result = fit(x, y, len(feats["classes"]), conf, ctx.task_dir, ctx.progress, threads=cpus(ctx))
+    result = fit(x, y, len(feats["classes"]), conf, ctx.task_dir, ctx.progress, threads=cpus(ctx),
+                 resume_path=ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt")
     meta = {key: feats[key] for key in ("features", "classes", "mean", "std", "label_col", "window_digest")}
     path = ctx.task_dir / CHECKPOINT
     sha = save_checkpoint(path, result.module.net, result.module.net_hparams, meta)

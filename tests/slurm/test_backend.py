@@ -19,7 +19,7 @@ def _scontrol_job(job_id: str) -> dict[str, str]:
 
 
 def _jobs(run: Path) -> dict:
-    return json.loads((run / "slurm.json").read_text())["0"]
+    return json.loads((run / "slurm.json").read_text())["launches"]["0"]
 
 
 def _wait_state(launcher: Launcher, run: str, states: set[str], timeout_s: float = 120) -> dict:
@@ -111,3 +111,31 @@ def test_out_of_memory_is_retried_with_more_memory_from_the_measured_peak(launch
     new_mem = float(first.split("-> ")[1].split(":")[0])
     assert new_mem > 0.25 * 1.5, "grown from the measured peak, above the old request"
     assert json.loads((run / "tasks" / "after" / "outputs.json").read_text())["value"] == 400
+
+
+def test_scontrol_requeue_resumes_from_the_checkpoint_with_the_exact_step_count(launcher: Launcher) -> None:
+    result = launcher("cluster=slurm", "pipeline=requeue", "launch.follow=false")
+    assert result.proc.returncode == 0, result.output
+    run = result.run_dir()
+    steps = run / "tasks" / "fit" / "steps.log"
+    deadline = time.monotonic() + 120
+    while (not steps.exists() or len(steps.read_text().split()) < 8) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    job = _jobs(run)["fit"]["job_id"]
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    # Slurm holds a requeued batch job for about two minutes; release it now to keep the suite fast.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+        if state == "PENDING" and subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"]).returncode == 0:
+            break
+        time.sleep(0.5)
+    info = _wait_state(launcher, run.name, {"COMPLETED", "FAILED", "CANCELLED"}, timeout_s=240)
+    assert info["state"] == "COMPLETED", info
+    outputs = json.loads((run / "tasks" / "fit" / "outputs.json").read_text())
+    assert outputs["global_step"] == 30, "3 epochs x 10 batches, exactly"
+    assert outputs["steps_run"] == outputs["distinct_steps"] == 30, "no step lost, none run twice"
+    starts = (run / "tasks" / "fit" / "started.log").read_text().split()
+    assert len(starts) == 2, "the job ran twice: before and after the requeue"
+    attempt = json.loads((run / "tasks" / "fit" / "attempts" / "1.json").read_text())
+    assert attempt["state"] == "COMPLETED" and attempt["requeues"] == 1

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cl_hpc.config.schema import Resources
+from cl_hpc.config.resources import Resources
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm.cluster import (
     ClusterInfo,

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from cl_hpc.dag import Capacity, build_plan, mermaid, render_plan
+from cl_hpc.dag.build import build_plan
+from cl_hpc.dag.capacity import Capacity
+from cl_hpc.dag.render import mermaid, render_plan
 from cl_hpc.dag.resume import plan_resume
 from cl_hpc.errors import DagError, ResourceError
 
@@ -65,7 +67,7 @@ def test_planning_the_default_pipeline_imports_no_heavy_library() -> None:
     import sys
 
     code = (
-        "import sys; from cl_hpc.dag import build_plan, Capacity; "
+        "import sys; from cl_hpc.dag.build import build_plan; from cl_hpc.dag.capacity import Capacity; "
         "build_plan({'name': 'p', 'tasks': {t: {'target': f'cl_hpc.tasks.{t}.run'} for t in "
         "('ingest', 'features', 'train', 'evaluate')}}, Capacity('x', 4, 8, 0)); "
         "print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'pynvml', 'cl_hpc.tasks.train') if m in sys.modules))"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cl_hpc.config.schema import Resources
+from cl_hpc.config.resources import Resources
 from cl_hpc.execute.slurm.escalate import escalate
 
 OOM = "OUT_OF_MEMORY: killed for using more than its --mem"

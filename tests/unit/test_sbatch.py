@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cl_hpc.config.schema import Resources
+from cl_hpc.config.resources import Resources
 from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch, resource_options, slurm_mem, slurm_time
 
 EXPECTED = Path(__file__).parent / "expected"

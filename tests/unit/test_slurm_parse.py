@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from cl_hpc.config.schema import Resources
+from cl_hpc.config.resources import Resources
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm.cluster import ClusterInfo, resource_problems, run_slurm
 from cl_hpc.execute.slurm.parse import (

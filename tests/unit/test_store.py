@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cl_hpc.errors import StoreError
-from cl_hpc.store import MIGRATIONS, Store
+from cl_hpc.store.db import MIGRATIONS, Store
 
 
 def test_migrations_bring_a_new_database_to_the_latest_version(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from cl_hpc.config.schema import Resources
+from cl_hpc.config.resources import Resources
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm import parse
 from cl_hpc.execute.slurm.parse import Association, NodeInfo, PartitionInfo

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable
 
-from cl_hpc.config.schema import Resources
+from cl_hpc.config.resources import Resources
 
 MEM_MARGIN = 1.5
 TIME_FACTOR = 2.0

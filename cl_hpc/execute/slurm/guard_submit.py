@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cl_hpc.config.schema import Resources
+from cl_hpc.config.resources import Resources
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch
 from cl_hpc.rundir.layout import RunDir

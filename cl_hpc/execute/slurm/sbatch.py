@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from cl_hpc.config.schema import Resources
+from cl_hpc.config.resources import Resources
 
 USR_SIG = "USR2"  # submitit's pre-timeout signal (SlurmJobEnvironment.USR_SIG)
 
