@@ -1,0 +1,23 @@
+"""Task callables for scripts/bench_dag.py: payloads that cost nothing but the time they are told to.
+
+They return their own wall-clock start and end (epoch seconds, sub-second resolution), so the
+benchmark can measure each level's dispatch latency from the payload's point of view: sacct only
+records whole seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+from cl_hpc.context import TaskContext
+
+
+def sleep(ctx: TaskContext, seconds: float = 1.0) -> dict[str, Any]:
+    """Sleep ``seconds``; report when, where and as which process this unit ran."""
+    start = time.time()
+    time.sleep(seconds)
+    return {"start": start, "end": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+            "key": ctx.key}
