@@ -66,6 +66,7 @@ def launch(cfg: DictConfig, console: Console) -> int:
     console.print(f"run {run.run_id}: submitting {len(todo)} of {len(plan.units)} units to {executor.name} "
                   f"({run.path})", highlight=False)
     executor.submit(run, plan, todo, epoch)
+    _index(run, plan)  # after submitting: the first jobs need not wait for the index
     return _after_submit(run, plan, executor, resolved, console)
 
 
@@ -114,7 +115,6 @@ def _write_run(run: RunDir, plan: Plan, cfg: DictConfig, executor: Executor, epo
         created=meta.get("created", time.time()), host=socket.gethostname(), user=getpass.getuser(),
         workdir=plan.workdir,
     )
-    _index(run, plan)
 
 
 def _after_submit(run: RunDir, plan: Plan, executor: Executor, resolved: dict[str, Any], console: Console) -> int:

@@ -58,9 +58,10 @@ def explain(statuses: Mapping[str, UnitStatus]) -> list[str]:
     return lines
 
 
-def follow(run: RunDir, executor: Executor, console: Console, interval_s: float = 0.5) -> dict[str, UnitStatus]:
+def follow(run: RunDir, executor: Executor, console: Console) -> dict[str, UnitStatus]:
     """Show progress until every unit is final (or the backend reports a problem); returns the states."""
     plan = run.load_plan()
+    interval_s = executor.follow_interval_s
     if not console.is_terminal:
         return _follow_lines(run, executor, plan, console, interval_s)
     with Live(console=console, refresh_per_second=4, transient=False) as live:

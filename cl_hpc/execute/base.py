@@ -20,6 +20,7 @@ from cl_hpc.rundir.state import UnitStatus, run_status
 class Executor(abc.ABC):
     name: str = "base"
     detaches: bool = True  # False when submit() only returns once the run is over (inprocess)
+    follow_interval_s: float = 0.5  # how often a following launcher asks for status
 
     @abc.abstractmethod
     def capacity(self) -> Capacity | None:
