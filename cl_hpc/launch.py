@@ -129,7 +129,7 @@ def _after_submit(run: RunDir, plan: Plan, executor: Executor, resolved: dict[st
         console.print(status_table(run, plan, statuses))
     _index(run, plan)
     for line in explain(statuses) + executor.problems(run):
-        console.print(line, style="red", highlight=False)
+        console.print(line, style="red", highlight=False, markup=False)
     ok = all(s.state is State.COMPLETED for s in statuses.values())
     console.print(f"run {run.run_id} {'completed' if ok else 'did not complete'}: {run.path}", highlight=False)
     return 0 if ok else 1

@@ -55,5 +55,6 @@ class PreemptionCheckpoint(pl.Callback):
 
     def _save(self, trainer: pl.Trainer) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(str(tmp))
-        os.replace(tmp, self.path)  # a kill mid-save leaves the previous checkpoint intact
+        trainer.save_checkpoint(str(tmp))  # collective under DDP; only global rank 0 writes the file
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)  # a kill mid-save leaves the previous checkpoint intact

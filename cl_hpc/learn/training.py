@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.plugins.environments import LightningEnvironment
+from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEnvironment
+from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from cl_hpc.config.ml import ModelConf
@@ -68,16 +70,29 @@ class FitResult:
     epoch_accuracy: list[float] = field(default_factory=list)
 
 
-def build_trainer(conf: ModelConf, callbacks: list[pl.Callback], n_batches: int, root_dir: Path) -> pl.Trainer:
-    """CPU, one device, deterministic, no progress bar, no logger, no checkpoints of Lightning's own
-    (the train task saves a plain state_dict it can checksum).
+def slurm_world() -> tuple[int, int]:
+    """(nodes, processes per node) of this Slurm job step; (1, 1) outside a multi-task srun."""
+    tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", os.environ.get("SLURM_NNODES", "1")))
+    return (nodes, tasks // max(nodes, 1)) if tasks > 1 else (1, 1)
 
-    ``LightningEnvironment`` keeps Lightning's SLURM support out: cl_hpc owns scheduling and
-    retries, and under Slurm Lightning would otherwise install its own requeue signal handler.
+
+def build_trainer(conf: ModelConf, callbacks: list[pl.Callback], n_batches: int, root_dir: Path) -> pl.Trainer:
+    """CPU, deterministic, no progress bar, no logger, no checkpoints of Lightning's own (the train
+    task saves a plain state_dict it can checksum).
+
+    One process: ``LightningEnvironment`` keeps Lightning's SLURM support out (cl_hpc owns
+    scheduling and retries; Lightning would install its own requeue handler). Several Slurm tasks
+    (``resources.tasks_per_node`` x ``nodes``, started by srun): DDP through Lightning's
+    ``SLURMEnvironment`` with its auto-requeue off, gloo on CPU (NCCL on GPUs).
     """
+    nodes, per_node = slurm_world()
+    distributed = nodes * per_node > 1
+    env = SLURMEnvironment(auto_requeue=False) if distributed else LightningEnvironment()
     return pl.Trainer(
-        accelerator="cpu", devices=1, max_epochs=conf.max_epochs, deterministic=True,
-        plugins=[LightningEnvironment()],
+        accelerator="cpu", devices=per_node, num_nodes=nodes, max_epochs=conf.max_epochs, deterministic=True,
+        strategy=DDPStrategy(process_group_backend="gloo") if distributed else "auto",
+        plugins=[env],
         enable_progress_bar=False, enable_model_summary=False, logger=False, enable_checkpointing=False,
         callbacks=callbacks, log_every_n_steps=max(1, min(50, n_batches)), num_sanity_val_steps=0,
         default_root_dir=str(root_dir),
@@ -87,7 +102,11 @@ def build_trainer(conf: ModelConf, callbacks: list[pl.Callback], n_batches: int,
 def make_loader(x: np.ndarray, y: np.ndarray, conf: ModelConf) -> DataLoader:
     data = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
     shuffle_rng = torch.Generator().manual_seed(conf.seed)  # the shuffling order is part of the seed
-    return DataLoader(data, batch_size=conf.batch_size, shuffle=True, num_workers=conf.num_workers,
+    nodes, per_node = slurm_world()
+    # Under DDP each process takes its share of the batch: gradients averaged over processes then
+    # equal one step on the whole batch, so the optimisation matches the single-process run.
+    batch = max(1, conf.batch_size // (nodes * per_node))
+    return DataLoader(data, batch_size=batch, shuffle=True, num_workers=conf.num_workers,
                       generator=shuffle_rng, persistent_workers=conf.num_workers > 0)
 
 

@@ -6,13 +6,14 @@ atomically and checksummed; ``evaluate`` refuses it if the checksum no longer ma
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Optional
 
 from cl_hpc.config.ml import model_conf
 from cl_hpc.context import TaskContext
 from cl_hpc.data.tables import load_xy
 from cl_hpc.learn.checkpoint import save_checkpoint
-from cl_hpc.learn.training import fit
+from cl_hpc.learn.training import fit, slurm_world
 from cl_hpc.tasks._common import cpus, upstream
 
 _NEEDS = ("train_path", "features", "label_col", "classes", "mean", "std", "window_digest")
@@ -27,6 +28,9 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None) -> dict[str
     ctx.progress(0, None, f"training on {len(y)} rows", force=True)
     result = fit(x, y, len(feats["classes"]), conf, ctx.task_dir, ctx.progress, threads=cpus(ctx),
                  resume_path=ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt")
+    world = slurm_world()
+    if int(os.environ.get("SLURM_PROCID", "0")) != 0:
+        return {}  # a DDP worker: rank 0 alone writes the model and the outputs
     meta = {key: feats[key] for key in ("features", "classes", "mean", "std", "label_col", "window_digest")}
     path = ctx.task_dir / CHECKPOINT
     sha = save_checkpoint(path, result.module.net, result.module.net_hparams, meta)
@@ -41,6 +45,7 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None) -> dict[str
         "steps": result.steps,
         "seconds": result.seconds,
         "n_params": result.n_params,
+        "processes": world[0] * world[1],  # >1: DDP over Slurm tasks
         "train_rows": int(len(y)),
         "window_digest": feats["window_digest"],
     }
