@@ -36,8 +36,7 @@ from cl_hpc.execute import Executor, make_executor
 from cl_hpc.atomic import write_text_atomic
 from cl_hpc.rundir.layout import RunDir, new_run_id, resolve_run
 from cl_hpc.rundir.state import State, run_status
-from cl_hpc.store.db import Store
-from cl_hpc.store.sync import sync_run
+from cl_hpc.store.sync import index_run
 from cl_hpc.ui import explain, follow, make_console, status_table
 
 register()
@@ -66,7 +65,7 @@ def launch(cfg: DictConfig, console: Console) -> int:
     console.print(f"run {run.run_id}: submitting {len(todo)} of {len(plan.units)} units to {executor.name} "
                   f"({run.path})", highlight=False)
     executor.submit(run, plan, todo, epoch)
-    _index(run, plan)  # after submitting: the first jobs need not wait for the index
+    index_run(run, plan.meta["store"])  # after submitting: the first jobs need not wait for the index
     return _after_submit(run, plan, executor, resolved, console)
 
 
@@ -127,18 +126,13 @@ def _after_submit(run: RunDir, plan: Plan, executor: Executor, resolved: dict[st
     statuses = follow(run, executor, console) if executor.detaches else executor.status(run)
     if not console.is_terminal or not executor.detaches:
         console.print(status_table(run, plan, statuses))
-    _index(run, plan)
+    index_run(run, plan.meta["store"])
     for line in explain(statuses) + executor.problems(run):
         console.print(line, style="red", highlight=False, markup=False)
     ok = all(s.state is State.COMPLETED for s in statuses.values())
     console.print(f"run {run.run_id} {'completed' if ok else 'did not complete'}: {run.path}", highlight=False)
     return 0 if ok else 1
 
-
-def _index(run: RunDir, plan: Plan) -> None:
-    conf = plan.meta["store"]
-    with Store(conf["root"], conf["journal_mode"], conf["busy_timeout_s"]) as store:
-        sync_run(store, run)
 
 
 def _print_plan(console: Console, plan: Plan, executor: Executor, todo: list[str], resuming: bool) -> None:

@@ -15,8 +15,7 @@ from typing import Any
 from cl_hpc.errors import ClHpcError
 from cl_hpc.execute import make_executor
 from cl_hpc.rundir.layout import RunDir, resolve_run
-from cl_hpc.store.db import Store
-from cl_hpc.store.sync import run_state, sync_run
+from cl_hpc.store.sync import index_run, run_state
 from cl_hpc.ui import explain, make_console, status_table
 
 
@@ -64,8 +63,7 @@ def _refresh_store(info: dict[str, Any], store_root: Path | None) -> None:
     if store_root is not None:
         conf["root"] = str(store_root)
     if conf.get("root"):
-        with Store(conf["root"], conf["journal_mode"], conf["busy_timeout_s"]) as store:
-            sync_run(store, info["run"])
+        index_run(info["run"], conf)
 
 
 def _as_json(info: dict[str, Any]) -> dict[str, Any]:

@@ -139,19 +139,11 @@ def main(run_dir: str) -> int:
         agent.loop()
     finally:
         write_json_atomic(run.path / SCHEDULER_FILE, {**read_json(run.path / SCHEDULER_FILE), "state": "finished", "ended": time.time()})
-        _index(run, agent.plan)
+        if agent.plan.meta.get("store"):  # a detached run is indexed when it ends, asked or not
+            from cl_hpc.store.sync import index_run
+
+            index_run(run, agent.plan.meta["store"])
     return 0
-
-
-def _index(run: RunDir, plan: Plan) -> None:
-    """A detached run is indexed when it ends, whether or not anyone asks for its status."""
-    conf = plan.meta.get("store")
-    if conf:
-        from cl_hpc.store.db import Store
-        from cl_hpc.store.sync import sync_run
-
-        with Store(conf["root"], conf["journal_mode"], conf["busy_timeout_s"]) as store:
-            sync_run(store, run)
 
 
 if __name__ == "__main__":

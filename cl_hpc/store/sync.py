@@ -28,6 +28,12 @@ def sync_run(store: Store, run: RunDir) -> None:
     store.upsert("attempts", [attempt_row(run.run_id, k, a) for k, s in statuses.items() for a in s.attempts])
 
 
+def index_run(run: RunDir, conf: Mapping[str, Any]) -> None:
+    """Sync ``run`` into the store that ``conf`` (a plan's meta["store"]) names."""
+    with Store(conf["root"], conf["journal_mode"], conf["busy_timeout_s"]) as store:
+        sync_run(store, run)
+
+
 def sync_unit(store: Store, run: RunDir, key: str, attempt: Mapping[str, Any]) -> None:
     """What one job writes about itself: cheap, no scan of the whole run."""
     store.upsert("attempts", [attempt_row(run.run_id, key, attempt)])

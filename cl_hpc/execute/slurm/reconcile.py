@@ -16,6 +16,7 @@ from typing import Mapping
 
 from cl_hpc.dag.model import Plan
 from cl_hpc.errors import ExecutorError
+from cl_hpc.execute.slurm.parse import parse_sacct
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import State, UnitStatus, run_status, unit_status
 
@@ -38,11 +39,10 @@ def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
 
 def parse_sacct_states(text: str) -> dict[str, tuple[str, str]]:
     states: dict[str, tuple[str, str]] = {}
-    for line in text.splitlines():
-        job_id, state, exit_code = (line.split("|") + ["", "", ""])[:3]
-        state = state.split(" ")[0]  # "CANCELLED by 0" -> "CANCELLED"
-        for one in _expand_array(job_id):
-            states[one] = (state, exit_code)
+    for row in parse_sacct(text, ["JobID", "State", "ExitCode"]):
+        state = row["State"].split(" ")[0]  # "CANCELLED by 0" -> "CANCELLED"
+        for one in _expand_array(row["JobID"]):
+            states[one] = (state, row["ExitCode"])
     return states
 
 
