@@ -36,7 +36,6 @@ from cl_hpc.execute import Executor, make_executor
 from cl_hpc.atomic import write_text_atomic
 from cl_hpc.rundir.layout import RunDir, new_run_id, resolve_run
 from cl_hpc.rundir.state import State, run_status
-from cl_hpc.store.sync import index_run
 from cl_hpc.ui import explain, follow, make_console, status_table
 
 register()
@@ -65,8 +64,16 @@ def launch(cfg: DictConfig, console: Console) -> int:
     console.print(f"run {run.run_id}: submitting {len(todo)} of {len(plan.units)} units to {executor.name} "
                   f"({run.path})", highlight=False)
     executor.submit(run, plan, todo, epoch)
-    index_run(run, plan.meta["store"])  # after submitting: the first jobs need not wait for the index
+    _index(run, plan)
     return _after_submit(run, plan, executor, resolved, console)
+
+
+def _index(run: RunDir, plan: Plan) -> None:
+    # Imported here, after submitting: sqlite-utils imports pandas (0.45 s), and the first jobs
+    # need wait neither for that nor for the index itself.
+    from cl_hpc.store.sync import index_run
+
+    index_run(run, plan.meta["store"])
 
 
 def _resolve(cfg: DictConfig) -> dict[str, Any]:
@@ -126,7 +133,7 @@ def _after_submit(run: RunDir, plan: Plan, executor: Executor, resolved: dict[st
     statuses = follow(run, executor, console) if executor.detaches else executor.status(run)
     if not console.is_terminal or not executor.detaches:
         console.print(status_table(run, plan, statuses))
-    index_run(run, plan.meta["store"])
+    _index(run, plan)
     for line in explain(statuses) + executor.problems(run):
         console.print(line, style="red", highlight=False, markup=False)
     ok = all(s.state is State.COMPLETED for s in statuses.values())
@@ -158,8 +165,33 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(code)
 
 
-def main() -> None:
-    _hydra_main()
+def main(argv: list[str] | None = None) -> None:
+    """Hydra's own command line when a flag asks for it (-m, --cfg, --help, -cp ...); otherwise
+    one compose through Hydra's compose API. ``@hydra.main`` composes the config twice (once to
+    find the run mode), which costs 0.2-0.3 s before the first job is submitted."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg.startswith("-") for arg in argv):
+        _hydra_main()
+        return
+    console = make_console()
+    try:
+        code = launch(_compose(argv), console)
+    except ClHpcError as exc:
+        console.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        code = 2
+    sys.exit(code)
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize
+    from hydra.errors import HydraException
+
+    try:
+        with initialize(version_base=None, config_path="conf"):
+            return compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"{exc}\nThe keys and groups are in conf/ and cl_hpc/config/schema.py; "
+                          f"`python -m cl_hpc.launch --help` lists the groups.") from exc
 
 
 if __name__ == "__main__":

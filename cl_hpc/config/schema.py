@@ -78,7 +78,10 @@ class SlurmClusterConf(ClusterConf):
     signal_delay_s: int = 90  # USR2 this long before the time limit: the window to checkpoint
     array_parallelism: Optional[int] = None  # at most this many shards of a fan-out at once; None = no cap
     submit_interval_s: float = 0.05  # pause between sbatch calls, to be gentle with slurmctld
-    use_srun: bool = True  # launch the task with srun (one process per tasks_per_node, with SLURM_PROCID)
+    # Launch the task with srun (one process per task, each with its SLURM_PROCID). None = only when
+    # the task runs more than one process (nodes x tasks_per_node > 1); a single process runs in the
+    # batch step itself, which saves a job step (srun + slurmstepd) on every job.
+    use_srun: Optional[bool] = None
     check_limits: bool = True  # check every request against `scontrol show partition/node` before submitting
     extra: Dict[str, Any] = field(default_factory=dict)  # sbatch options for every job, e.g. {mail-type: FAIL}
 

@@ -5,10 +5,12 @@ Import a backend through ``make_executor`` so each stays out of the launcher unt
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cl_hpc.errors import ConfigError
-from cl_hpc.execute.base import Executor
+
+if TYPE_CHECKING:
+    from cl_hpc.execute.base import Executor
 
 BACKENDS = ("local", "inprocess", "slurm")
 
@@ -28,6 +30,16 @@ def make_executor(cluster: Any) -> Executor:
 
         return SlurmExecutor(cluster)
     raise ConfigError(f"cluster.mode={mode!r} is not a known backend; valid: {', '.join(BACKENDS)} (conf/cluster/)")
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: every Slurm job imports this package for its entry (execute/slurm/job.py), and the
+    # executor base and its imports would add 40 ms to each job's start.
+    if name == "Executor":
+        from cl_hpc.execute.base import Executor
+
+        return Executor
+    raise AttributeError(name)
 
 
 __all__ = ["BACKENDS", "Executor", "make_executor"]

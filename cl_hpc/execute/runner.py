@@ -22,8 +22,13 @@ from cl_hpc.errors import TaskFailedError
 from cl_hpc.rundir.layout import RunDir
 
 
-def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: bool = False) -> Mapping[str, Any]:
-    """Run unit ``key`` of the run at ``run_dir`` as attempt number ``attempt``; returns its outputs."""
+def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: bool = False,
+             identity: tuple[str | None, str | None] | None = None) -> Mapping[str, Any]:
+    """Run unit ``key`` of the run at ``run_dir`` as attempt number ``attempt``; returns its outputs.
+
+    ``identity`` is the scheduler's job id and this process's log file, when the caller knows them
+    (the Slurm job entry); otherwise they are asked of submitit's job environment, if any.
+    """
     run = RunDir(run_dir)
     plan = run.load_plan()
     if not in_process and plan.workdir:
@@ -32,7 +37,7 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
         sys.path.insert(0, plan.workdir)
     if _rank() != 0:  # extra ranks of a multi-process task compute; rank 0 alone records
         return _call(plan, run, key, attempt)
-    record = _start_record(plan, key, attempt, epoch, run)
+    record = _start_record(plan, key, attempt, epoch, run, identity or _job_identity())
     _record(run, plan, key, record)
     try:
         outputs = _call(plan, run, key, attempt)
@@ -92,9 +97,10 @@ def load_target(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), attr)  # validated at plan time
 
 
-def _start_record(plan: Plan, key: str, attempt: int, epoch: int, run: RunDir) -> dict[str, Any]:
+def _start_record(plan: Plan, key: str, attempt: int, epoch: int, run: RunDir,
+                  identity: tuple[str | None, str | None]) -> dict[str, Any]:
     unit = plan.units[key]
-    job_id, log = _job_identity()
+    job_id, log = identity
     record = {
         "attempt": attempt, "epoch": epoch, "state": "RUNNING", "started": time.time(), "ended": None,
         "host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id, "log": log,
@@ -123,7 +129,10 @@ def _record(run: RunDir, plan: Plan, key: str, record: dict[str, Any]) -> None:
 
 
 def _job_identity() -> tuple[str | None, str | None]:
-    """The scheduler's job id and this process's log file, when running under submitit."""
+    """The scheduler's job id and this process's log file, when running under submitit (the local
+    backend). Never imported here otherwise: submitit's import costs 0.2 s per job."""
+    if "submitit" not in sys.modules:
+        return None, None
     try:
         import submitit
 

@@ -12,12 +12,12 @@ from cl_hpc.config.resources import Resources
 from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch, resource_options, slurm_mem, slurm_time
 
 EXPECTED = Path(__file__).parent / "expected"
-CMD = "/venv/bin/python -u -m submitit.core._submit /runs/r1/tasks/train/logs"
+CMD = "/venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 train 0 0:1,1:1,2:1,3:2"
 
 CASES = {
     "plain_task": SbatchJob(
         name="cl_hpc.r1.ingest", comment="cl_hpc run=r1 task=ingest", resources=Resources(cpus=1, mem_gb=2, time_min=10),
-        folder="/runs/r1/tasks/ingest/logs", command=CMD),
+        folder="/runs/r1/tasks/ingest/logs", command="/venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 ingest 0 1"),
     "gpu_array_with_deps": SbatchJob(
         name="cl_hpc.r1.train", comment="cl_hpc run=r1 task=train",
         resources=Resources(cpus=8, gpus=2, gpu_type="a100", mem_gb=64, time_min=1500, nodes=2, tasks_per_node=2,

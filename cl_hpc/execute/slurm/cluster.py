@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -102,16 +103,23 @@ def query_default_account(user: str, timeout_s: float = TIMEOUT_S) -> str | None
 
 
 def query_cluster(timeout_s: float = TIMEOUT_S, user: str | None = None) -> ClusterInfo:
-    """Partitions, nodes and (where Slurm enforces them) the user's accounts, read live."""
+    """Partitions, nodes and (where Slurm enforces them) the user's accounts, read live.
+
+    The independent queries run at once: each is a round trip to slurmctld or slurmdbd, and the
+    launcher submits nothing before they all answer (0.46 s one after another on the test VM).
+    """
     user = user or current_user()
-    config = query_config(timeout_s)
-    enforce = frozenset(config.get("AccountingStorageEnforce", "none").lower().split(",")) - {"none"}
-    assocs = None
-    if enforce & _ASSOC_ENFORCING:  # sacctmgr is only needed (and only reliable) with accounting on
-        assocs = tuple(query_associations(user, config.get("ClusterName", ""), timeout_s))
-    default_account = query_default_account(user, timeout_s) if assocs is not None else None
-    return ClusterInfo(tuple(query_partitions(timeout_s)), tuple(query_nodes(timeout_s)), user,
-                       default_account, assocs, enforce)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        config = pool.submit(query_config, timeout_s)
+        partitions = pool.submit(query_partitions, timeout_s)
+        nodes = pool.submit(query_nodes, timeout_s)
+        default_account = pool.submit(query_default_account, user, timeout_s)  # used only if enforced
+        enforce = frozenset(config.result().get("AccountingStorageEnforce", "none").lower().split(",")) - {"none"}
+        assocs = None
+        if enforce & _ASSOC_ENFORCING:  # sacctmgr is only needed (and only reliable) with accounting on
+            assocs = tuple(query_associations(user, config.result().get("ClusterName", ""), timeout_s))
+        account = default_account.result() if assocs is not None else None
+        return ClusterInfo(tuple(partitions.result()), tuple(nodes.result()), user, account, assocs, enforce)
 
 
 # ---------------------------------------------------------------- the pure check

@@ -20,7 +20,6 @@ from cl_hpc.dag.model import Plan, TaskSpec, Unit
 from cl_hpc.dag.render import format_resources
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.base import Executor
-from cl_hpc.execute.runner import run_unit
 from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.execute.slurm.sbatch import SbatchJob
 from cl_hpc.execute.slurm.guard_submit import submit_guard
@@ -94,14 +93,10 @@ class SlurmExecutor(Executor):
             extra=dict(self.conf.extra),
         )
         submitter = Submitter(job, python=self.conf.python, interval_s=self.conf.submit_interval_s)
-        attempts = [len(run.attempts(u.key)) + 1 for u in units]
-        n = len(units)
-        if shards is None:
-            jobs = [submitter.submit(run_unit, str(run.path), units[0].key, attempts[0], epoch)]
-        else:
-            jobs = submitter.map_array(run_unit, [str(run.path)] * n, [u.key for u in units], attempts, [epoch] * n)
-        entry: dict[str, Any] = {"job_id": job_id_of(jobs[0]), "array": list(shards) if shards is not None else None,
-                                 "units": {u.key: str(j.job_id) for u, j in zip(units, jobs)},
+        attempts = {u.shard: len(run.attempts(u.key)) + 1 for u in units}
+        job_ids = submitter.submit_units(str(run.path), spec.name, epoch, attempts)
+        entry: dict[str, Any] = {"job_id": job_id_of(job_ids[0]), "array": list(shards) if shards is not None else None,
+                                 "units": {u.key: j for u, j in zip(units, job_ids)},
                                  "resources": vars(job.resources)}
         if spec.retries:
             entry["guard"] = submit_guard(run, spec.name, epoch, entry["job_id"], job, self.conf.python)

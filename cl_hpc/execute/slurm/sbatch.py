@@ -1,8 +1,8 @@
 """Render one sbatch script: a pure function of a job description, tested against stored files.
 
-The script follows submitit's layout (log paths with %j or %A_%a, the pre-timeout signal, srun
-launching submitit's job entry), so submitit's job environment, checkpointing and requeue work
-unchanged inside it. Every value is shell-quoted; sbatch honours quotes in #SBATCH lines.
+The script keeps submitit's layout (log paths with %j or %A_%a in submitit's folder, the pre-timeout
+USR2 signal) and runs the job's command under srun, which gives each of tasks_per_node processes its
+SLURM_PROCID. Every value is shell-quoted; sbatch honours quotes in #SBATCH lines.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from cl_hpc.config.resources import Resources
 
-USR_SIG = "USR2"  # submitit's pre-timeout signal (SlurmJobEnvironment.USR_SIG)
+USR_SIG = "USR2"  # the pre-timeout signal: PreemptionCheckpoint saves on it (submitit uses the same)
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,14 @@ class SbatchJob:
     comment: str  # --comment: cl_hpc run=<run_id> task=<task>
     resources: Resources  # already merged with the cluster's defaults (partition, account, qos)
     folder: str  # submitit folder: logs and pickles live here
-    command: str = ""  # the job's command line (submitit's entry point), a shell string
+    command: str = ""  # the job's command line (cl_hpc.execute.slurm.job), a shell string
     array: tuple[int, ...] | None = None  # shard indices of a fan-out (one job array); None = a plain job
     array_parallelism: int | None = None  # at most this many shards at once (--array=...%N)
     dependency: str | None = None  # e.g. "afterok:12:13,aftercorr:14"
     kill_on_invalid_dep: bool = True  # a dependent of a failed job is cancelled, never left pending
     signal_delay_s: int = 90  # USR2 this long before the time limit: the checkpoint window
     setup: tuple[str, ...] = ()  # shell lines before the task (module load, venv activation)
-    use_srun: bool = True  # srun gives each of tasks_per_node processes its SLURM_PROCID
+    use_srun: bool | None = None  # srun gives each process its SLURM_PROCID; None = only for several
     extra: Mapping[str, Any] = field(default_factory=dict)  # cluster-wide extra sbatch options
 
 
@@ -80,17 +80,26 @@ def render_sbatch(job: SbatchJob) -> str:
     if job.dependency:
         options["dependency"] = job.dependency
         options["kill-on-invalid-dep"] = "yes" if job.kill_on_invalid_dep else "no"
+    srun = uses_srun(job)
+    # Without srun the task is the batch shell itself (exec), and only B: signals the batch shell.
+    signal = f"{USR_SIG}@{job.signal_delay_s}" if srun else f"B:{USR_SIG}@{job.signal_delay_s}"
     options.update({"output": stdout.replace("%t", "0"), "error": stderr.replace("%t", "0"),
-                    "open-mode": "append", "signal": f"{USR_SIG}@{job.signal_delay_s}"})
+                    "open-mode": "append", "signal": signal})
     options.update({str(k).replace("_", "-"): v for k, v in job.extra.items() if k not in options})
     lines = ["#!/bin/bash", f"# {' '.join(job.comment.split())}: written by cl_hpc (cl_hpc/execute/slurm/sbatch.py)"]
     lines += [_flag(k, v) for k, v in options.items()]
     lines += ["", "set -e"]
     if job.setup:
         lines += ["# setup (cluster.setup)", *job.setup]
-    launcher = ["srun", "--unbuffered", "--output", stdout, "--error", stderr] if job.use_srun else []
-    lines += ["export SUBMITIT_EXECUTOR=slurm", " ".join([*map(shlex.quote, launcher), job.command]).strip(), ""]
+    launcher = ["srun", "--unbuffered", "--output", stdout, "--error", stderr] if srun else ["exec"]
+    lines += [" ".join([*map(shlex.quote, launcher), job.command]).strip(), ""]
     return "\n".join(lines)
+
+
+def uses_srun(job: SbatchJob) -> bool:
+    if job.use_srun is not None:
+        return job.use_srun
+    return job.resources.nodes * job.resources.tasks_per_node > 1
 
 
 def _flag(key: str, value: Any) -> str:

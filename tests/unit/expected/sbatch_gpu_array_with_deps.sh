@@ -27,5 +27,4 @@ set -e
 # setup (cluster.setup)
 module load cuda/12.4
 source /home/me/venv/bin/activate
-export SUBMITIT_EXECUTOR=slurm
-srun --unbuffered --output /runs/r1/tasks/train/logs/%A_%a_%t_log.out --error /runs/r1/tasks/train/logs/%A_%a_%t_log.err /venv/bin/python -u -m submitit.core._submit /runs/r1/tasks/train/logs
+srun --unbuffered --output /runs/r1/tasks/train/logs/%A_%a_%t_log.out --error /runs/r1/tasks/train/logs/%A_%a_%t_log.err /venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 train 0 0:1,1:1,2:1,3:2

@@ -12,8 +12,7 @@
 #SBATCH --output='/runs/r 1/logs/%j_0_log.out'
 #SBATCH --error='/runs/r 1/logs/%j_0_log.err'
 #SBATCH --open-mode=append
-#SBATCH --signal=USR2@90
+#SBATCH --signal=B:USR2@90
 
 set -e
-export SUBMITIT_EXECUTOR=slurm
-/venv/bin/python -u -m submitit.core._submit /runs/r1/tasks/train/logs
+exec /venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 train 0 0:1,1:1,2:1,3:2

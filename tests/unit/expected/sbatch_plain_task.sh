@@ -10,8 +10,7 @@
 #SBATCH --output=/runs/r1/tasks/ingest/logs/%j_0_log.out
 #SBATCH --error=/runs/r1/tasks/ingest/logs/%j_0_log.err
 #SBATCH --open-mode=append
-#SBATCH --signal=USR2@90
+#SBATCH --signal=B:USR2@90
 
 set -e
-export SUBMITIT_EXECUTOR=slurm
-srun --unbuffered --output /runs/r1/tasks/ingest/logs/%j_%t_log.out --error /runs/r1/tasks/ingest/logs/%j_%t_log.err /venv/bin/python -u -m submitit.core._submit /runs/r1/tasks/train/logs
+exec /venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 ingest 0 1

@@ -1,0 +1,80 @@
+"""`python -m cl_hpc.execute.slurm.job RUN_DIR TASK EPOCH ATTEMPTS`: what every Slurm job runs.
+
+submitit's ``submitit.core._submit`` entry imports numpy and asyncio and unpickles the call: 0.2 s
+of wall time and 0.3 s of CPU per job on the test VM. Eight shards of a fan-out starting at once
+on a node compete for its cores, so that start-up was most of cl_hpc's per-level dispatch latency
+(issue 3's makespan benchmark). This entry needs nothing the plan in the run dir does not say: the
+task's name, the launch epoch, and the attempt number of each shard. The shard of an array job is
+``SLURM_ARRAY_TASK_ID``. submitit still submits (sbatch, job id parsing, throttling).
+
+ATTEMPTS is ``"3"`` for a plain job, or ``"0:1,1:1,5:2"`` (shard:attempt) for an array.
+
+Signals: ``--signal=USR2@N`` warns N s before the time limit and ``scontrol requeue`` sends SIGTERM.
+A Lightning fit with ``PreemptionCheckpoint`` installs its own handlers and checkpoints; elsewhere
+the job logs the signal and runs on, since a task that does not checkpoint may still finish in its
+last N seconds (Slurm then ends it TIMEOUT, and the retry guard doubles its time).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+from cl_hpc.dag.model import unit_key
+
+
+def parse_attempts(text: str) -> dict[int | None, int]:
+    """``"3"`` -> {None: 3}; ``"0:1,4:2"`` -> {0: 1, 4: 2}."""
+    if ":" not in text:
+        return {None: int(text)}
+    pairs = (item.split(":") for item in text.split(","))
+    return {int(shard): int(attempt) for shard, attempt in pairs}
+
+
+def format_attempts(attempts: dict[int | None, int]) -> str:
+    if None in attempts:
+        return str(attempts[None])
+    return ",".join(f"{shard}:{attempt}" for shard, attempt in attempts.items())
+
+
+def identity(folder: str) -> tuple[str | None, str]:
+    """This job's id (``123`` or ``123_4`` for a shard) and the log file of this process, named as
+    the sbatch script's ``--output`` names it (see sbatch.log_paths)."""
+    env = os.environ
+    rank = env.get("SLURM_PROCID", "0")
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        job_id = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    else:
+        job_id = env.get("SLURM_JOB_ID", "")
+    return job_id or None, f"{folder}/{job_id}_{rank}_log.out"
+
+
+def _log_signal(signum: int, frame: Any) -> None:
+    name = signal.Signals(signum).name
+    print(f"cl_hpc job: caught {name}; this task does not checkpoint here, so it runs on "
+          f"(USR2: the time limit is near; SIGTERM: Slurm kills it after KillWait)", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    run_dir, task, epoch, attempts_text = argv
+    for sig in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(sig, _log_signal)
+    attempts = parse_attempts(attempts_text)
+    shard = int(os.environ["SLURM_ARRAY_TASK_ID"]) if None not in attempts else None
+    from cl_hpc.execute.runner import run_unit  # after the handlers: a signal may come early
+
+    folder = os.path.join(run_dir, "tasks", task, "logs")
+    try:
+        run_unit(run_dir, unit_key(task, shard), attempts[shard], int(epoch), identity=identity(folder))
+    except Exception:  # the runner recorded it; the traceback goes to the log, the state to Slurm
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
