@@ -12,11 +12,29 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-import sqlite_utils
+
+def _import_sqlite_utils() -> Any:
+    """sqlite-utils imports pandas when it is installed (0.45 s on the test VM) only to map
+    ``pandas.Timestamp`` to TEXT. The store never inserts pandas objects, and launch, status and
+    the local scheduler open it on every call, so they skip that import: ``None`` in sys.modules
+    makes ``import pandas`` raise ImportError, which sqlite-utils expects and handles."""
+    if "pandas" in sys.modules:
+        import sqlite_utils
+        return sqlite_utils
+    sys.modules["pandas"] = None  # type: ignore[assignment]
+    try:
+        import sqlite_utils
+        return sqlite_utils
+    finally:
+        del sys.modules["pandas"]
+
+
+sqlite_utils = _import_sqlite_utils()
 
 from cl_hpc.errors import StoreError
 
