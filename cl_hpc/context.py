@@ -50,6 +50,9 @@ class TaskContext:
     item: Any = None  # the element of ``foreach`` this shard handles (None for a plain task)
     shard: int | None = None  # the shard's index in ``foreach`` (None for a plain task)
     resources: Mapping[str, Any] = field(default_factory=dict)  # the resources it was given
+    # cl_hpc.profile.task.TaskProfiler of this attempt (None with profile.enabled=false, and on
+    # the extra ranks of a multi-process task): Lightning tasks add its callback, loops use steps().
+    profiler: Any = field(default=None, compare=False)
     _last_progress: list[float] = field(default_factory=lambda: [0.0], repr=False, compare=False)
 
     def progress(self, done: float, total: float | None = None, note: str = "", *, force: bool = False) -> None:

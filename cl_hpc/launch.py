@@ -47,11 +47,15 @@ def launch(cfg: DictConfig, console: Console) -> int:
     executor = make_executor(cfg.cluster)
     run_root = Path(resolved["run_root"]).resolve()
     plan = build_plan(resolved["pipeline"], executor.capacity(), workdir=os.getcwd())
+    plan, sizing = _rightsize(plan, resolved)
+    for line in sizing:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     problems = executor.check(plan)
     if problems:
         raise ResourceError(report("a task asks for what the cluster can never give", problems))
     plan = Plan(plan.pipeline, plan.tasks, plan.edges, plan.units, plan.workdir,
-                {"store": _store_meta(resolved), "backend": executor.name, "config_digest": digest(resolved)})
+                {"store": _store_meta(resolved), "backend": executor.name, "config_digest": digest(resolved),
+                 "profile": resolved["profile"], "rightsize": plan.meta.get("rightsize")})
     resume = resolved["launch"]["resume"]
     run, todo, epoch = _prepare(run_root, plan, resume, resolved["launch"]["run_id"], executor)
     if resolved["launch"]["dry_run"]:
@@ -74,6 +78,29 @@ def _index(run: RunDir, plan: Plan) -> None:
     from cl_hpc.store.sync import index_run
 
     index_run(run, plan.meta["store"])
+
+
+def _rightsize(plan: Plan, resolved: dict[str, Any]) -> tuple[Plan, list[str]]:
+    """The plan sized from the profile history (rightsize.mode), and one line per change."""
+    conf = resolved["rightsize"]
+    from cl_hpc.rightsize import apply as rs
+
+    if conf["mode"] not in rs.MODES:
+        raise ConfigError(f"rightsize.mode={conf['mode']!r} is not one of {', '.join(rs.MODES)}")
+    store_path = Path(resolved["store"]["root"]) / "cl_hpc.db"
+    if conf["mode"] == "off" or not store_path.exists():
+        return plan, []
+    from cl_hpc.rightsize.recommend import Policy
+    from cl_hpc.store.db import Store
+
+    store = resolved["store"]
+    with Store(store["root"], store["journal_mode"], store["busy_timeout_s"]) as db:
+        history = rs.history_from_store(db, plan)
+    policy = Policy(mem_margin=conf["mem_margin"], time_margin=conf["time_margin"], max_shrink=conf["max_shrink"])
+    recs = rs.recommend_plan(plan, history, policy)
+    sized = rs.apply(plan, recs, conf["mode"])
+    meta = {**sized.meta, "rightsize": rs.to_meta(recs, conf["mode"])}
+    return Plan(sized.pipeline, sized.tasks, sized.edges, sized.units, sized.workdir, meta), rs.describe(recs, conf["mode"])
 
 
 def _resolve(cfg: DictConfig) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -120,3 +122,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("CI") == "true" and skipped and exitstatus == 0:
         print(f"\nCI=true: {skipped} test(s) were skipped; under CI every test must run", file=sys.stderr)
         session.exitstatus = 1
+
+
+FAKE_NVML = Path(__file__).parent / "fakes" / "pynvml.py"
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A fresh fake pynvml (tests/fakes/pynvml.py, empty scenario) as sys.modules["pynvml"] for
+    this test only: NVML is the one thing faked, at its module boundary, with its real names."""
+    spec = importlib.util.spec_from_file_location("pynvml", FAKE_NVML)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "pynvml", module)  # before exec: dataclasses look the module up
+    spec.loader.exec_module(module)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return module

@@ -106,6 +106,30 @@ class StoreConf:
 
 
 @dataclass
+class ProfileConf:
+    """The profiler every task attempt runs under (cl_hpc/profile/); its record feeds the right-sizer."""
+
+    enabled: bool = True  # write profile.json for every task attempt
+    interval_s: float = 1.0  # sampling period of CPU, memory and (where present) NVML
+    warmup_steps: int = 5  # training steps left out of the steady-state figures (stall, p95 step)
+    max_points: int = 4000  # samples kept per attempt; past it the series halves its resolution
+    ceiling: bool = True  # measure the matmul ceiling of the device (cached) for MFU
+    flush_s: float = 30.0  # rewrite profile.json this often, so a killed attempt leaves its measurements
+
+
+@dataclass
+class RightsizeConf:
+    """Size each task's next run from its profile history (cl_hpc/rightsize/)."""
+
+    # off: the declared resources, no history read; suggest: print what would change and why;
+    # auto: replace the declared resources with the recommendation (the plan shows each change).
+    mode: str = "suggest"
+    mem_margin: float = 1.2  # x the measured peak memory
+    time_margin: float = 1.25  # x the predicted run time
+    max_shrink: float = 0.3  # the most a sampled (inexact) memory peak may cut a request in one run
+
+
+@dataclass
 class Config:
     pipeline: PipelineConf = MISSING
     # Typed Any so each backend's own schema (its group option's defaults entry) validates it.
@@ -114,6 +138,8 @@ class Config:
     model: ModelConf = MISSING
     launch: LaunchConf = field(default_factory=LaunchConf)
     store: StoreConf = field(default_factory=StoreConf)
+    profile: ProfileConf = field(default_factory=ProfileConf)
+    rightsize: RightsizeConf = field(default_factory=RightsizeConf)
     run_root: str = "runs"  # where run directories go; relative = to the launch dir
 
 

@@ -39,8 +39,9 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
         return _call(plan, run, key, attempt)
     record = _start_record(plan, key, attempt, epoch, run, identity or _job_identity())
     _record(run, plan, key, record)
+    profiler = _profiler(plan, run, key, record)
     try:
-        outputs = _call(plan, run, key, attempt)
+        outputs = _call(plan, run, key, attempt, profiler)
         run.write_outputs(key, outputs)
         record.update(state="COMPLETED", ended=time.time())
         return outputs
@@ -54,17 +55,40 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
         record.update(state="FAILED", ended=time.time(), error=error, traceback=traceback.format_exc())
         raise
     finally:
+        if profiler is not None:
+            _finish_profile(profiler, record)
         _record(run, plan, key, record)
 
 
-def _call(plan: Plan, run: RunDir, key: str, attempt: int) -> dict[str, Any]:
+def _profiler(plan: Plan, run: RunDir, key: str, record: Mapping[str, Any]) -> Any:
+    """The attempt's profiler, started; None when the plan turns profiling off."""
+    from cl_hpc.profile.task import ProfileSettings, TaskProfiler
+
+    settings = ProfileSettings.from_dict(plan.meta.get("profile"))
+    if not settings.enabled:
+        return None
+    unit = plan.units[key]
+    identity = {"run_id": run.run_id, "pipeline": plan.pipeline, "key": key, "task": unit.task, "shard": unit.shard,
+                "attempt": record["attempt"], "segment": record["requeues"], "job_id": record["job_id"],
+                "config_fp": unit.config_fp}
+    return TaskProfiler(run.task_dir(key), identity, vars(plan.spec(key).resources), settings).start()
+
+
+def _finish_profile(profiler: Any, record: dict[str, Any]) -> None:
+    try:
+        profiler.finish(record["state"])
+    except Exception as exc:  # the measurement must never change the task's outcome
+        record["profile_error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _call(plan: Plan, run: RunDir, key: str, attempt: int, profiler: Any = None) -> dict[str, Any]:
     unit, spec = plan.units[key], plan.spec(key)
     task_dir = run.task_dir(key)
     task_dir.mkdir(parents=True, exist_ok=True)
     ctx = TaskContext(
         run_id=run.run_id, task=unit.task, key=key, task_dir=task_dir, run_dir=run.path, attempt=attempt,
         upstream=upstream_outputs(plan, run, unit), item=unit.item, shard=unit.shard,
-        resources=vars(spec.resources),
+        resources=vars(spec.resources), profiler=profiler,
     )
     outputs = load_target(spec.target)(ctx, **spec.params)
     outputs = dict(outputs or {})

@@ -112,11 +112,12 @@ def make_loader(x: np.ndarray, y: np.ndarray, conf: ModelConf) -> DataLoader:
 
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, conf: ModelConf, root_dir: Path,
         progress: Optional[ProgressFn] = None, threads: Optional[int] = None,
-        resume_path: Optional[Path] = None) -> FitResult:
+        resume_path: Optional[Path] = None, profiler: Any = None) -> FitResult:
     """Train ``conf``'s classifier on (x, y) and score it on the same rows.
 
     ``resume_path``: where the fit checkpoints (periodically and on Slurm's signals) and resumes
     from after a requeue. Give each attempt its own path: a new attempt must start fresh.
+    ``profiler``: the attempt's TaskProfiler (ctx.profiler): times every step, counts FLOPs after.
     """
     if threads:
         torch.set_num_threads(threads)  # torch would otherwise use every core of the node, not the job's
@@ -127,11 +128,17 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, conf: ModelConf, root_dir:
     # Saves at a step boundary on Slurm's pre-timeout/requeue signals (and every 50 steps); a
     # requeued job resumes from it mid-epoch with the exact step count.
     saver = PreemptionCheckpoint(resume_path or root_dir / "resume.ckpt", every_n_steps=50)
+    callbacks: list[pl.Callback] = [callback, saver]
+    if profiler is not None:  # last: the other callbacks' work after a step is not data-wait
+        callbacks.append(profiler.lightning_callback())
+        profiler.note(num_workers=conf.num_workers, batch_size=loader.batch_size, data_rows=int(len(y)))
     started = time.perf_counter()
     with _quiet():
-        trainer = build_trainer(conf, [callback, saver], len(loader), root_dir)
+        trainer = build_trainer(conf, callbacks, len(loader), root_dir)
         trainer.fit(module, loader, ckpt_path=saver.resume_from())
     seconds = time.perf_counter() - started
+    if profiler is not None:
+        profiler.fit_done(trainer, module)
     saver.path.unlink(missing_ok=True)  # done: the task saves its own, checksummed model file
     probs = predict_proba(module.net, torch.from_numpy(x)).numpy()
     return FitResult(module, trainer.current_epoch, trainer.global_step, seconds, log_loss(probs, y),

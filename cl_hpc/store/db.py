@@ -63,8 +63,27 @@ def _v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX idx_tasks_state ON tasks (state)")
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    # One row per profiled attempt segment (a requeued attempt resumes as a new segment). The
+    # columns are what the right-sizer and the efficiency report query; the whole record,
+    # samples included, stays in the run dir's profile file (record_path).
+    conn.execute(
+        """CREATE TABLE profiles (run_id TEXT, key TEXT, attempt INTEGER, segment INTEGER, task TEXT,
+        pipeline TEXT, config_fp TEXT, outcome TEXT, state TEXT, started FLOAT, ended FLOAT,
+        elapsed_s FLOAT, setup_s FLOAT, req_cpus INTEGER, req_gpus INTEGER, req_mem_gb FLOAT,
+        req_time_min FLOAT, peak_mem_mb FLOAT, peak_exact INTEGER, peak_source TEXT,
+        cpu_pct_mean FLOAT, workers_cpu_pct_mean FLOAT, workers INTEGER, iowait_pct_mean FLOAT,
+        steps INTEGER, step_p50_s FLOAT, step_p95_s FLOAT, stall_fraction FLOAT, stall_diagnosis TEXT,
+        flops_per_step FLOAT, flops_method TEXT, mfu_datasheet FLOAT, mfu_ceiling FLOAT,
+        gpu_util_pct TEXT, energy_j FLOAT, data_rows INTEGER, num_workers INTEGER, job_id TEXT,
+        sacct_state TEXT, sacct_elapsed_s FLOAT, sacct_max_rss_mb FLOAT, sacct_total_cpu_s FLOAT,
+        record_path TEXT, PRIMARY KEY (run_id, key, attempt, segment))"""
+    )
+    conn.execute("CREATE INDEX idx_profiles_task ON profiles (pipeline, task, config_fp)")
+
+
 # Append only: migration N brings a database from user_version N-1 to N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
 
 
 class Store:
@@ -137,7 +156,7 @@ class Store:
 
     def delete_run(self, run_id: str) -> None:
         def action() -> None:
-            for table in ("attempts", "tasks", "runs"):
+            for table in ("profiles", "attempts", "tasks", "runs"):
                 self.db.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
         self._transaction(action)

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from cl_hpc.rundir.layout import RunDir, runs_in
 from cl_hpc.rundir.state import State, UnitStatus, root_cause, run_status
 from cl_hpc.store.db import Store
+from cl_hpc.store.profiles import profile_rows
 
 
 def sync_run(store: Store, run: RunDir) -> None:
@@ -26,6 +27,7 @@ def sync_run(store: Store, run: RunDir) -> None:
     store.upsert("tasks", [task_row(run, plan.units[k].task, plan.units[k].shard, plan.spec(k).resources, s, cause)
                            for k, s in statuses.items()])
     store.upsert("attempts", [attempt_row(run.run_id, k, a) for k, s in statuses.items() for a in s.attempts])
+    store.upsert("profiles", profile_rows(run))
 
 
 def index_run(run: RunDir, conf: Mapping[str, Any]) -> None:

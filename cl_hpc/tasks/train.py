@@ -27,7 +27,7 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None) -> dict[str
     x, y = load_xy(feats["train_path"], list(feats["features"]), feats["label_col"])
     ctx.progress(0, None, f"training on {len(y)} rows", force=True)
     result = fit(x, y, len(feats["classes"]), conf, ctx.task_dir, ctx.progress, threads=cpus(ctx),
-                 resume_path=ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt")
+                 resume_path=ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt", profiler=ctx.profiler)
     world = slurm_world()
     if int(os.environ.get("SLURM_PROCID", "0")) != 0:
         return {}  # a DDP worker: rank 0 alone writes the model and the outputs

@@ -20,6 +20,7 @@ from cl_hpc.dag.model import Plan, TaskSpec, Unit
 from cl_hpc.dag.render import format_resources
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.base import Executor
+from cl_hpc.execute.slurm.accounting import attach_sacct
 from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.execute.slurm.sbatch import SbatchJob
 from cl_hpc.execute.slurm.guard_submit import submit_guard
@@ -104,6 +105,7 @@ class SlurmExecutor(Executor):
 
     def status(self, run: RunDir) -> dict[str, UnitStatus]:
         reconcile(run, unit_jobs(run))
+        attach_sacct(run)
         return run_status(run)
 
     def cancel(self, run: RunDir) -> None:

@@ -1,0 +1,94 @@
+"""Join each finished attempt's profile with what Slurm accounted for its job (``sacct``).
+
+The profile measures from inside the job; sacct adds what only the scheduler knows: the final
+State (OUT_OF_MEMORY, TIMEOUT), the elapsed time Slurm charged, MaxRSS over every step, TotalCPU,
+the requested and allocated TRES, and the node's energy counter where accounting gathers one.
+The join is written into the profile file itself (the run dir stays the truth; the store indexes
+it), once per profile, after the job ended.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from cl_hpc.atomic import read_json, write_json_atomic
+from cl_hpc.execute.slurm.parse import parse_mem_mb, parse_sacct, parse_time_min
+from cl_hpc.rundir.layout import RunDir
+
+FIELDS = ("JobID", "State", "ElapsedRaw", "MaxRSS", "TotalCPU", "ReqMem", "ReqTRES", "AllocTRES",
+          "ConsumedEnergyRaw", "ExitCode")
+_LIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
+
+
+def fold_sacct(rows: Iterable[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
+    """sacct rows (the allocation plus its .batch/.0/... steps) -> one summary per job id."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        job_id, _, step = row["JobID"].partition(".")
+        entry = jobs.setdefault(job_id, {"job_id": job_id, "max_rss_mb": None})
+        rss = parse_mem_mb(row["MaxRSS"] or "", bare_unit="K")
+        if rss is not None:
+            entry["max_rss_mb"] = max(entry["max_rss_mb"] or 0.0, rss)
+        if not step:
+            entry.update(_allocation(row))
+    return jobs
+
+
+def _allocation(row: Mapping[str, str]) -> dict[str, Any]:
+    energy = row.get("ConsumedEnergyRaw", "")
+    return {
+        "state": row["State"].split(" ")[0], "exit_code": row["ExitCode"],
+        "elapsed_s": float(row["ElapsedRaw"]) if row["ElapsedRaw"].isdigit() else None,
+        "total_cpu_s": _cpu_seconds(row["TotalCPU"]), "req_mem_mb": parse_mem_mb(row["ReqMem"] or ""),
+        "req_tres": row["ReqTRES"], "alloc_tres": row["AllocTRES"],
+        # 0 where no energy plugin gathers it (acct_gather_energy/none): unknown, not zero joules
+        "energy_j": float(energy) if energy.isdigit() and int(energy) > 0 else None,
+    }
+
+
+def _cpu_seconds(text: str) -> float | None:
+    """sacct's TotalCPU: ``MM:SS.mmm``, ``HH:MM:SS`` or ``D-HH:MM:SS``."""
+    if not text:
+        return None
+    whole, _, fraction = text.partition(".")
+    try:
+        minutes = parse_time_min(whole if whole.count(":") != 1 or "-" in whole else f"00:{whole}")
+    except ValueError:
+        return None
+    return (minutes or 0.0) * 60 + (float(f"0.{fraction}") if fraction.isdigit() else 0.0)
+
+
+def query_accounting(job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    if not job_ids:
+        return {}
+    cmd = ["sacct", "-n", "-P", "-o", ",".join(FIELDS), "-j", ",".join(sorted(set(job_ids)))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        return {}  # accounting is a bonus on the profile: a missing slurmdbd must not fail status
+    return fold_sacct(parse_sacct(proc.stdout, FIELDS))
+
+
+def attach_sacct(run: RunDir) -> int:
+    """Write the sacct join into every profile of ``run`` whose job has ended; returns how many."""
+    waiting = [(p, d) for p in sorted(run.path.glob("tasks/**/profiles/*.json"))
+               if (d := read_json(p)) and d.get("sacct") is None and d.get("job_id")]
+    if not waiting:
+        return 0
+    accounted = query_accounting([str(d["job_id"]) for _, d in waiting])
+    done = 0
+    for path, data in waiting:
+        entry = accounted.get(str(data["job_id"]))
+        if entry and entry.get("state") not in _LIVE:
+            _write(path, {**data, "sacct": entry})
+            done += 1
+    return done
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    write_json_atomic(path, data)
+    latest = path.parent.parent / "profile.json"
+    current = read_json(latest)
+    if current and (current.get("attempt"), current.get("segment")) == (data.get("attempt"), data.get("segment")):
+        write_json_atomic(latest, data)

@@ -1,0 +1,148 @@
+"""The profiler of one task attempt: the runner starts it around every task, the task feeds it steps.
+
+Lightning tasks add ``ctx.profiler.lightning_callback()`` (last) to their Trainer and call
+``ctx.profiler.fit_done(trainer, module)`` after the fit. Any other loop gets the same record from::
+
+    for batch in ctx.profiler.steps(loader):   # next() is the data-wait, the loop body the compute
+        ...
+
+The record is written at the end of the attempt, and every ``flush_s`` while it runs, so an
+attempt killed for memory or time still leaves what was measured until shortly before.
+Nothing here imports torch or Lightning until a training task asks for the callback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from cl_hpc.atomic import write_json_atomic
+from cl_hpc.profile import record
+from cl_hpc.profile.host import read_cgroup_peak_mb, this_job_cgroup
+from cl_hpc.profile.meter import StepMeter
+from cl_hpc.profile.sampler import Sampler
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """config.schema.ProfileConf as the jobs read it from the plan (they never compose Hydra)."""
+
+    enabled: bool = True
+    interval_s: float = 1.0
+    warmup_steps: int = 5
+    max_points: int = 4000
+    ceiling: bool = True
+    flush_s: float = 30.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "ProfileSettings":
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+class TaskProfiler:
+    def __init__(self, task_dir: Path, identity: Mapping[str, Any], requested: Mapping[str, Any],
+                 settings: ProfileSettings = ProfileSettings()) -> None:
+        self.task_dir = Path(task_dir)
+        self.identity = {**identity, "host": socket.gethostname(), "pid": os.getpid()}
+        self.requested = dict(requested)
+        self.settings = settings
+        self.meter = StepMeter(settings.warmup_steps)
+        self.notes: dict[str, Any] = {}
+        self.compute: dict[str, Any] | None = None
+        self._timer: Any = None
+        self._gpus: Any = None
+        self._cgroup = this_job_cgroup()
+        self._last_flush = time.monotonic()
+        self.sampler: Sampler | None = None
+        self.started = time.time()
+        self.first_step_at: float | None = None
+
+    def start(self) -> "TaskProfiler":
+        from cl_hpc.profile.nvml import open_gpus
+
+        self._gpus, why = open_gpus()
+        self.notes["gpu_sampling"] = why  # "NVML: 2 GPU(s) (...)", or why there is no GPU section
+        self.sampler = Sampler(self.settings.interval_s, self._gpus, max_points=self.settings.max_points,
+                               on_sample=self._maybe_flush).start()
+        return self
+
+    # ---------------------------------------------------------------- what tasks call
+    def lightning_callback(self) -> Any:
+        from cl_hpc.profile.callback import StepTimer
+
+        self._timer = StepTimer(self.meter, on_first_step=self._first_step)
+        return self._timer
+
+    def fit_done(self, trainer: Any, module: Any) -> None:
+        """FLOPs and peaks of the fit that just ended (counted now, off the timed steps)."""
+        timer = self._timer
+        if timer is None or timer.example_batch is None:
+            return
+        from cl_hpc.profile.compute import fit_compute
+
+        self.compute = fit_compute(module, timer.example_batch, timer.device, timer.precision,
+                                   int(getattr(trainer, "world_size", 1)), self.settings.ceiling)
+
+    def steps(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        """Yield from ``iterable``, timing each ``next()`` as data-wait and the loop body as compute."""
+        iterator, first, clock = iter(iterable), True, time.perf_counter
+        while True:
+            t0 = clock()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            t1 = clock()
+            if first:
+                self._first_step()
+            yield item
+            self.meter.update(t1 - t0, clock() - t1, first_of_epoch=first)
+            first = False
+
+    def note(self, **values: Any) -> None:
+        """Facts the right-sizer and the report use: num_workers, data_rows, batch_size, ..."""
+        self.notes.update(values)
+
+    # ---------------------------------------------------------------- the record
+    def finish(self, outcome: str) -> dict[str, Any]:
+        if self.sampler is not None:
+            self.sampler.stop()
+        data = self.build(outcome)
+        self._write(data)
+        if self._gpus is not None:
+            self._gpus.close()
+        return data
+
+    def build(self, outcome: str) -> dict[str, Any]:
+        sampler = self.sampler
+        stats = self.meter.compute()
+        host = sampler.summary(len(getattr(self._gpus, "devices", ()))) if sampler else {}
+        ended = time.time()
+        timing = {"outcome": outcome, "started": self.started, "ended": ended, "elapsed_s": ended - self.started,
+                  "setup_s": (self.first_step_at - self.started) if self.first_step_at else None,
+                  "requested": self.requested}
+        memory = record.best_memory(read_cgroup_peak_mb(self._cgroup), host.get("hwm_mb_max"), host.get("rss_mb_max"))
+        gpus = [{**asdict(info), **summary} for info, summary in
+                zip(getattr(self._gpus, "devices", ()), host.pop("gpus", []))]
+        return record.build_record(self.identity, timing, stats.to_dict() if stats.steps else None, host, memory,
+                                   gpus, self.compute, {**self.notes, "sampler_errors": sampler.errors if sampler else []},
+                                   sampler.series.to_dict() if sampler else None)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        name = f"{int(self.identity.get('attempt', 0))}-{int(self.identity.get('segment', 0))}.json"
+        write_json_atomic(self.task_dir / "profiles" / name, data)
+        write_json_atomic(self.task_dir / "profile.json", data)
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.settings.flush_s:
+            self._last_flush = time.monotonic()
+            self._write(self.build("RUNNING"))
+
+    def _first_step(self) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
