@@ -9,7 +9,6 @@ would have saved on this run. On Slurm the records are first joined with sacct (
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Mapping
 
 from rich.table import Table
 
+from cl_hpc.cli import run_parser
 from cl_hpc.errors import ClHpcError
 from cl_hpc.rightsize import apply as rs
 from cl_hpc.rightsize.recommend import Recommendation
@@ -101,14 +101,15 @@ def efficiency(run: RunDir, store_root: Path | None) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cl_hpc.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["efficiency"], help="the report to print")
-    parser.add_argument("run", nargs="?", help="run id, id prefix, or path (default: the newest run)")
-    parser.add_argument("--run-root", type=Path, default=Path("runs"), help="where run directories are (default: runs)")
+    parser = run_parser("python -m cl_hpc.report efficiency", __doc__)
     parser.add_argument("--store-root", type=Path, default=None, help="store holding the history (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        parser.parse_args(argv)
+    if not argv or argv[0] != "efficiency":
+        parser.error("the report to print comes first; the one there is: efficiency")
+    args = parser.parse_args(argv[1:])
     console = make_console()
     try:
         run = resolve_run(args.run_root, args.run)

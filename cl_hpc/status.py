@@ -6,12 +6,12 @@ or omitted for the newest run. Also refreshes the run's rows in the SQLite store
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from cl_hpc.cli import run_parser
 from cl_hpc.errors import ClHpcError
 from cl_hpc.execute import make_executor
 from cl_hpc.rundir.layout import RunDir, resolve_run
@@ -34,10 +34,7 @@ def collect(run: RunDir) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cl_hpc.status", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", nargs="?", help="run id, id prefix, or path (default: the newest run)")
-    parser.add_argument("--run-root", type=Path, default=Path("runs"), help="where run directories are (default: runs)")
+    parser = run_parser("python -m cl_hpc.status", __doc__)
     parser.add_argument("--store-root", type=Path, default=None, help="store to refresh (default: the run's own)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     args = parser.parse_args(argv)

@@ -21,3 +21,14 @@ def sleep(ctx: TaskContext, seconds: float = 1.0) -> dict[str, Any]:
     time.sleep(seconds)
     return {"start": start, "end": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
             "key": ctx.key}
+
+
+def hold(ctx: TaskContext, spec: str) -> dict[str, Any]:
+    """Touch ``mb`` MiB and hold it for ``seconds``, both read from the JSON file ``spec``: the data a
+    task sees grows between runs while its config (and so its right-sizing history) stays the same."""
+    import json
+
+    wanted = json.loads(open(spec).read())
+    block = b"x" * (int(wanted["mb"]) << 20)  # touched, so it counts in RSS
+    time.sleep(float(wanted["seconds"]))
+    return {"mb": len(block) >> 20, "seconds": wanted["seconds"], "attempt": ctx.attempt}

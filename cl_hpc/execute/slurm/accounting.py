@@ -28,7 +28,7 @@ def fold_sacct(rows: Iterable[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
     for row in rows:
         job_id, _, step = row["JobID"].partition(".")
         entry = jobs.setdefault(job_id, {"job_id": job_id, "max_rss_mb": None})
-        rss = parse_mem_mb(row["MaxRSS"] or "", bare_unit="K")
+        rss = _mem_mb(row["MaxRSS"], bare_unit="K")
         if rss is not None:
             entry["max_rss_mb"] = max(entry["max_rss_mb"] or 0.0, rss)
         if not step:
@@ -41,11 +41,19 @@ def _allocation(row: Mapping[str, str]) -> dict[str, Any]:
     return {
         "state": row["State"].split(" ")[0], "exit_code": row["ExitCode"],
         "elapsed_s": float(row["ElapsedRaw"]) if row["ElapsedRaw"].isdigit() else None,
-        "total_cpu_s": _cpu_seconds(row["TotalCPU"]), "req_mem_mb": parse_mem_mb(row["ReqMem"] or ""),
+        "total_cpu_s": _cpu_seconds(row["TotalCPU"]), "req_mem_mb": _mem_mb(row["ReqMem"]),
         "req_tres": row["ReqTRES"], "alloc_tres": row["AllocTRES"],
         # 0 where no energy plugin gathers it (acct_gather_energy/none): unknown, not zero joules
         "energy_j": float(energy) if energy.isdigit() and int(energy) > 0 else None,
     }
+
+
+def _mem_mb(text: str, bare_unit: str = "M") -> float | None:
+    # sacct prints odd values for running or half-accounted jobs (seen: "16?"): unknown, not an error
+    try:
+        return parse_mem_mb(text or "", bare_unit=bare_unit)
+    except ValueError:
+        return None
 
 
 def _cpu_seconds(text: str) -> float | None:
@@ -80,7 +88,9 @@ def attach_sacct(run: RunDir) -> int:
     done = 0
     for path, data in waiting:
         entry = accounted.get(str(data["job_id"]))
-        if entry and entry.get("state") not in _LIVE:
+        # Right after a job ends slurmdbd may still hold a half-written row (seen: ReqMem "16?"):
+        # join only a complete one; the next status call tries again.
+        if entry and entry.get("state") not in _LIVE and entry.get("req_mem_mb") and entry.get("elapsed_s") is not None:
             _write(path, {**data, "sacct": entry})
             done += 1
     return done
