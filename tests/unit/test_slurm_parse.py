@@ -20,6 +20,7 @@ from cl_hpc.execute.slurm.parse import (
     SqueueEntry,
     expand_hostlist,
     nodes_from,
+    parse_assoc_mgr,
     parse_associations,
     parse_gres_gpus,
     parse_mem_mb,
@@ -466,3 +467,68 @@ def test_run_slurm_errors_name_the_command() -> None:
         run_slurm([sys.executable, "-c", "import sys; print('Partition x not found'); sys.exit(1)"])
     with pytest.raises(ExecutorError, match=r"did not answer within 0.2 s"):
         run_slurm([sys.executable, "-c", "import time; time.sleep(5)"], timeout_s=0.2)
+
+
+# scontrol show assoc_mgr users=root flags=assoc (Slurm 22.05.8, the local test cluster; trimmed)
+ASSOC_MGR = """Current Association Manager state
+
+Association Records
+
+ClusterName=local Account=root UserName=root(0) Partition= Priority=0 ID=2
+    SharesRaw/Norm/Level/Factor=1/18446744073709551616.00/1/0.00
+    UsageRaw/Norm/Efctv=0.00/1.00/0.00
+    ParentAccount= Lft=10 DefAssoc=No
+    GrpJobs=N(0) GrpJobsAccrue=N(0)
+    GrpSubmitJobs=N(0) GrpWall=N(0.00)
+    GrpTRES=cpu=N(0),mem=N(0),energy=N(0),node=N(0),billing=N(0),fs/disk=N(0),vmem=N(0),pages=N(0),gres/gpu=N(0)
+    GrpTRESMins=cpu=N(0),mem=N(0),energy=N(0),node=N(0),billing=N(0),fs/disk=N(0),vmem=N(0),pages=N(0),gres/gpu=N(0)
+    GrpTRESRunMins=cpu=N(0),mem=N(0),energy=N(0),node=N(0),billing=N(0),fs/disk=N(0),vmem=N(0),pages=N(0),gres/gpu=N(0)
+    MaxJobs= MaxJobsAccrue= MaxSubmitJobs= MaxWallPJ=
+    MaxTRESPJ=
+    MaxTRESPN=
+    MaxTRESMinsPJ=
+    MinPrioThresh=
+ClusterName=local Account=default UserName= Partition= Priority=0 ID=3
+    SharesRaw/Norm/Level/Factor=1/18446744073709551616.00/1/0.00
+    UsageRaw/Norm/Efctv=0.00/1.00/0.00
+    ParentAccount=root(1) Lft=6 DefAssoc=No
+    GrpJobs=N(0) GrpJobsAccrue=N(0)
+    GrpSubmitJobs=N(0) GrpWall=N(0.00)
+    GrpTRES=cpu=N(0),mem=N(0),energy=N(0),node=N(0),billing=N(0),fs/disk=N(0),vmem=N(0),pages=N(0),gres/gpu=N(0)
+    GrpTRESMins=cpu=N(0),mem=N(0),energy=N(0),node=N(0),billing=N(0),fs/disk=N(0),vmem=N(0),pages=N(0),gres/gpu=N(0)
+    GrpTRESRunMins=cpu=N(0),mem=N(0),energy=N(0),node=N(0),billing=N(0),fs/disk=N(0),vmem=N(0),pages=N(0),gres/gpu=N(0)
+    MaxJobs= MaxJobsAccrue= MaxSubmitJobs= MaxWallPJ=
+    MaxTRESPJ=
+    MaxTRESPN=
+    MaxTRESMinsPJ=
+    MinPrioThresh=
+ClusterName=local Account=default UserName=root(0) Partition= Priority=0 ID=5
+    SharesRaw/Norm/Level/Factor=1/18446744073709551616.00/1/0.00
+    UsageRaw/Norm/Efctv=0.00/1.00/0.00
+    ParentAccount= Lft=7 DefAssoc=Yes
+    GrpJobs=N(0) GrpJobsAccrue=N(0)
+    GrpSubmitJobs=N(0) GrpWall=N(0.00)
+    GrpTRES=cpu=N(0),mem=N(0),energy=N(0),node=N(0),billing=N(0),fs/disk=N(0),vmem=N(0),pages=N(0),gres/gpu=N(0)
+    GrpTRESMins=cpu=N(0),mem=N(0),energy=N(0),node=N(0),billing=N(0),fs/disk=N(0),vmem=N(0),pages=N(0),gres/gpu=N(0)
+    GrpTRESRunMins=cpu=N(0),mem=N(0),energy=N(0),node=N(0),billing=N(0),fs/disk=N(0),vmem=N(0),pages=N(0),gres/gpu=N(0)
+    MaxJobs= MaxJobsAccrue= MaxSubmitJobs= MaxWallPJ=
+    MaxTRESPJ=
+    MaxTRESPN=
+    MaxTRESMinsPJ=
+    MinPrioThresh=
+ClusterName=local Account=research UserName=root(0) Partition= Priority=0 ID=6
+    SharesRaw/Norm/Level/Factor=1/18446744073709551616.00/1/0.00
+    UsageRaw/Norm/Efctv=0.00/1.00/0.00
+    ParentAccount= Lft=3 DefAssoc=No
+    GrpJobs=N(0) GrpJobsAccrue=N(0)
+    GrpSubmitJobs=N(0) GrpWall=N(0.00)
+"""
+
+
+def test_assoc_mgr_gives_the_users_own_associations_and_the_default_account() -> None:
+    assocs, default = parse_assoc_mgr(ASSOC_MGR, "root")
+    assert sorted(a.account for a in assocs) == ["default", "research", "root"]  # not the accounts' own rows
+    assert all(a.partition is None and a.qos == frozenset() for a in assocs)
+    assert default == "default"
+    assert parse_assoc_mgr(ASSOC_MGR, "alice") == ([], None)
+    assert parse_assoc_mgr("", "root") == ([], None)
