@@ -54,7 +54,9 @@ class Policy:
 
     mem_margin: float = 1.2  # x the peak; 1/1.2 = 83% efficiency, the 16 MiB rounding keeps it >= 80%
     time_margin: float = 1.25  # x the predicted elapsed; 80% before the round-up to whole minutes
-    short_history_widening: tuple[float, ...] = (0.3, 0.15)  # added to a margin with 1, 2 completed runs
+    # added to a margin with 1, 2 completed runs: for a sampled memory peak, and for time extrapolated
+    # to more data without step statistics (a measured time at the same size needs only the margin)
+    short_history_widening: tuple[float, ...] = (0.3, 0.15)
     max_shrink: float = 0.3  # the most a sampled peak may cut the last allocation in one run
     decay_half_life_runs: float = 5.0  # an older peak's excess over the newest one halves per this many runs
     window_runs: int = 10  # only the newest this many attempts count at all
@@ -197,7 +199,11 @@ def time_rule(recent: Sequence[Observation], request: Resources, policy: Policy,
     lower = [(a, _limit_s(o, request) * _growth(o, data_rows)) for a, o in timeouts]
     half = policy.decay_half_life_runs
     pred = decayed_max(preds + lower, preds[0][1] if preds else None, half)
-    margin = policy.time_margin + (0.0 if bounds else _widening(len(done), policy))
+    # One completed run at the same data size measured the time itself: the plain margin covers the
+    # run-to-run jitter (and a TIMEOUT comes back with twice the time through the retry guard).
+    # Extrapolating to more data without step statistics is the uncertain case: widen there.
+    extrapolated = any(_growth(o, data_rows) != 1.0 for _, o in done)
+    margin = policy.time_margin + (_widening(len(done), policy) if extrapolated and not bounds else 0.0)
     why = [f"elapsed {_min(pred)} (decayed max {_runs(len(done))}{_growth_note(recent, data_rows)}) x {margin:g} "
            "margin" if done else f"no completed run; it ran past {_min(pred)}"]
     target = pred * margin

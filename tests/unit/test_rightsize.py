@@ -94,8 +94,12 @@ STEPS = {"setup_s": 30.0, "steps": 1000, "step_time_p95_s": 0.62}  # p95 bound 6
 TIME_CASES = [
     # (history newest first, data rows now, expected time_min, words in the reason)
     ([run(0, elapsed_s=600.0, **STEPS)], None, 13, ["elapsed 10 min", "x 1.25 margin"]),  # 750 s
-    ([run(0, elapsed_s=600.0)], None, 16, ["x 1.55 margin"]),  # no step stats, one run: 930 s
-    ([run(0, elapsed_s=600.0), run(1, elapsed_s=570.0)], None, 14, ["x 1.4 margin"]),  # 840 s
+    # one measured run at the same data size: the plain margin (750 s), however short the history
+    ([run(0, elapsed_s=600.0)], None, 13, ["x 1.25 margin"]),
+    # extrapolated to twice the data without step statistics, from a short history: widened
+    ([run(0, elapsed_s=600.0, data_rows=10_000)], 20_000, 31, ["x 1.55 margin"]),  # 1200 s x 1.55 = 1860 s
+    ([run(0, elapsed_s=600.0, data_rows=10_000), run(1, elapsed_s=570.0, data_rows=10_000)], 20_000, 28,
+     ["x 1.4 margin"]),  # 1680 s
     ([run(a, elapsed_s=600.0) for a in range(3)], None, 13, ["x 1.25 margin"]),
     # jittery steps: p95 x steps (900 s) is above elapsed x margin (750 s)
     ([run(0, elapsed_s=600.0, steps=1000, step_time_p95_s=0.9)], None, 15, ["p95 step time x steps"]),
