@@ -23,6 +23,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+# A pre-timeout or requeue signal that reached a Slurm job before any checkpointing fit was running:
+# the job entry (cl_hpc/execute/slurm/job.py) leaves its name here, and the fit acts on it at its first
+# step (cl_hpc/learn/preemption.py).
+PENDING_SIGNAL_ENV = "CL_HPC_PENDING_SIGNAL"
+
+
 class Preempted(Exception):
     """Raised by a task that saved its state on a pre-timeout or preemption signal.
 

@@ -46,7 +46,8 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
         record.update(state="COMPLETED", ended=time.time())
         return outputs
     except Preempted as exc:
-        record.update(state="PREEMPTED", note=str(exc))
+        record.update(state="PREEMPTED", note=str(exc), preemptions=[*record.get("preemptions", []), str(exc)])
+        _record(run, plan, key, record)  # before the requeue: the job may be killed right after it
         if exc.requeue:
             _request_requeue()
         raise
@@ -132,7 +133,8 @@ def _start_record(plan: Plan, key: str, attempt: int, epoch: int, run: RunDir,
     }
     before = next((a for a in run.attempts(key) if a["attempt"] == attempt), None)
     if before and before.get("state") == "PREEMPTED":  # the same attempt, resumed after a requeue
-        record.update(started=before["started"], requeues=int(before.get("requeues", 0)) + 1)
+        record.update(started=before["started"], requeues=int(before.get("requeues", 0)) + 1,
+                      preemptions=list(before.get("preemptions", [])))  # why each requeue happened
     return record
 
 

@@ -5,6 +5,10 @@ On SIGUSR2 (submitit's pre-timeout signal: ``--signal=USR2@cluster.signal_delay_
 next step boundary, where model, optimizer and loop counters agree, then ``Preempted`` ends the
 fit. Lightning restores the loop mid-epoch from that file, so the final step count is exact:
 nothing lost, nothing done twice.
+
+A signal that came before the fit started (Slurm may send USR2 up to a minute early) was caught by
+the Slurm job entry, which left its name in ``$CL_HPC_PENDING_SIGNAL``: the fit acts on it at its
+first step boundary, so the job checkpoints and requeues instead of running into its time limit.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from cl_hpc.context import Preempted
+from cl_hpc.context import PENDING_SIGNAL_ENV, Preempted
 
 _SIGNALS = {signal.SIGUSR2: True, signal.SIGTERM: False}  # signal -> must we ask for the requeue ourselves
 
@@ -35,6 +39,8 @@ class PreemptionCheckpoint(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for sig in _SIGNALS:
             self._previous[sig] = signal.signal(sig, self._on_signal)
+        pending = os.environ.pop(PENDING_SIGNAL_ENV, "")  # after the handlers, so no signal falls between
+        self._caught = self._caught or next((sig for sig in _SIGNALS if sig.name == pending), None)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._caught = signal.Signals(signum)  # act at the next step boundary, never mid-step

@@ -12,7 +12,10 @@ ATTEMPTS is ``"3"`` for a plain job, or ``"0:1,1:1,5:2"`` (shard:attempt) for an
 Signals: ``--signal=USR2@N`` warns N s before the time limit and ``scontrol requeue`` sends SIGTERM.
 A Lightning fit with ``PreemptionCheckpoint`` installs its own handlers and checkpoints; elsewhere
 the job logs the signal and runs on, since a task that does not checkpoint may still finish in its
-last N seconds (Slurm then ends it TIMEOUT, and the retry guard doubles its time).
+last N seconds (Slurm then ends it TIMEOUT, and the retry guard doubles its time). Slurm checks its
+time limits every 30 s and may send USR2 up to a minute early, even before a fit has started: the
+job leaves the signal's name in ``$CL_HPC_PENDING_SIGNAL``, and a fit that starts later acts on
+it at its first step boundary (see cl_hpc/learn/preemption.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import signal
 import sys
 from typing import Any
 
-from cl_hpc.dag.model import unit_key
+# = cl_hpc.context.PENDING_SIGNAL_ENV, spelled out: nothing is imported before the handlers are in place
+PENDING_SIGNAL_ENV = "CL_HPC_PENDING_SIGNAL"
 
 
 def parse_attempts(text: str) -> dict[int | None, int]:
@@ -53,14 +57,18 @@ def identity(folder: str) -> tuple[str | None, str]:
 
 def _log_signal(signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
-    print(f"cl_hpc job: caught {name}; this task does not checkpoint here, so it runs on "
-          f"(USR2: the time limit is near; SIGTERM: Slurm kills it after KillWait)", file=sys.stderr, flush=True)
+    os.environ[PENDING_SIGNAL_ENV] = name  # for a checkpointing fit that has not started yet
+    print(f"cl_hpc job: caught {name} with no checkpointing fit running; it runs on, and a fit that starts "
+          f"later checkpoints at its first step (USR2: the time limit is near; SIGTERM: Slurm kills it after "
+          f"KillWait)", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str]) -> int:
     run_dir, task, epoch, attempts_text = argv
     for sig in (signal.SIGUSR2, signal.SIGTERM):
         signal.signal(sig, _log_signal)
+    from cl_hpc.dag.model import unit_key  # after the handlers: USR2's default action kills the job
+
     attempts = parse_attempts(attempts_text)
     shard = int(os.environ["SLURM_ARRAY_TASK_ID"]) if None not in attempts else None
     from cl_hpc.execute.runner import run_unit  # after the handlers: a signal may come early
@@ -73,6 +81,11 @@ def main(argv: list[str]) -> int:
 
         traceback.print_exc()
         return 1
+    finally:
+        # Python resets its handlers to the default action (terminate) early in its shutdown, which
+        # takes a while with torch loaded: a late USR2 there made Slurm record a finished task's job
+        # FAILED (signal 12) and cancel its afterok dependents. SIG_IGN survives the shutdown.
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     return 0
 
 
