@@ -39,5 +39,9 @@ class DataError(ClHpcError):
     """Input data is missing or malformed (names the file and the column)."""
 
 
+class ChecksumError(DataError):
+    """A file's sha256 differs from the one recorded when it was made (names the file and both digests)."""
+
+
 class TaskFailedError(ClHpcError):
     """A task raised; carries the task key and the path of its log."""

@@ -48,11 +48,22 @@ class PreemptionCheckpoint(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         periodic = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
-        if periodic or self._caught:
+        caught = self._agreed(trainer)
+        if periodic or caught:
             self._save(trainer)
-        if self._caught:
-            raise Preempted(f"{self._caught.name} at step {trainer.global_step}: checkpoint saved to {self.path}",
-                            requeue=_SIGNALS[self._caught])
+        if caught:
+            sig = self._caught or signal.SIGUSR2  # another rank caught it: ask for the requeue too
+            raise Preempted(f"{sig.name} at step {trainer.global_step}: checkpoint saved to {self.path}",
+                            requeue=_SIGNALS[sig])
+
+    def _agreed(self, trainer: pl.Trainer) -> bool:
+        """Whether any rank caught a signal. Under DDP the ranks must agree: the checkpoint save is a
+        collective, and a signal that reached one rank a step before the others would leave them
+        waiting in different collectives (a hang until the time limit)."""
+        caught = self._caught is not None
+        if trainer.world_size > 1:
+            caught = bool(trainer.strategy.reduce_boolean_decision(caught, all=False))
+        return caught
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for sig, handler in self._previous.items():

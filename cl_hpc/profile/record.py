@@ -57,7 +57,7 @@ def build_record(identity: Mapping[str, Any], timing: Mapping[str, Any], steps: 
                  series: Mapping[str, Any] | None) -> dict[str, Any]:
     """Assemble the record. ``compute``: flops per step and the peaks they are measured against."""
     stall = steps.get("stall_fraction") if steps else None
-    workers = int(notes.get("num_workers") or host.get("workers_max") or 0)
+    workers = int(notes["num_workers"] if notes.get("num_workers") is not None else host.get("workers_max") or 0)
     return {
         "version": VERSION, **identity, **timing, "steps": steps, "host": dict(host), "memory": dict(memory),
         "gpus": gpus, "compute": _with_mfu(compute, steps), "notes": dict(notes),

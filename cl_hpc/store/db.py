@@ -82,8 +82,40 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX idx_profiles_task ON profiles (pipeline, task, config_fp)")
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    # The model registry (cl_hpc/registry/). Unlike the run tables these rows are not rebuilt
+    # from run dirs: a version, its aliases and their history outlive the run that made them.
+    # JSON columns: config, window_partitions, packages, metrics, tags. quarantined is NULL while
+    # the checkpoint is trusted, else why it was refused; a quarantined version is never promoted.
+    conn.execute(
+        """CREATE TABLE models (name TEXT NOT NULL, major INTEGER NOT NULL, minor INTEGER NOT NULL,
+        parent_major INTEGER, parent_minor INTEGER, strategy TEXT NOT NULL, checkpoint_path TEXT NOT NULL,
+        checkpoint_sha256 TEXT NOT NULL, config TEXT, window_partitions TEXT, window_digest TEXT,
+        git_commit TEXT, git_dirty INTEGER, python TEXT, packages TEXT, metrics TEXT, tags TEXT,
+        run_id TEXT, task_key TEXT, created FLOAT NOT NULL, quarantined TEXT,
+        PRIMARY KEY (name, major, minor))"""
+    )
+    conn.execute("CREATE INDEX idx_models_sha ON models (name, checkpoint_sha256)")
+    conn.execute(
+        """CREATE TABLE aliases (name TEXT NOT NULL, alias TEXT NOT NULL, major INTEGER NOT NULL,
+        minor INTEGER NOT NULL, updated FLOAT NOT NULL, PRIMARY KEY (name, alias))"""
+    )
+    # Append-only history of every alias change; the triggers refuse edits and deletes, so
+    # rollback can always replay it and an audit can trust it.
+    conn.execute(
+        """CREATE TABLE alias_events (id INTEGER PRIMARY KEY AUTOINCREMENT, at FLOAT NOT NULL,
+        name TEXT NOT NULL, alias TEXT NOT NULL, action TEXT NOT NULL, from_major INTEGER,
+        from_minor INTEGER, to_major INTEGER NOT NULL, to_minor INTEGER NOT NULL, reason TEXT NOT NULL,
+        actor TEXT, run_id TEXT)"""
+    )
+    conn.execute("CREATE INDEX idx_alias_events ON alias_events (name, alias, id)")
+    for verb in ("UPDATE", "DELETE"):
+        conn.execute(f"""CREATE TRIGGER alias_events_no_{verb.lower()} BEFORE {verb} ON alias_events
+            BEGIN SELECT RAISE(ABORT, 'alias_events is append-only'); END""")
+
+
 # Append only: migration N brings a database from user_version N-1 to N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 
 
 class Store:
