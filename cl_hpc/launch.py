@@ -142,7 +142,9 @@ def _write_run(run: RunDir, plan: Plan, cfg: DictConfig, executor: Executor, epo
     write_text_atomic(run.path / name, OmegaConf.to_yaml(cfg, resolve=True))
     run.save_plan(plan)
     meta = run.meta()
-    launches = [*meta.get("launches", []), {"epoch": epoch, "time": time.time(), "units": todo, "argv": sys.argv[1:]}]
+    launch = {"epoch": epoch, "time": time.time(), "units": todo, "argv": sys.argv[1:],
+              "reason": cfg.launch.get("reason")}
+    launches = [*meta.get("launches", []), launch]
     run.update_meta(
         run_id=run.run_id, pipeline=plan.pipeline, backend=executor.name, epoch=epoch, launches=launches,
         created=meta.get("created", time.time()), host=socket.gethostname(), user=getpass.getuser(),

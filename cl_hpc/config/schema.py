@@ -94,6 +94,7 @@ class LaunchConf:
     follow: Optional[bool] = None
     resume: Optional[str] = None  # a run id, or "latest": re-run only what failed or changed
     run_id: Optional[str] = None  # force a run id (default: a new, time-sortable one)
+    reason: Optional[str] = None  # why this run was started (cl_hpc.watch names the trigger); kept in run.json
 
 
 @dataclass

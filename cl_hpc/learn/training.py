@@ -112,17 +112,22 @@ def make_loader(x: np.ndarray, y: np.ndarray, conf: ModelConf) -> DataLoader:
 
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, conf: ModelConf, root_dir: Path,
         progress: Optional[ProgressFn] = None, threads: Optional[int] = None,
-        resume_path: Optional[Path] = None, profiler: Any = None) -> FitResult:
+        resume_path: Optional[Path] = None, profiler: Any = None,
+        init_state: Optional[dict[str, Any]] = None) -> FitResult:
     """Train ``conf``'s classifier on (x, y) and score it on the same rows.
 
     ``resume_path``: where the fit checkpoints (periodically and on Slurm's signals) and resumes
     from after a requeue. Give each attempt its own path: a new attempt must start fresh.
     ``profiler``: the attempt's TaskProfiler (ctx.profiler): times every step, counts FLOPs after.
+    ``init_state``: a state_dict of the network to start from (a stateful fine-tune) instead of a
+    fresh initialisation; the architecture in ``conf`` must match it.
     """
     if threads:
         torch.set_num_threads(threads)  # torch would otherwise use every core of the node, not the job's
     pl.seed_everything(conf.seed, workers=True, verbose=False)
     module = Classifier(x.shape[1], n_classes, conf.hidden, conf.layers, conf.dropout, conf.lr, conf.weight_decay)
+    if init_state is not None:
+        module.net.load_state_dict(init_state)
     loader = make_loader(x, y, conf)
     callback = ProgressCallback(progress)
     # Saves at a step boundary on Slurm's pre-timeout/requeue signals (and every 50 steps); a

@@ -124,15 +124,16 @@ def gpu_summary(s: Series, i: int) -> dict[str, Any]:
     col = lambda name: s.column(f"gpu{i}.{name}")  # noqa: E731
     energy = col("energy_mj")
     power, t = s.columns.get(f"gpu{i}.power_w", []), s.columns["t"]
+    counted = len(energy) >= 2 and energy[-1] >= energy[0]
     return {
         "util_pct_mean": _mean(col("util_pct")), "mem_used_mb_max": max(col("mem_used_mb"), default=None),
         "power_w_mean": _mean(col("power_w")), "sm_active_pct_mean": _mean(col("sm_active_pct")),
         "tensor_active_pct_mean": _mean(col("tensor_active_pct")), "dram_bw_pct_mean": _mean(col("dram_bw_util_pct")),
         "sm_occupancy_pct_mean": _mean(col("sm_occupancy_pct")),
         "temp_c_max": max(col("temp_c"), default=None), "sm_clock_mhz_mean": _mean(col("sm_clock_mhz")),
-        # The driver's energy counter where it has one; else power integrated over the samples.
-        "energy_j": (energy[-1] - energy[0]) / 1000 if len(energy) >= 2 else _integrate(t, power),
-        "energy_source": "nvml-counter" if len(energy) >= 2 else "power-integral",
+        # The driver's counter where it has one and it did not restart; else power over the samples.
+        "energy_j": (energy[-1] - energy[0]) / 1000 if counted else _integrate(t, power),
+        "energy_source": "nvml-counter" if counted else "power-integral",
         "throttle_reasons_seen": sorted({int(v) for v in col("throttle_reasons")} - {0}),
     }
 

@@ -20,10 +20,11 @@ from cl_hpc.errors import DataError
 from cl_hpc.learn.checkpoint import load_checkpoint
 from cl_hpc.learn.metrics import accuracy, classification_metrics
 from cl_hpc.learn.nets import predict_proba
+from cl_hpc.learn.strategies import to_model_scale
 from cl_hpc.tasks._common import cpus, upstream
 
 _TRAIN_NEEDS = ("checkpoint_path", "checkpoint_sha256")
-_FEATURE_NEEDS = ("eval_path", "features", "label_col", "classes", "train_class_counts")
+_FEATURE_NEEDS = ("eval_path", "features", "label_col", "classes", "train_class_counts", "mean", "std")
 
 
 def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None,
@@ -43,6 +44,7 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None,
         raise DataError(f"checkpoint {path} was trained on features {payload['features']}, but the eval table "
                         f"{feats['eval_path']} has {feats['features']}; re-run train after features")
     x, y = load_xy(feats["eval_path"], list(feats["features"]), feats["label_col"])
+    x = to_model_scale(x, feats["mean"], feats["std"], payload)
     probs = predict_proba(net, torch.from_numpy(x)).numpy()
     metrics = classification_metrics(probs, y)
     return {**metrics, "baseline_accuracy": _majority_accuracy(feats["train_class_counts"], probs, y),

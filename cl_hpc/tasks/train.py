@@ -2,50 +2,147 @@
 
 The checkpoint is a plain state_dict plus what serving needs (features, classes, scaling), saved
 atomically and checksummed; ``evaluate`` refuses it if the checksum no longer matches.
+
+With ``strategy`` and ``registry`` params (the continual pipeline) it also decides between a
+stateless fit and a stateful fine-tune of the registry's champion (cl_hpc/learn/strategies.py):
+a fine-tune starts from the champion's weights, trains on the rows the champion never saw plus a
+replay sample of older ones, and carries the champion's feature statistics forward, merged with
+the new rows'. Without them it is always a stateless fit (the default ``retrain`` pipeline).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Mapping, Optional
 
-from cl_hpc.config.ml import model_conf
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from cl_hpc.config.ml import ModelConf, model_conf
 from cl_hpc.context import TaskContext
 from cl_hpc.data.tables import load_xy
 from cl_hpc.learn.checkpoint import save_checkpoint
+from cl_hpc.learn.strategies import Decision, Moments, decide, replay_sample, rescale, strategy_conf
 from cl_hpc.learn.training import fit, slurm_world
 from cl_hpc.tasks._common import cpus, upstream
 
-_NEEDS = ("train_path", "features", "label_col", "classes", "mean", "std", "window_digest")
+_NEEDS = ("train_path", "features", "label_col", "classes", "mean", "std", "window_digest", "timestamp_col",
+          "train_rows")
 CHECKPOINT = "model.pt"
 
 
-def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """``model``: the model config group as a dict (``cl_hpc.config.ml.ModelConf``; None = defaults)."""
+@dataclasses.dataclass
+class _Inputs:
+    """What one fit trains on, and where it starts from."""
+
+    x: np.ndarray
+    y: np.ndarray
+    moments: Moments  # the feature statistics the model's inputs are scaled with
+    decision: Decision
+    init_state: Optional[dict[str, Any]] = None
+    parent: Optional[str] = None
+    window_end: Optional[str] = None  # the newest row it trained on
+    new_rows: int = 0
+    replay_rows: int = 0
+
+
+def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None, strategy: Optional[Mapping[str, Any]] = None,
+        registry: Optional[Mapping[str, Any]] = None, drift_severe: bool = False) -> dict[str, Any]:
+    """``model``: the model config group (``cl_hpc.config.ml.ModelConf``); ``strategy``/``registry``:
+    see the module docstring; ``drift_severe``: set by cl_hpc.watch when the drift trigger says so."""
     conf = model_conf(model)
     feats = upstream(ctx, "features", _NEEDS)
     x, y = load_xy(feats["train_path"], list(feats["features"]), feats["label_col"])
-    ctx.progress(0, None, f"training on {len(y)} rows", force=True)
-    result = fit(x, y, len(feats["classes"]), conf, ctx.task_dir, ctx.progress, threads=cpus(ctx),
-                 resume_path=ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt", profiler=ctx.profiler)
+    times = _row_times(feats["train_path"], feats["timestamp_col"])
+    inputs = _plan_inputs(x, y, times, feats, conf, strategy, registry, drift_severe)
+    if inputs.decision.mode == "stateful":
+        strat = strategy_conf(strategy)
+        conf = dataclasses.replace(conf, lr=conf.lr * strat.fine_tune_lr_scale,
+                                   max_epochs=strat.fine_tune_epochs or conf.max_epochs)
+    ctx.progress(0, None, f"{inputs.decision.mode} training on {len(inputs.y)} rows", force=True)
+    result = fit(inputs.x, inputs.y, len(feats["classes"]), conf, ctx.task_dir, ctx.progress, threads=cpus(ctx),
+                 resume_path=ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt", profiler=ctx.profiler,
+                 init_state=inputs.init_state)
     world = slurm_world()
     if int(os.environ.get("SLURM_PROCID", "0")) != 0:
         return {}  # a DDP worker: rank 0 alone writes the model and the outputs
-    meta = {key: feats[key] for key in ("features", "classes", "mean", "std", "label_col", "window_digest")}
+    return _save(ctx, feats, inputs, result, world)
+
+
+def _save(ctx: TaskContext, feats: Mapping[str, Any], inputs: _Inputs, result: Any, world: tuple[int, int]) -> dict[str, Any]:
+    moments = inputs.moments
+    meta = {key: feats[key] for key in ("features", "classes", "label_col", "window_digest")}
+    meta.update(mean=list(moments.mean), std=list(moments.std), moments=moments.to_dict())
     path = ctx.task_dir / CHECKPOINT
     sha = save_checkpoint(path, result.module.net, result.module.net_hparams, meta)
     return {
-        "checkpoint_path": str(path),
-        "checkpoint_sha256": sha,
-        "train_loss": result.train_loss,
-        "train_accuracy": result.train_accuracy,
-        "epoch_loss": result.epoch_loss,
-        "epoch_accuracy": result.epoch_accuracy,
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "seconds": result.seconds,
-        "n_params": result.n_params,
+        "checkpoint_path": str(path), "checkpoint_sha256": sha, "train_loss": result.train_loss,
+        "train_accuracy": result.train_accuracy, "epoch_loss": result.epoch_loss,
+        "epoch_accuracy": result.epoch_accuracy, "epochs": result.epochs, "steps": result.steps,
+        "seconds": result.seconds, "n_params": result.n_params,
         "processes": world[0] * world[1],  # >1: DDP over Slurm tasks
-        "train_rows": int(len(y)),
-        "window_digest": feats["window_digest"],
+        "train_rows": int(len(inputs.y)), "window_digest": feats["window_digest"],
+        "strategy": inputs.decision.mode, "strategy_reason": inputs.decision.reason, "parent": inputs.parent,
+        "window_end": inputs.window_end, "new_rows": inputs.new_rows, "replay_rows": inputs.replay_rows,
+        "mean": list(moments.mean), "std": list(moments.std),
     }
+
+
+def _row_times(path: str, column: str) -> pd.Series:
+    return pq.read_table(path, columns=[column]).column(column).to_pandas()
+
+
+def _plan_inputs(x: np.ndarray, y: np.ndarray, times: pd.Series, feats: Mapping[str, Any], conf: ModelConf,
+                 strategy: Optional[Mapping[str, Any]], registry: Optional[Mapping[str, Any]],
+                 drift_severe: bool) -> _Inputs:
+    window = Moments.from_std(feats["train_rows"], feats["mean"], feats["std"])
+    end = str(times.max().isoformat()) if len(times) else None
+    if strategy is None:
+        return _Inputs(x, y, window, Decision("stateless", "no strategy configured"), window_end=end)
+    from cl_hpc.tasks._registry import champion, newest_of_line, registry_ref
+    from cl_hpc.registry.store import ModelRegistry
+
+    ref = registry_ref(registry)
+    with ModelRegistry.open(ref.root) as reg:
+        champ = champion(reg, ref)
+        fine_tunable = champ is not None and newest_of_line(reg, champ)
+        decision = decide(strategy_conf(strategy), str(champ.version) if champ else None,
+                          champ.version.minor if champ else 0, drift_severe, fine_tunable)
+        if decision.mode == "stateless":
+            return _Inputs(x, y, window, decision, window_end=end)
+        _, payload = reg.load_checkpoint(ref.name, champ.version)  # checksum verified, weights_only
+    return _fine_tune_inputs(x, y, times, feats, payload, str(champ.version), champ.metrics, strategy_conf(strategy),
+                             conf.seed, decision)
+
+
+def _fine_tune_inputs(x: np.ndarray, y: np.ndarray, times: pd.Series, feats: Mapping[str, Any],
+                      payload: Mapping[str, Any], parent: str, metrics: Mapping[str, Any], strat: Any, seed: int,
+                      decision: Decision) -> _Inputs:
+    """The rows the champion never saw, a replay sample of the ones it did, on its feature scale."""
+    seen_until = pd.Timestamp(metrics["window_end"]) if metrics.get("window_end") else None
+    new = (times > seen_until).to_numpy() if seen_until is not None else np.ones(len(y), dtype=bool)
+    if not new.any():
+        why = f"no rows newer than champion {parent}'s window (ends {seen_until}): retrain from scratch"
+        window = Moments.from_std(feats["train_rows"], feats["mean"], feats["std"])
+        return _Inputs(x, y, window, Decision("stateless", why), window_end=str(times.max().isoformat()))
+    raw_new = x[new] * np.asarray(feats["std"]) + np.asarray(feats["mean"])
+    merged = _parent_moments(payload, metrics).merge(_moments_of(raw_new))
+    x_old, y_old = replay_sample(x[~new], y[~new], int(new.sum()), strat.replay_fraction, seed)
+    xs = rescale(np.concatenate([x[new], x_old]), feats["mean"], feats["std"], merged.mean, merged.std)
+    return _Inputs(xs, np.concatenate([y[new], y_old]), merged, decision, init_state=payload["state_dict"],
+                   parent=parent, window_end=str(times[new].max().isoformat()), new_rows=int(new.sum()),
+                   replay_rows=len(y_old))
+
+
+def _parent_moments(payload: Mapping[str, Any], metrics: Mapping[str, Any]) -> Moments:
+    if payload.get("moments"):
+        return Moments.from_dict(payload["moments"])
+    return Moments.from_std(float(metrics.get("train_rows", 0)), payload["mean"], payload["std"])
+
+
+def _moments_of(raw: np.ndarray) -> Moments:
+    raw = raw.astype(np.float64)
+    mean = raw.mean(axis=0)
+    return Moments(float(len(raw)), tuple(map(float, mean)), tuple(map(float, ((raw - mean) ** 2).sum(axis=0))))

@@ -1,0 +1,138 @@
+"""Retraining strategies: stateless (from scratch), stateful (fine-tune the champion on new data), and
+hybrid (stateful by default, stateless every K updates or when drift is severe). Pure decisions plus
+the feature statistics that a stateful model carries forward.
+
+Feature statistics: a stateful update keeps the scaling its parent was trained with and moves it
+with the new data, by merging (count, mean, M2) moments (Chan et al.'s parallel update), so the
+fine-tuned network sees inputs on the scale it learned, and the statistics are versioned with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from cl_hpc.errors import ConfigError
+
+KINDS = ("stateless", "stateful", "hybrid")
+
+
+@dataclass(frozen=True)
+class StrategyConf:
+    kind: str = "hybrid"  # stateless | stateful | hybrid
+    hybrid_every_k: int = 4  # hybrid: a stateless retrain after this many stateful updates in a row
+    replay_fraction: float = 0.2  # stateful: rows of older data mixed in, as a share of the new rows
+    fine_tune_epochs: Optional[int] = None  # stateful: epochs over the new data; None = model.max_epochs
+    fine_tune_lr_scale: float = 0.3  # stateful: learning rate x this (a fine-tune moves less than a fit)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.kind not in KINDS:
+            problems.append(f"kind={self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.hybrid_every_k < 1:
+            problems.append(f"hybrid_every_k={self.hybrid_every_k} must be >= 1")
+        if not 0 <= self.replay_fraction <= 10:
+            problems.append(f"replay_fraction={self.replay_fraction} must be in [0, 10]")
+        if not 0 < self.fine_tune_lr_scale <= 1:
+            problems.append(f"fine_tune_lr_scale={self.fine_tune_lr_scale} must be in (0, 1]")
+        if problems:
+            raise ConfigError("strategy: " + "; ".join(problems) + " (conf/pipeline/continual.yaml, train params)")
+
+
+def strategy_conf(params: Optional[Mapping[str, Any]]) -> StrategyConf:
+    known = StrategyConf.__dataclass_fields__
+    unknown = sorted(set(params or {}) - set(known))
+    if unknown:
+        raise ConfigError(f"strategy: unknown key(s) {unknown}; valid: {', '.join(known)}")
+    return StrategyConf(**dict(params or {}))
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: str  # "stateless" or "stateful": what this run does
+    reason: str
+
+
+def decide(conf: StrategyConf, champion: Optional[str], updates_since_stateless: int, drift_severe: bool,
+           can_fine_tune: bool = True) -> Decision:
+    """What the next training run does. ``champion``: its version, or None (cold start)."""
+    if champion is None:
+        return Decision("stateless", "no champion yet: the first model is trained from scratch")
+    if conf.kind == "stateless":
+        return Decision("stateless", "strategy stateless")
+    if not can_fine_tune:
+        return Decision("stateless", f"champion {champion} is not the newest of its line (a rollback): retrain")
+    if conf.kind == "stateful":
+        return Decision("stateful", f"strategy stateful: fine-tune champion {champion}")
+    if drift_severe:
+        return Decision("stateless", f"hybrid: severe drift, retrain from scratch instead of fine-tuning {champion}")
+    if updates_since_stateless >= conf.hybrid_every_k:
+        return Decision("stateless", f"hybrid: {updates_since_stateless} stateful updates since the last "
+                                     f"stateless model (every {conf.hybrid_every_k}): retrain from scratch")
+    return Decision("stateful", f"hybrid: fine-tune champion {champion} "
+                                f"(update {updates_since_stateless + 1} of {conf.hybrid_every_k})")
+
+
+# ---------------------------------------------------------------- feature statistics
+
+@dataclass(frozen=True)
+class Moments:
+    """Per-feature count, mean and M2 (sum of squared deviations): mergeable without the data."""
+
+    count: float
+    mean: tuple[float, ...]
+    m2: tuple[float, ...]
+
+    @classmethod
+    def from_std(cls, count: float, mean: Sequence[float], std: Sequence[float]) -> "Moments":
+        """From a sample mean and (n-1) standard deviation, as the features task computes them."""
+        m2 = np.square(np.asarray(std, dtype=float)) * max(count - 1, 0)
+        return cls(float(count), tuple(map(float, mean)), tuple(map(float, m2)))
+
+    def merge(self, other: "Moments") -> "Moments":
+        n = self.count + other.count
+        if n == 0:
+            return self
+        a_mean, b_mean = np.asarray(self.mean), np.asarray(other.mean)
+        delta = b_mean - a_mean
+        mean = a_mean + delta * other.count / n
+        m2 = np.asarray(self.m2) + np.asarray(other.m2) + delta ** 2 * self.count * other.count / n
+        return Moments(n, tuple(map(float, mean)), tuple(map(float, m2)))
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        var = np.asarray(self.m2) / max(self.count - 1, 1)
+        return tuple(float(s) if s > 0 else 1.0 for s in np.sqrt(var))  # constant: centre, never divide by 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": list(self.mean), "m2": list(self.m2)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Moments":
+        return cls(float(data["count"]), tuple(data["mean"]), tuple(data["m2"]))
+
+
+def rescale(x: np.ndarray, from_mean: Sequence[float], from_std: Sequence[float], to_mean: Sequence[float],
+            to_std: Sequence[float]) -> np.ndarray:
+    """Rows standardised with one (mean, std) re-expressed in another: x_raw = x*s1 + m1, then (x_raw-m2)/s2."""
+    raw = x * np.asarray(from_std) + np.asarray(from_mean)
+    return ((raw - np.asarray(to_mean)) / np.asarray(to_std)).astype(x.dtype, copy=False)
+
+
+def replay_sample(x_old: np.ndarray, y_old: np.ndarray, n_new: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded uniform sample of older rows, ``fraction`` x the new rows (at most all of them):
+    mixed into a fine-tune, it keeps the model from forgetting what it knew."""
+    n = min(len(y_old), int(round(n_new * fraction)))
+    idx = np.random.default_rng(seed).choice(len(y_old), size=n, replace=False) if n else np.empty(0, dtype=int)
+    return x_old[idx], y_old[idx]
+
+
+def to_model_scale(x: np.ndarray, window_mean: Sequence[float], window_std: Sequence[float],
+                   payload: Mapping[str, Any]) -> np.ndarray:
+    """Rows the features task scaled with its window's statistics, on the scale a checkpoint's
+    network was trained with (a fine-tuned model carries merged statistics of its whole line)."""
+    if np.allclose(window_mean, payload["mean"]) and np.allclose(window_std, payload["std"]):
+        return x
+    return rescale(x, window_mean, window_std, payload["mean"], payload["std"])

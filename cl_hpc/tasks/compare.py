@@ -1,0 +1,90 @@
+"""Task ``compare``: the champion/challenger gate on the newest labelled window nobody trained on.
+
+The challenger (this run's ``train``) must beat the registry's champion on the eval window by the
+configured margin with a significant test, must not forget the champion's own training rows (the
+older part of the train window), and must hold up on configured slices (cl_hpc/learn/gate.py).
+Before any champion it must beat the class-prior baseline. The verdict, every number and reason,
+goes to ``verdict.json``; ``promote`` acts on it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from cl_hpc.atomic import write_bytes_atomic
+from cl_hpc.context import TaskContext
+from cl_hpc.data.tables import load_xy
+from cl_hpc.learn.checkpoint import load_checkpoint
+from cl_hpc.learn.gate import Scored, decide, gate_conf
+from cl_hpc.learn.nets import predict_proba
+from cl_hpc.learn.strategies import to_model_scale
+from cl_hpc.tasks._common import upstream
+
+_TRAIN = ("checkpoint_path", "checkpoint_sha256")
+_FEATS = ("eval_path", "train_path", "features", "label_col", "mean", "std", "timestamp_col", "classes",
+          "train_class_counts")
+
+
+def run(ctx: TaskContext, gate: Optional[Mapping[str, Any]] = None,
+        registry: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    conf = gate_conf(gate)
+    trained, feats = upstream(ctx, "train", _TRAIN), upstream(ctx, "features", _FEATS)
+    challenger, chal_payload = load_checkpoint(Path(trained["checkpoint_path"]), trained["checkpoint_sha256"])
+    x, y = load_xy(feats["eval_path"], list(feats["features"]), feats["label_col"])
+    champ = _champion(registry, feats)
+    new = Scored(y, _probs(challenger, chal_payload, x, feats), _probs(champ[1], champ[2], x, feats) if champ else None)
+    previous = _previous(feats, challenger, chal_payload, champ)
+    prior = np.asarray(feats["train_class_counts"], dtype=float)
+    verdict = decide(conf, new, previous, prior=list(prior / prior.sum()))
+    data = verdict.to_dict()
+    write_bytes_atomic(ctx.task_dir / "verdict.json", json.dumps(data, indent=1, default=str).encode())
+    ref_probs = new.champion
+    return {"passed": verdict.passed, "reasons": data["reasons"], "champion": champ[0] if champ else None,
+            "challenger_accuracy": _accuracy(new.challenger, y),
+            "champion_accuracy": _accuracy(ref_probs, y) if ref_probs is not None else None,
+            "verdict_path": str(ctx.task_dir / "verdict.json"), "eval_rows": int(len(y))}
+
+
+def _probs(net: torch.nn.Module, payload: Mapping[str, Any], x: np.ndarray, feats: Mapping[str, Any]) -> np.ndarray:
+    return predict_proba(net, torch.from_numpy(to_model_scale(x, feats["mean"], feats["std"], payload))).numpy()
+
+
+def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    return float((probs.argmax(axis=1) == y).mean())
+
+
+def _champion(registry: Optional[Mapping[str, Any]], feats: Mapping[str, Any]) -> Optional[tuple[str, Any, Any, Any]]:
+    """(version, net, payload, record) of the champion, or None (cold start, or other classes/features)."""
+    if not registry:
+        return None
+    from cl_hpc.registry.store import ModelRegistry
+    from cl_hpc.tasks._registry import champion, registry_ref
+
+    ref = registry_ref(registry)
+    with ModelRegistry.open(ref.root) as reg:
+        record = champion(reg, ref)
+        if record is None:
+            return None
+        net, payload = reg.load_checkpoint(ref.name, record.version)  # checksum verified
+    if list(payload["features"]) != list(feats["features"]) or list(payload["classes"]) != list(feats["classes"]):
+        return None  # another feature set or label space: nothing to compare against but the baseline
+    return str(record.version), net, payload, record
+
+
+def _previous(feats: Mapping[str, Any], challenger: Any, chal_payload: Any, champ: Optional[tuple]) -> Optional[Scored]:
+    """The forgetting guardrail's window: the train-window rows the champion itself trained on."""
+    if champ is None or not champ[3].metrics.get("window_end"):
+        return None
+    times = pq.read_table(feats["train_path"], columns=[feats["timestamp_col"]]).column(0).to_pandas()
+    old = (times <= pd.Timestamp(champ[3].metrics["window_end"])).to_numpy()
+    if old.sum() < 50:
+        return None
+    x, y = load_xy(feats["train_path"], list(feats["features"]), feats["label_col"])
+    return Scored(y[old], _probs(challenger, chal_payload, x[old], feats), _probs(champ[1], champ[2], x[old], feats))

@@ -1,0 +1,45 @@
+"""Task ``promote``: register the challenger in the model registry, and make it the champion only
+if the gate passed.
+
+Every challenger becomes a version (stateless: (X+1).0; a fine-tune of champion X.Y: X.(Y+1)), with
+its lineage, checkpoint checksum, resolved config, data window, code and package versions, and its
+metrics; a rejected one is tagged ``rejected`` and the champion stays. The alias move and its
+reason (the gate's own) go to the registry's append-only alias log.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from cl_hpc.context import TaskContext
+from cl_hpc.registry.store import ModelRegistry
+from cl_hpc.tasks._common import upstream
+from cl_hpc.tasks._registry import registry_ref
+
+_TRAIN = ("checkpoint_path", "checkpoint_sha256", "strategy", "parent", "window_end", "train_rows", "strategy_reason")
+_COMPARE = ("passed", "reasons", "challenger_accuracy")
+_INGEST = ("train_partitions", "train_digest", "train_labels")
+
+
+def run(ctx: TaskContext, registry: Optional[Mapping[str, Any]] = None,
+        config: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """``config``: what the version records as its resolved config (model and data groups)."""
+    ref = registry_ref(registry)
+    trained, compared, ingest = upstream(ctx, "train", _TRAIN), upstream(ctx, "compare", _COMPARE), upstream(ctx, "ingest", _INGEST)
+    metrics = {"accuracy": compared["challenger_accuracy"], "champion_accuracy": compared.get("champion_accuracy"),
+               "gate_passed": compared["passed"], "train_rows": trained["train_rows"],
+               "window_end": trained["window_end"], "train_labels": ingest["train_labels"],
+               "strategy_reason": trained["strategy_reason"]}
+    with ModelRegistry.open(ref.root) as reg:
+        record = reg.register(ref.name, trained["checkpoint_path"], strategy=trained["strategy"],
+                              parent=trained["parent"], checkpoint_sha256=trained["checkpoint_sha256"],
+                              config=dict(config or {}), window_partitions=list(ingest["train_partitions"]),
+                              window_digest=ingest["train_digest"], metrics=metrics, run_id=ctx.run_id,
+                              task_key="train")
+        if compared["passed"]:
+            reason = "gate passed: " + "; ".join(compared["reasons"])
+            reg.promote(ref.name, record.version, ref.alias, reason=reason, run_id=ctx.run_id)
+        else:
+            reg.tag(ref.name, record.version, ["rejected"])
+    return {"version": str(record.version), "promoted": bool(compared["passed"]), "strategy": trained["strategy"],
+            "parent": trained["parent"], "reasons": compared["reasons"]}

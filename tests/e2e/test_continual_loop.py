@@ -1,0 +1,80 @@
+"""The continual-learning loop end to end on the local backend: bootstrap 1.0, a concept drift,
+a stateful 1.1 that the gate promotes, then a stateless 2.0 once K stateful updates are reached;
+and a poisoned batch stopped by validation before anything trains or is registered."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import REPO, Launcher, _env
+
+pytestmark = pytest.mark.e2e
+
+# Small and quick: 500-row partitions, 3 epochs; SEA concept 0, then concept 3 from partition 22.
+DATA = ["data.rows_per_partition=500", "data.concepts=[0,3]", "data.drift_at=[22]", "model.max_epochs=3"]
+
+
+def _run(launcher: Launcher, landing: Path, partitions: int, *extra: str) -> dict:
+    result = launcher("cluster=inprocess", "pipeline=continual", f"data.landing_dir={landing}",
+                      f"data.n_partitions={partitions}", *DATA, "pipeline.tasks.train.params.strategy.hybrid_every_k=1",
+                      *extra, timeout=600)
+    assert result.proc.returncode == 0, result.output
+    return {name: result.outputs(name) for name in ("train", "compare", "promote")}
+
+
+def _registry(launcher: Launcher, *args: str) -> dict | list:
+    proc = subprocess.run([sys.executable, "-m", "cl_hpc.registry", "--store-root", str(launcher.store_root), *args,
+                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=120, env=_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_bootstrap_drift_stateful_update_then_stateless_after_k(launcher: Launcher, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    first = _run(launcher, landing, 20)
+    assert first["promote"] == {**first["promote"], "version": "1.0", "promoted": True, "strategy": "stateless"}
+
+    # The drift lands: six new partitions, the last four of them from the new concept.
+    second = _run(launcher, landing, 26)
+    assert second["train"]["strategy"] == "stateful" and second["train"]["parent"] == "1.0"
+    assert second["train"]["new_rows"] == 6 * 500 and second["train"]["replay_rows"] > 0
+    assert second["compare"]["champion"] == "1.0"
+    assert second["compare"]["challenger_accuracy"] > second["compare"]["champion_accuracy"], second["compare"]
+    assert second["promote"]["version"] == "1.1" and second["promote"]["promoted"], second["promote"]["reasons"]
+
+    # hybrid_every_k=1: after one stateful update the next model is trained from scratch.
+    third = _run(launcher, landing, 28)
+    assert third["train"]["strategy"] == "stateless" and "stateful updates" in third["train"]["strategy_reason"]
+    assert third["promote"]["version"] == "2.0"
+
+    listing = _registry(launcher, "--name", "continual", "list")["continual"]
+    versions = {v["version"]: v for v in listing["versions"]}
+    assert versions["1.1"]["parent"] == "1.0" and versions["1.1"]["strategy"] == "stateful"
+    assert versions["2.0"]["strategy"] == "stateless"
+    history = _registry(launcher, "--name", "continual", "history")
+    assert [e["to_version"] for e in history][:2] == ["1.0", "1.1"]
+    assert all(e["reason"].startswith("gate passed") for e in history)
+
+
+def test_a_poisoned_batch_is_stopped_before_training(launcher: Launcher, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    _run(launcher, landing, 20)
+    # Poison the newest half of the train window (the 4 partitions before the 4 held out): every
+    # label flipped to one class, so the label distribution moves far from the champion's.
+    for part in sorted(landing.glob("part-*.parquet"))[-8:-4]:
+        table = pq.read_table(part)
+        labels = pa.array([1] * table.num_rows, type=table.schema.field("y").type)
+        pq.write_table(table.set_column(table.schema.get_field_index("y"), "y", labels), part)
+    result = launcher("cluster=inprocess", "pipeline=continual", f"data.landing_dir={landing}", "data.n_partitions=20",
+                      *DATA, "pipeline.tasks.validate.params.max_label_tv=0.1", timeout=600)
+    assert result.proc.returncode == 1, result.output
+    assert "label" in result.output and "validate" in result.output
+    listing = _registry(launcher, "--name", "continual", "list")["continual"]
+    assert [v["version"] for v in listing["versions"]] == ["1.0"], "nothing was trained, registered or promoted"
