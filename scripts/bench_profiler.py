@@ -271,14 +271,16 @@ def stall_fit(args: argparse.Namespace, root: Path, delay_s: float, profiled: bo
     x, y = (torch.from_numpy(a) for a in synthetic(args.stall_steps * args.batch, args.features))
     data = SlowBatches(x, y, args.batch, delay_s)
     module = Classifier(args.features, 2, args.stall_hidden, 2)
-    prof = None
+    prof, waits = None, None
     callbacks = list(extra)
     if profiled:
         identity = {"run_id": "bench", "key": "stall", "attempt": 1, "segment": 0}
         prof = TaskProfiler(root, identity, {}, ProfileSettings(ceiling=False)).start()
-        callbacks.append(prof.lightning_callback())  # last, as training.fit adds it
+        timer = prof.lightning_callback()
+        callbacks.append(timer)  # last, as training.fit adds it
+        waits = timer.waits  # and its data-wait profiler, as training.fit gives it to the Trainer
     conf = model_conf({"max_epochs": 1, "batch_size": args.batch})
-    trainer = build_trainer(conf, callbacks, args.stall_steps, root)
+    trainer = build_trainer(conf, callbacks, args.stall_steps, root, profiler=waits)
     trainer.fit(module, data.loader())
     return data, prof
 

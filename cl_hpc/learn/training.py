@@ -77,7 +77,8 @@ def slurm_world() -> tuple[int, int]:
     return (nodes, tasks // max(nodes, 1)) if tasks > 1 else (1, 1)
 
 
-def build_trainer(conf: ModelConf, callbacks: list[pl.Callback], n_batches: int, root_dir: Path) -> pl.Trainer:
+def build_trainer(conf: ModelConf, callbacks: list[pl.Callback], n_batches: int, root_dir: Path,
+                  profiler: Any = None) -> pl.Trainer:
     """CPU, deterministic, no progress bar, no logger, no checkpoints of Lightning's own (the train
     task saves a plain state_dict it can checksum).
 
@@ -95,7 +96,7 @@ def build_trainer(conf: ModelConf, callbacks: list[pl.Callback], n_batches: int,
         plugins=[env],
         enable_progress_bar=False, enable_model_summary=False, logger=False, enable_checkpointing=False,
         callbacks=callbacks, log_every_n_steps=max(1, min(50, n_batches)), num_sanity_val_steps=0,
-        default_root_dir=str(root_dir),
+        default_root_dir=str(root_dir), profiler=profiler,
     )
 
 
@@ -134,12 +135,15 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, conf: ModelConf, root_dir:
     # requeued job resumes from it mid-epoch with the exact step count.
     saver = PreemptionCheckpoint(resume_path or root_dir / "resume.ckpt", every_n_steps=50)
     callbacks: list[pl.Callback] = [callback, saver]
+    waits = None
     if profiler is not None:  # last: the other callbacks' work after a step is not data-wait
-        callbacks.append(profiler.lightning_callback())
+        timer = profiler.lightning_callback()
+        callbacks.append(timer)
+        waits = timer.waits
         profiler.note(num_workers=conf.num_workers, batch_size=loader.batch_size, data_rows=int(len(y)))
     started = time.perf_counter()
     with _quiet():
-        trainer = build_trainer(conf, callbacks, len(loader), root_dir)
+        trainer = build_trainer(conf, callbacks, len(loader), root_dir, profiler=waits)
         trainer.fit(module, loader, ckpt_path=saver.resume_from())
     seconds = time.perf_counter() - started
     if profiler is not None:
