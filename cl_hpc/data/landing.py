@@ -8,20 +8,26 @@ With a river generator configured, the first user fills an empty zone. Generatio
 and safe when several task processes (Slurm jobs, local subprocesses) start at once: one holds an
 ``fcntl`` lock while the others wait, every file is written under a temporary name and renamed into
 place, and the manifest is written last, so a zone without one is never taken as complete. The
-same settings with a larger ``n_partitions`` append the new partitions (data "arrives").
+same settings with a larger ``n_partitions`` append the new partitions (data "arrives"), and so does
+:func:`append_partitions` (``python -m cl_hpc.data simulate``). Partition ``i`` always holds rows
+``i * rows_per_partition`` onwards of one seeded river stream, so appending k then m partitions
+writes the same files as generating k + m at once.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import io
+import itertools
 import json
 import math
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import pandas as pd
 
@@ -41,6 +47,10 @@ _GENERATORS = {"sea": ("SEA", "variant", "noise"),
 _MAX_EXP = 700.0
 # Settings that do not change the generated files, so changing them keeps the zone.
 _NOT_SPEC = {"landing_dir", "features", "train_window", "eval_window", "as_of", "n_partitions"}
+# A deliberate damage for tests and demos: clean partition -> (damaged partition, what was done).
+Corruption = Callable[[pd.DataFrame], tuple[pd.DataFrame, str]]
+# Called after each new partition is written, with its manifest entry and its rows.
+OnPartition = Callable[[dict[str, Any], pd.DataFrame], None]
 
 
 def partition_name(start: pd.Timestamp) -> str:
@@ -81,7 +91,7 @@ def ensure_landing_zone(conf: DataConf) -> dict[str, Any]:
     spec = generation_spec(conf)
     if _is_complete(root, spec, conf.n_partitions):
         return _summary(root, False)
-    _check_settings(conf)
+    check_settings(conf)
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / LOCK):
         # Another process may have finished the zone while this one waited for the lock.
@@ -91,11 +101,43 @@ def ensure_landing_zone(conf: DataConf) -> dict[str, Any]:
     return _summary(root, True)
 
 
-def _check_settings(conf: DataConf) -> None:
+def check_settings(conf: DataConf) -> None:
     """Bad generation settings fail here, before any folder or file is made."""
     _stream(conf)
     _freq(conf)
     parse_time(conf.start, "data.start")
+
+
+def append_partitions(conf: DataConf, count: int, corrupt: Optional[Corruption] = None,
+                      on_partition: Optional[OnPartition] = None,
+                      cursor: Optional[StreamCursor] = None) -> list[dict[str, Any]]:
+    """Append ``count`` partitions after the newest one of a generated zone (made if absent).
+
+    ``conf.n_partitions`` is ignored: the manifest says how many there are. Returns the new
+    partitions' manifest entries. ``corrupt`` damages each new partition (recorded in the manifest).
+    """
+    root = resolve_dir(conf.landing_dir)
+    check_settings(conf)
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / LOCK):
+        manifest = read_manifest(root)
+        if manifest is None:
+            _refuse_foreign_files(root)
+        else:
+            check_spec(root, manifest, generation_spec(conf))
+        have = len(manifest["partitions"]) if manifest else 0
+        grown = dataclasses.replace(conf, n_partitions=have + count)
+        return _generate(root, grown, generation_spec(conf), corrupt, on_partition, cursor)
+
+
+def _refuse_foreign_files(root: Path) -> None:
+    """Without a manifest, Parquet files here may be someone's own data: never overwrite them."""
+    found = sorted(p.name for p in root.glob(f"*{NAME_SUFFIX}") if not p.name.startswith(("_", ".")))
+    if found:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise DataError(f"{root} holds {len(found)} Parquet files ({shown}) but no {MANIFEST}, so it is not a "
+                        f"generated landing zone (or its first generation was interrupted); choose an empty or "
+                        f"new folder, or delete those files")
 
 
 def generation_spec(conf: DataConf) -> dict[str, Any]:
@@ -119,16 +161,27 @@ def _is_complete(root: Path, spec: dict[str, Any], n_partitions: int) -> bool:
     manifest = read_manifest(root)
     if manifest is None:
         return False
-    changed = sorted(k for k in set(spec) | set(manifest["spec"]) if spec.get(k) != manifest["spec"].get(k))
-    if changed:
-        diff = ", ".join(f"{k}: {manifest['spec'].get(k)!r} -> {spec.get(k)!r}" for k in changed)
-        raise ConfigError(f"landing zone {root} was generated with other settings ({diff}); point "
-                          f"data.landing_dir at a new folder, or delete {root} to regenerate it")
+    check_spec(root, manifest, spec)
     have = len(manifest["partitions"])
     if have > n_partitions:
         raise ConfigError(f"landing zone {root} holds {have} partitions but data.n_partitions={n_partitions}; "
-                          f"a zone only grows: raise n_partitions, or use data.as_of to look at an earlier time")
+                          f"a zone only grows: raise n_partitions, use data.as_of to look at an earlier time, "
+                          f"or read a zone that `python -m cl_hpc.data simulate` grows with data.generator=none")
     return have == n_partitions
+
+
+def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Setting -> (old, new) for every generation setting that differs."""
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+def check_spec(root: Path, manifest: dict[str, Any], spec: dict[str, Any]) -> None:
+    """A zone keeps the settings it was generated with: other settings would splice two streams."""
+    changed = spec_changes(manifest["spec"], spec)
+    if changed:
+        diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ConfigError(f"landing zone {root} was generated with other settings ({diff}); point "
+                          f"data.landing_dir at a new folder, or delete {root} to regenerate it")
 
 
 def _summary(root: Path, generated: bool) -> dict[str, Any]:
@@ -156,29 +209,39 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
-def _generate(root: Path, conf: DataConf, spec: dict[str, Any]) -> None:
+def _generate(root: Path, conf: DataConf, spec: dict[str, Any], corrupt: Optional[Corruption] = None,
+              on_partition: Optional[OnPartition] = None,
+              cursor: Optional[StreamCursor] = None) -> list[dict[str, Any]]:
     manifest = read_manifest(root)
     # Partitions an earlier, complete manifest already lists are kept; everything else is rewritten.
     keep = {p["file"]: p for p in manifest["partitions"]} if manifest else {}
-    frame = generate_frame(conf)
-    rows, entries = conf.rows_per_partition, []
+    cursor = cursor or StreamCursor(conf)
+    entries, new = [], []
     for i in range(conf.n_partitions):
         start = parse_time(conf.start, "data.start") + i * _freq(conf)
         name = partition_name(start)
         if name not in keep:
-            keep[name] = _write_partition(root / name, frame.iloc[i * rows:(i + 1) * rows], start)
+            part, damage = generate_frame(conf, first=i, count=1, cursor=cursor), None
+            if corrupt is not None:
+                part, damage = corrupt(part)
+            keep[name] = _write_partition(root / name, part, start, damage)
+            new.append(keep[name])
+            if on_partition is not None:
+                on_partition(keep[name], part)
         entries.append(keep[name])
     payload = {"format": 1, "spec": spec, "partitions": entries}
     write_bytes_atomic(root / MANIFEST, json.dumps(payload, indent=1).encode())
+    return new
 
 
-def _write_partition(path: Path, part: pd.DataFrame, start: pd.Timestamp) -> dict[str, Any]:
+def _write_partition(path: Path, part: pd.DataFrame, start: pd.Timestamp, corrupt: Optional[str]) -> dict[str, Any]:
     buffer = io.BytesIO()
     part.to_parquet(buffer, index=False)
     data = buffer.getvalue()
     write_bytes_atomic(path, data)
-    return {"file": path.name, "start": start.isoformat(), "rows": len(part), "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    entry = {"file": path.name, "start": start.isoformat(), "rows": len(part), "bytes": len(data),
+             "sha256": hashlib.sha256(data).hexdigest()}
+    return {**entry, "corrupt": corrupt} if corrupt else entry
 
 
 def _freq(conf: DataConf) -> pd.Timedelta:
@@ -191,17 +254,42 @@ def _freq(conf: DataConf) -> pd.Timedelta:
     return step
 
 
-def generate_frame(conf: DataConf) -> pd.DataFrame:
-    """All ``n_partitions * rows_per_partition`` rows of the configured drifting stream, with timestamps."""
-    total = conf.n_partitions * conf.rows_per_partition
-    rows = list(_stream(conf).take(total))
+class StreamCursor:
+    """A river stream read forward. Reading partition i needs every row before it (the generators
+    are sequential), so a long-running appender keeps one cursor and pays only for its new rows."""
+
+    def __init__(self, conf: DataConf) -> None:
+        self._stream = _stream(conf)
+        self._rows = iter(self._stream)
+        self.position = 0  # index of the next row the iterator yields
+
+    def take(self, first: int, count: int) -> list[tuple[dict[Any, Any], Any]]:
+        """Rows ``first .. first + count - 1`` of the stream."""
+        if first < self.position:
+            self._rows, self.position = iter(self._stream), 0  # river restarts from its seed on iter()
+        collections.deque(itertools.islice(self._rows, first - self.position), maxlen=0)
+        rows = list(itertools.islice(self._rows, count))
+        self.position = first + len(rows)
+        return rows
+
+
+def generate_frame(conf: DataConf, first: int = 0, count: Optional[int] = None,
+                   cursor: Optional[StreamCursor] = None) -> pd.DataFrame:
+    """Partitions ``first .. first + count - 1`` (default: up to ``n_partitions``) of the configured
+    drifting stream, with timestamps: the same rows whichever slice is asked for."""
+    per = conf.rows_per_partition
+    count = conf.n_partitions - first if count is None else count
+    rows = (cursor or StreamCursor(conf)).take(first * per, count * per)
+    if not rows:
+        raise ConfigError(f"no rows to generate for partitions {first}..{first + count - 1}; count must be >= 1")
     columns = [k if isinstance(k, str) else f"x{k}" for k in rows[0][0]]
     frame = pd.DataFrame([list(x.values()) for x, _ in rows], columns=columns)
     if conf.label_col in frame.columns or conf.timestamp_col in frame.columns:
         raise ConfigError(f"data.label_col / data.timestamp_col clash with a generated feature {columns}")
     frame[conf.label_col] = [int(y) for _, y in rows]  # SEA yields bools: store a plain integer class
-    step = _freq(conf) / conf.rows_per_partition
-    frame.insert(0, conf.timestamp_col, pd.date_range(parse_time(conf.start, "data.start"), periods=total, freq=step))
+    step = _freq(conf) / per
+    begin = parse_time(conf.start, "data.start") + first * per * step
+    frame.insert(0, conf.timestamp_col, pd.date_range(begin, periods=len(rows), freq=step))
     return frame
 
 

@@ -42,8 +42,7 @@ from scipy import stats
 
 from cl_hpc.config.ml import DataConf
 from cl_hpc.data.landing import resolve_dir
-from cl_hpc.data.windows import (Partition, dask_threads, list_partitions, read_window, resolve_columns,
-                                 select_windows, validate_files)
+from cl_hpc.data.windows import Partition, check_windows, dask_threads, list_partitions, read_window, select_windows
 from cl_hpc.errors import ConfigError, DataError
 
 SCALES = ("std", "iqr")
@@ -386,9 +385,7 @@ def window_drift(data: DataConf, reference: Sequence[Partition], current: Sequen
     if not reference or not current:
         raise DataError(f"drift needs partitions in both windows; got {len(reference)} reference and "
                         f"{len(current)} current partition files")
-    cols = resolve_columns(reference[0].path, data)
-    validate_files(list(reference), cols)
-    validate_files(list(current), cols)
+    cols = check_windows({"reference": list(reference), "current": list(current)}, data)
     with dask_threads(cpus):
         return detect_drift(read_window(list(reference), cols), read_window(list(current), cols),
                             features=cols.features, conf=conf)
@@ -396,5 +393,5 @@ def window_drift(data: DataConf, reference: Sequence[Partition], current: Sequen
 
 def landing_drift(data: DataConf, conf: Optional[DriftConf] = None, cpus: Optional[int] = None) -> DatasetDrift:
     """Drift from the train window (reference) to the eval window (current) that ``data`` selects."""
-    train, evaluate = select_windows(list_partitions(resolve_dir(data.landing_dir)), data)
+    train, evaluate = select_windows(list_partitions(resolve_dir(data.landing_dir), data.timestamp_col), data)
     return window_drift(data, train, evaluate, conf, cpus)

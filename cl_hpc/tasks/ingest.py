@@ -18,8 +18,8 @@ from cl_hpc.config.ml import data_conf
 from cl_hpc.context import TaskContext
 from cl_hpc.data.files import publish, staging_dir
 from cl_hpc.data.landing import ensure_landing_zone
-from cl_hpc.data.windows import (Columns, Partition, dask_threads, find_nulls, list_partitions, read_window,
-                                 resolve_columns, select_windows, validate_files, window_digest)
+from cl_hpc.data.windows import (Columns, Partition, check_windows, dask_threads, find_nulls, list_partitions,
+                                 read_window, select_windows, window_digest)
 from cl_hpc.errors import DataError
 from cl_hpc.tasks._common import cpus
 
@@ -31,11 +31,10 @@ def run(ctx: TaskContext, data: Optional[Mapping[str, Any]] = None) -> dict[str,
     conf = data_conf(data)
     ctx.progress(0, 3, "landing zone")
     zone = ensure_landing_zone(conf)
-    train, held_out = select_windows(list_partitions(Path(zone["landing_dir"])), conf)
+    # Any *.parquet name: files not named part-<time> are placed by their first timestamp.
+    train, held_out = select_windows(list_partitions(Path(zone["landing_dir"]), conf.timestamp_col), conf)
     windows = dict(zip(WINDOWS, (train, held_out)))
-    cols = resolve_columns(train[0].path, conf)
-    for parts in windows.values():
-        validate_files(parts, cols)
+    cols = check_windows(windows, conf)  # every file of both windows; one error names each bad one
     ctx.progress(1, 3, "reading windows")
     with staging_dir(ctx.task_dir / ".ingest-staging") as staging:
         with dask_threads(cpus(ctx)):

@@ -17,8 +17,9 @@ from tests.conftest import REPO, Launcher, _env
 
 pytestmark = pytest.mark.e2e
 
-# Small and quick: 500-row partitions, 3 epochs; SEA concept 0, then concept 3 from partition 22.
-DATA = ["data.rows_per_partition=500", "data.concepts=[0,3]", "data.drift_at=[22]", "model.max_epochs=3"]
+# Small and quick: 500-row partitions, 3 epochs; SEA concept 0, then concept 3 from partition 14.
+# The champion is trained on partitions 4-11 (16 generated); then 6 more arrive, all of the new concept.
+DATA = ["data.rows_per_partition=500", "data.concepts=[0,3]", "data.drift_at=[14]", "model.max_epochs=3"]
 
 
 def _run(launcher: Launcher, landing: Path, partitions: int, *extra: str) -> dict:
@@ -38,19 +39,20 @@ def _registry(launcher: Launcher, *args: str) -> dict | list:
 
 def test_bootstrap_drift_stateful_update_then_stateless_after_k(launcher: Launcher, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
-    first = _run(launcher, landing, 20)
+    first = _run(launcher, landing, 16)
     assert first["promote"] == {**first["promote"], "version": "1.0", "promoted": True, "strategy": "stateless"}
 
-    # The drift lands: six new partitions, the last four of them from the new concept.
-    second = _run(launcher, landing, 26)
+    # The drift has landed. The fine-tune trains on the rows of its window (10-17) that 1.0 never saw
+    # (12-17, four of them of the new concept) plus a replay sample of 10-11; the gate judges on 18-21.
+    second = _run(launcher, landing, 22)
     assert second["train"]["strategy"] == "stateful" and second["train"]["parent"] == "1.0"
-    assert second["train"]["new_rows"] == 6 * 500 and second["train"]["replay_rows"] > 0
+    assert second["train"]["new_rows"] == 6 * 500 and second["train"]["replay_rows"] == 600
     assert second["compare"]["champion"] == "1.0"
     assert second["compare"]["challenger_accuracy"] > second["compare"]["champion_accuracy"], second["compare"]
     assert second["promote"]["version"] == "1.1" and second["promote"]["promoted"], second["promote"]["reasons"]
 
     # hybrid_every_k=1: after one stateful update the next model is trained from scratch.
-    third = _run(launcher, landing, 28)
+    third = _run(launcher, landing, 24)
     assert third["train"]["strategy"] == "stateless" and "stateful updates" in third["train"]["strategy_reason"]
     assert third["promote"]["version"] == "2.0"
 
@@ -65,14 +67,14 @@ def test_bootstrap_drift_stateful_update_then_stateless_after_k(launcher: Launch
 
 def test_a_poisoned_batch_is_stopped_before_training(launcher: Launcher, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
-    _run(launcher, landing, 20)
+    _run(launcher, landing, 16)
     # Poison the newest half of the train window (the 4 partitions before the 4 held out): every
     # label flipped to one class, so the label distribution moves far from the champion's.
     for part in sorted(landing.glob("part-*.parquet"))[-8:-4]:
         table = pq.read_table(part)
         labels = pa.array([1] * table.num_rows, type=table.schema.field("y").type)
         pq.write_table(table.set_column(table.schema.get_field_index("y"), "y", labels), part)
-    result = launcher("cluster=inprocess", "pipeline=continual", f"data.landing_dir={landing}", "data.n_partitions=20",
+    result = launcher("cluster=inprocess", "pipeline=continual", f"data.landing_dir={landing}", "data.n_partitions=16",
                       *DATA, "pipeline.tasks.validate.params.max_label_tv=0.1", timeout=600)
     assert result.proc.returncode == 1, result.output
     assert "label" in result.output and "validate" in result.output
