@@ -141,6 +141,11 @@ class Config:
     store: StoreConf = field(default_factory=StoreConf)
     profile: ProfileConf = field(default_factory=ProfileConf)
     rightsize: RightsizeConf = field(default_factory=RightsizeConf)
+    # Retraining triggers read by `python -m cl_hpc.watch` (cl_hpc/learn/triggers.py TriggerConf:
+    # time / volume / performance / drift, e.g. trigger.volume.min_new_fraction=0.2) and the drift
+    # statistics (cl_hpc/learn/drift.py DriftConf); validated there, empty = their defaults.
+    trigger: Dict[str, Any] = field(default_factory=dict)
+    drift: Dict[str, Any] = field(default_factory=dict)
     run_root: str = "runs"  # where run directories go; relative = to the launch dir
 
 

@@ -18,7 +18,7 @@ from cl_hpc.tasks._registry import registry_ref
 
 _TRAIN = ("checkpoint_path", "checkpoint_sha256", "strategy", "parent", "window_end", "train_rows", "strategy_reason")
 _COMPARE = ("passed", "reasons", "challenger_accuracy")
-_INGEST = ("train_partitions", "train_digest", "train_labels")
+_INGEST = ("train_partitions", "train_digest", "train_labels", "eval_partitions")
 
 
 def run(ctx: TaskContext, registry: Optional[Mapping[str, Any]] = None,
@@ -29,7 +29,9 @@ def run(ctx: TaskContext, registry: Optional[Mapping[str, Any]] = None,
     metrics = {"accuracy": compared["challenger_accuracy"], "champion_accuracy": compared.get("champion_accuracy"),
                "gate_passed": compared["passed"], "train_rows": trained["train_rows"],
                "window_end": trained["window_end"], "train_labels": ingest["train_labels"],
-               "strategy_reason": trained["strategy_reason"]}
+               "strategy_reason": trained["strategy_reason"],
+               # measured on these: the watch does not count them as new data after the promotion
+               "eval_partitions": ingest["eval_partitions"]}
     with ModelRegistry.open(ref.root) as reg:
         record = reg.register(ref.name, trained["checkpoint_path"], strategy=trained["strategy"],
                               parent=trained["parent"], checkpoint_sha256=trained["checkpoint_sha256"],

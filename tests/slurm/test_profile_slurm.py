@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 from tests.conftest import REPO, Launcher, _env
 
@@ -21,8 +22,15 @@ def test_profile_is_joined_with_sacct_and_the_next_run_asks_slurm_for_less(launc
     first = launcher("cluster=slurm", "pipeline=sizing")
     assert first.proc.returncode == 0, first.output
     run = first.run_dir()
-    report = _report(launcher, run.name)  # status first: the join happens once the job has ended
-    profile = json.loads((run / "tasks" / "hog" / "profiles" / "1-0.json").read_text())
+    # The report runs status first, which joins once slurmdbd holds the ended job's complete row
+    # (right after the end it may still be half-written): ask again until it has.
+    deadline = time.monotonic() + 90
+    while True:
+        report = _report(launcher, run.name)
+        profile = json.loads((run / "tasks" / "hog" / "profiles" / "1-0.json").read_text())
+        if profile["sacct"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     sacct = profile["sacct"]
     assert sacct is not None and sacct["state"] == "COMPLETED", profile["sacct"]
     assert sacct["job_id"] == profile["job_id"] and sacct["req_mem_mb"] == 2048

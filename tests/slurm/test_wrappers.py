@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -25,8 +24,6 @@ pytestmark = pytest.mark.slurm
 
 _REPO = Path(__file__).resolve().parents[2]
 _LAUNCH = _REPO / "slurm" / "launch.sbatch"
-_SCRONTAB = _REPO / "slurm" / "scrontab.example"
-_PLACEHOLDER = "/path/to/cl_hpc"
 _JOB_TIMEOUT_S = 120
 
 
@@ -199,60 +196,6 @@ def test_cron_parser_follows_slurms_rules(line: str, ok: bool) -> None:
     assert len(entries) == 1
 
 
-def _example_for_this_checkout(uncomment_watch: bool = False) -> str:
-    """The example with the placeholder pointing at this checkout (optionally the watch entry on)."""
-    lines = _SCRONTAB.read_text().replace(_PLACEHOLDER, str(_REPO)).splitlines()
-    if uncomment_watch:
-        start = lines.index("# #SCRON --job-name=cl_hpc.watch")  # the example's last block
-        lines[start:] = [line.removeprefix("# ") for line in lines[start:]]
-    return "\n".join(lines)
-
-
 def _check_with_sbatch(entry: CronEntry) -> None:
     proc = _run("sbatch", "--test-only", *entry.options, f"--wrap={entry.command}", cwd=_REPO)
     assert proc.returncode == 0, f"sbatch rejects the options of {entry.spec} {entry.command}: {proc.stderr}"
-
-
-def test_scrontab_example_entries_are_valid() -> None:
-    entries, problems = parse_scrontab(_example_for_this_checkout())
-    assert problems == []
-    assert [e.spec for e in entries] == ["30 2 * * *"], "one active entry: the nightly retrain"
-    nightly = entries[0]
-    assert "--job-name=cl_hpc.nightly" in nightly.options
-    assert f"bash {_REPO}/slurm/launch.sbatch" in nightly.command  # the path the example names exists
-    assert _LAUNCH.exists()
-    _check_with_sbatch(nightly)
-    if _scrontab_enabled():
-        _install_and_restore(_example_for_this_checkout())
-
-
-def test_scrontab_watch_entry_is_valid_once_uncommented() -> None:
-    entries, problems = parse_scrontab(_example_for_this_checkout(uncomment_watch=True))
-    assert problems == []
-    assert [e.spec for e in entries] == ["30 2 * * *", "5 * * * *"]
-    assert "cl_hpc.watch" in entries[1].command
-    assert entries[1].options[0] == "--job-name=cl_hpc.watch"  # its own options, not the nightly's
-    _check_with_sbatch(entries[1])
-
-
-def _scrontab_enabled() -> bool:
-    if shutil.which("scrontab") is None:
-        return False
-    config = _run("scontrol", "show", "config").stdout
-    return bool(re.search(r"ScronParameters\s*=\s*\S*enable", config))
-
-
-def _install_and_restore(text: str) -> None:
-    """Install ``text`` with scrontab, check it is listed, then put back what was there before."""
-    before = _run("scrontab", "-l")
-    previous = before.stdout if before.returncode == 0 else None
-    try:
-        proc = subprocess.run(["scrontab", "-"], input=text, capture_output=True, text=True,
-                              timeout=30, check=False)
-        assert proc.returncode == 0, proc.stderr or proc.stdout
-        assert "cl_hpc.nightly" in _run("scrontab", "-l").stdout
-    finally:
-        if previous is None:
-            _run("scrontab", "-r")
-        else:
-            subprocess.run(["scrontab", "-"], input=previous, text=True, timeout=30, check=False)

@@ -1,0 +1,278 @@
+"""The watch's lock: one watch-launched pipeline of a model at a time.
+
+The lock file (default ``<run_root>/.watch-<model>.lock``) is JSON: who took it (pid and its start
+time, host, the Slurm job the watch itself ran in, if any), when, and the run it launches (run id,
+run dir, backend, Slurm job ids). The run id is chosen before the launch, so the lock names the
+run from its first moment. A detached run keeps the lock after the watch exits (``launched``);
+the next watch judges it:
+
+- **held** while the run is not over (per its run dir) and something still drives it: the watch
+  that took the lock, while it is still launching; then the run's Slurm jobs (in ``squeue``), or
+  its local scheduler process;
+- **stale** once the run ended, or nothing drives it any more (the jobs left ``squeue``, the pid on
+  this host died). A stale lock is reported and replaced.
+
+A process on another host cannot be checked from here: a watch that ran as a Slurm job (scrontab)
+is checked through ``squeue``; otherwise it is trusted for ``GRACE_S`` after it took the lock.
+
+Judging and replacing happen under an exclusive ``fcntl.flock`` on a side file (``<lock>.guard``),
+and the lock itself is created with ``os.link`` of a complete temporary file (it fails if the lock
+exists, like ``O_EXCL``, and a reader never sees half a file). So of two watches started at once,
+exactly one takes the lock. Updates go through cl_hpc.atomic (write, then rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import psutil
+
+from cl_hpc.atomic import read_json, write_json_atomic
+from cl_hpc.errors import ExecutorError
+from cl_hpc.rundir.layout import RunDir
+from cl_hpc.rundir.state import State, run_status
+
+GRACE_S = 600.0  # trust a lock holder on another host (not a Slurm job) for this long
+LiveJobs = Callable[[Sequence[str]], dict[str, str]]  # job ids -> {base id: state} of those in squeue
+
+
+@dataclass(frozen=True)
+class Verdict:
+    held: bool
+    why: str  # for a person: what holds the lock, or why it is stale
+
+
+@dataclass(frozen=True)
+class Taken:
+    """The outcome of :meth:`WatchLock.acquire`."""
+
+    ok: bool  # True: this watch holds the lock now
+    why: str  # why it could not take the lock (the holder's verdict); "" when ok
+    stale: Optional[dict[str, Any]] = None  # the stale lock this watch replaced, with "stale_why"
+
+
+def live_slurm_jobs(job_ids: Sequence[str]) -> dict[str, str]:
+    """{base id: state} of the ``job_ids`` that ``squeue`` still lists (pending, running, ...)."""
+    from cl_hpc.execute.slurm.parse import parse_squeue
+
+    bases = sorted({str(j).split("_")[0] for j in job_ids})
+    if not bases:
+        return {}
+    argv = ["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(bases)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        raise ExecutorError(f"`{' '.join(argv)}` failed ({exc}); cannot tell whether the run still goes") from exc
+    if proc.returncode != 0:
+        if "Invalid job id" in proc.stderr:  # squeue's answer when the only id asked for is gone
+            return {}
+        raise ExecutorError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {proc.stderr.strip()}; "
+                            f"check the cluster with `sinfo`")
+    return {e.base_id: e.state for e in parse_squeue(proc.stdout) if e.base_id in bases}
+
+
+def pid_alive(pid: Any, started: Any) -> bool:
+    """The process lives and is the same one (a pid can be reused: its start time must match)."""
+    try:
+        return abs(psutil.Process(int(pid)).create_time() - float(started)) < 1.0
+    except (psutil.Error, TypeError, ValueError):
+        return False
+
+
+def run_ended(run: RunDir) -> Optional[str]:
+    """"COMPLETED" or e.g. "2 COMPLETED, 1 FAILED, 1 CANCELLED" once every unit is over; else None."""
+    statuses = run_status(run)
+    if not all(s.state.terminal for s in statuses.values()):
+        return None
+    counts = {state: sum(s.state is state for s in statuses.values()) for state in State if state.terminal}
+    if counts[State.COMPLETED] == len(statuses):
+        return "COMPLETED"
+    return ", ".join(f"{n} {state.value}" for state, n in counts.items() if n)
+
+
+def holder_alive(info: dict[str, Any], host: str, live_jobs: LiveJobs, now: float) -> tuple[bool, str]:
+    """Is the watch that took the lock (and may still be launching) alive?"""
+    who = f"watch pid {info.get('pid')} on {info.get('host')}"
+    if info.get("host") == host:
+        alive = pid_alive(info.get("pid"), info.get("pid_started"))
+        return alive, f"{who} is {'alive' if alive else 'dead'}"
+    job = str(info.get("watch_job") or "")
+    if job and job == os.environ.get("SLURM_JOB_ID"):
+        # A scrontab entry keeps its job id from one run to the next, and never overlaps itself.
+        return False, f"{who} was an earlier run of this Slurm cron job ({job})"
+    if job:
+        state = live_jobs([job]).get(job, "gone from squeue")
+        # PENDING: a cron job waiting for its next time; the run that took the lock is over.
+        return state not in ("PENDING", "gone from squeue"), f"{who} ran as Slurm job {job}, now {state}"
+    age = now - float(info.get("created") or 0.0)
+    return age < GRACE_S, f"{who} took the lock {age:.0f} s ago; it cannot be checked from {host}"
+
+
+def run_alive(run: RunDir, info: dict[str, Any], host: str, live_jobs: LiveJobs) -> tuple[bool, str]:
+    """Does anything still drive the run (its Slurm jobs, its local scheduler)?"""
+    meta = run.meta()
+    backend = meta.get("backend") or info.get("backend")
+    if backend == "slurm":
+        from cl_hpc.execute.slurm.executor import all_job_ids  # submitit: only for Slurm runs
+
+        ids = all_job_ids(run) or list(info.get("job_ids") or [])
+        live = sorted(live_jobs(ids)) if ids else []
+        if live:
+            return True, f"Slurm job(s) {', '.join(live)} in squeue"
+        return False, f"its Slurm job(s) {', '.join(ids) or '(none recorded)'} are no longer in squeue"
+    if backend == "local":
+        if meta.get("host") not in (None, host):
+            return True, f"its local scheduler runs on {meta['host']}; it cannot be checked from {host}"
+        from cl_hpc.execute.local import scheduler_alive
+
+        alive = scheduler_alive(run)
+        return alive, f"its local scheduler is {'alive' if alive else 'gone'}"
+    return False, f"a {backend} run lives only as long as its launcher"
+
+
+def judge(info: dict[str, Any], host: str, live_jobs: LiveJobs = live_slurm_jobs,
+          now: Optional[float] = None) -> Verdict:
+    """Held or stale, and why. An error asking Slurm counts as held: never launch on a guess."""
+    run_id = info.get("run_id") or "?"
+    run = RunDir(info["run_dir"]) if info.get("run_dir") else None
+    try:
+        ended = run_ended(run) if run is not None and run.exists() else None
+        if ended:
+            return Verdict(False, f"run {run_id} ended ({ended})")
+        return _unfinished(info, run, host, live_jobs, time.time() if now is None else now)
+    except ExecutorError as exc:
+        return Verdict(True, f"run {run_id} may still be going: {exc}")
+
+
+def _unfinished(info: dict[str, Any], run: Optional[RunDir], host: str, live_jobs: LiveJobs,
+                now: float) -> Verdict:
+    run_id, started = info.get("run_id"), run is not None and run.exists()
+    if not info.get("launched"):  # the watch may still be launching: it holds the lock while alive
+        alive, why = holder_alive(info, host, live_jobs, now)
+        if alive:
+            return Verdict(True, f"run {run_id} still going: {why}")
+        if not started:
+            return Verdict(False, f"run {run_id} never started: {why}")
+    elif not started:
+        return Verdict(False, f"run {run_id} was launched but has no run dir at {info.get('run_dir')}")
+    going, how = run_alive(run, info, host, live_jobs)  # type: ignore[arg-type]
+    if going:
+        return Verdict(True, f"run {run_id} still going: {how}")
+    return Verdict(False, f"run {run_id} is unfinished but nothing drives it any more: {how}")
+
+
+class WatchLock:
+    """One lock file; ``acquire`` takes it (or says who holds it), ``update`` and ``release`` are
+    for the holder only (they check the token it wrote)."""
+
+    def __init__(self, path: Path, live_jobs: LiveJobs = live_slurm_jobs) -> None:
+        self.path = Path(path)
+        self.live_jobs = live_jobs
+        self.token: Optional[str] = None
+
+    def read(self) -> Optional[dict[str, Any]]:
+        """The lock's contents; a file that is not a JSON object reads as {} (judged stale)."""
+        try:
+            data = read_json(self.path)
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) or data is None else {}
+
+    def peek(self) -> Optional[Verdict]:
+        """The current holder's verdict without taking anything; None when there is no lock."""
+        info = self.read()
+        return None if info is None else self._judge(info)
+
+    def clear_stale(self) -> tuple[Optional[Verdict], Optional[dict[str, Any]]]:
+        """(verdict, contents) of the lock, removed if stale; (None, None) when there is none."""
+        with self._guard():
+            info = self.read()
+            if info is None:
+                return None, None
+            verdict = self._judge(info)
+            if not verdict.held:
+                self.path.unlink(missing_ok=True)
+            return verdict, info
+
+    def acquire(self, run_dir: Path, backend: str) -> Taken:
+        record = _record(run_dir, backend)
+        with self._guard():
+            stale = None
+            info = self.read()
+            if info is not None:
+                verdict = self._judge(info)
+                if verdict.held:
+                    return Taken(False, verdict.why)
+                stale = {**info, "stale_why": verdict.why}
+                self.path.unlink(missing_ok=True)
+            if not _create(self.path, record):  # only without a working flock can this race be lost
+                return Taken(False, f"another watch took {self.path} at the same moment")
+        self.token = record["token"]
+        return Taken(True, "", stale)
+
+    def update(self, **fields: Any) -> None:
+        with self._guard():
+            info = self._mine()
+            write_json_atomic(self.path, {**info, **fields})
+
+    def release(self) -> None:
+        with self._guard():
+            self._mine()
+            self.path.unlink(missing_ok=True)
+        self.token = None
+
+    def _mine(self) -> dict[str, Any]:
+        info = self.read() or {}
+        if self.token is None or info.get("token") != self.token:
+            raise ExecutorError(f"{self.path} is not held by this watch (holder: {json.dumps(info)[:300]})")
+        return info
+
+    def _judge(self, info: dict[str, Any]) -> Verdict:
+        if not info.get("run_id"):
+            return Verdict(False, f"unreadable lock file (no run id): {json.dumps(info)[:200]}")
+        return judge(info, socket.gethostname(), self.live_jobs)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self.path}.guard", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, even if this process dies
+            yield
+        finally:
+            os.close(fd)
+
+
+def _record(run_dir: Path, backend: str) -> dict[str, Any]:
+    me = psutil.Process()
+    return {"token": secrets.token_hex(8), "pid": me.pid, "pid_started": me.create_time(),
+            "host": socket.gethostname(), "watch_job": os.environ.get("SLURM_JOB_ID"), "created": time.time(),
+            "run_id": Path(run_dir).name, "run_dir": str(Path(run_dir).resolve()), "backend": backend,
+            "launched": False, "job_ids": []}
+
+
+def _create(path: Path, record: dict[str, Any]) -> bool:
+    """Write ``record`` to a temporary file and link it to ``path``: False if ``path`` exists."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)

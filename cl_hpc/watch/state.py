@@ -1,0 +1,278 @@
+"""What the retraining triggers need to know, gathered from the registry's champion and the landing zone.
+
+- The champion: alias ``champion`` of the model (named after the pipeline). Its ``created`` time
+  is the last training; ``metrics[<metric>]`` is its level at promotion; ``window_partitions``
+  names the partitions it trained on, and their rows are its training set (``metrics["train_rows"]``
+  wins when the registering task recorded it). Its window ends at the newest of those partitions'
+  starts and ``metrics["window_end"]`` (the newest row it trained on).
+- The new partitions: those of the landing zone that start after every partition the champion
+  saw: its window, and the eval window it was gated on (``metrics["eval_partitions"]`` when the
+  registering task recorded it, else ``eval_partitions`` in the ingest outputs of the champion's
+  run dir, ``<run_root>/<run_id>``). Its metric at promotion was measured on that eval window, and
+  those rows had landed before it was trained, so they are neither new nor newly labelled. In this
+  project rows land with their labels, so the new partitions are both the new data (volume
+  trigger) and the newly labelled data (performance trigger).
+- The champion on those partitions: its checkpoint is loaded through the registry (sha256 checked
+  before anything is unpickled), the features scaled with its stored mean/std, and its 0/1 error
+  stream, oldest first, is what a river detector replays.
+- Drift from the champion's window to the new partitions (:func:`cl_hpc.learn.drift.window_drift`).
+
+No champion: an empty state, in which the time trigger fires ("never trained"): a bootstrap run.
+Every step is a function of explicit inputs, so each is testable without the command line;
+:func:`gather` only wires them together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cl_hpc.atomic import read_json
+from cl_hpc.config.ml import DataConf
+from cl_hpc.data.landing import resolve_dir
+from cl_hpc.data.windows import Partition, list_partitions
+from cl_hpc.errors import DataError
+from cl_hpc.learn.drift import DatasetDrift, DriftConf, window_drift
+from cl_hpc.learn.triggers import TriggerConf, TriggerState
+from cl_hpc.registry import ModelRegistry, ModelVersion
+from cl_hpc.store.db import DB_NAME
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The serving model, as the triggers see it."""
+
+    label: str  # "<model> X.Y"
+    trained_at: datetime  # when it was registered (UTC): the last training
+    metric: Optional[float]  # the trigger metric at promotion; None when it was not recorded
+    window: tuple[Partition, ...]  # the partitions of its window still present in the landing zone
+    window_end: Optional[pd.Timestamp]  # the newest time it trained on (UTC, no zone); None = not recorded
+    seen_end: Optional[pd.Timestamp]  # the newest time it trained or was gated on: later partitions are new
+    train_rows: Optional[int]  # rows it learnt from; None = unknown
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the champion is: the registry's store, the model and alias, and the run dirs."""
+
+    store_root: Path
+    model: str
+    alias: str = "champion"
+    run_root: Optional[Path] = None  # where its run dir may still be (for its eval window)
+    store_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The champion's predictions on newly labelled rows."""
+
+    metric: Optional[float]  # the trigger metric on them; None when no row is labelled
+    labelled: int  # rows with a label
+    errors: np.ndarray  # 0/1 per labelled row, oldest first (1 = the champion was wrong)
+
+
+@dataclass(frozen=True)
+class Gathered:
+    state: TriggerState
+    champion: Optional[Champion]
+    new: tuple[Partition, ...]
+    notes: tuple[str, ...] = ()  # what could not be known, and why (printed with the triggers)
+    drift: Optional[DatasetDrift] = field(default=None, compare=False)
+
+    def summary(self, model: str) -> str:
+        if self.champion is None:
+            return f"model {model!r}: no champion yet"
+        c = self.champion
+        return (f"champion {c.label}, trained {c.trained_at:%Y-%m-%d %H:%M:%S} UTC on {c.train_rows} rows; "
+                f"{self.state.new_rows} new rows in {len(self.new)} partition(s) after its window")
+
+
+# --- the champion ---------------------------------------------------------------------------------
+
+
+def find_champion(source: Source) -> Optional[ModelVersion]:
+    """The version the alias points at; None when the store, the model or the alias does not exist yet.
+    A missing store is not created: a watch that only looks must leave nothing behind."""
+    if not (source.store_root / DB_NAME).is_file():
+        return None
+    with ModelRegistry.open(source.store_root, **dict(source.store_options)) as registry:
+        if source.model not in registry.names() or source.alias not in registry.aliases(source.model):
+            return None
+        return registry.get(source.model, source.alias)
+
+
+def gated_on(record: ModelVersion, run_root: Optional[Path]) -> list[str]:
+    """The partitions of the eval window the champion was gated on (names; [] when unknown)."""
+    recorded = record.metrics.get("eval_partitions")
+    if isinstance(recorded, list):
+        return [str(p) for p in recorded]
+    if run_root is None or not record.run_id:
+        return []
+    try:
+        outputs = read_json(run_root / record.run_id / "tasks" / "ingest" / "outputs.json")
+    except (OSError, ValueError):
+        return []
+    return [str(p) for p in (outputs or {}).get("eval_partitions") or []]
+
+
+def champion_from(record: ModelVersion, parts: Sequence[Partition], metric: str,
+                  gated: Sequence[str] = ()) -> Champion:
+    window = _named(parts, record.window_partitions)
+    ends = [p.start for p in window] + [_utc_naive(record.metrics.get("window_end"))]
+    window_end = max((e for e in ends if e is not None), default=None)
+    seen = [p.start for p in _named(parts, gated)]
+    return Champion(label=record.label, trained_at=datetime.fromtimestamp(record.created, tz=timezone.utc),
+                    metric=_number(record.metrics.get(metric)), window=window, window_end=window_end,
+                    seen_end=max(seen + [window_end]) if window_end is not None else None,
+                    train_rows=_train_rows(record, window))
+
+
+def _named(parts: Sequence[Partition], names: Sequence[str]) -> tuple[Partition, ...]:
+    wanted = {Path(n).name for n in names}  # ingest records file names; full paths work too
+    return tuple(p for p in parts if p.path.name in wanted)
+
+
+def _utc_naive(value: Any) -> Optional[pd.Timestamp]:
+    """A recorded time as the landing zone orders partitions: UTC without a zone (None if absent)."""
+    if not value:
+        return None
+    stamp = pd.Timestamp(value)
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _train_rows(record: ModelVersion, window: Sequence[Partition]) -> Optional[int]:
+    recorded = _number(record.metrics.get("train_rows"))
+    if recorded is not None:
+        return int(recorded)
+    if not window or len(window) < len(record.window_partitions):
+        return None  # some of its files are gone: a partial count would overstate the new share
+    return count_rows(window)
+
+
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def new_partitions(parts: Sequence[Partition], seen_end: Optional[pd.Timestamp]) -> list[Partition]:
+    """The partitions that start after what the champion saw (none when that is unknown)."""
+    return [] if seen_end is None else [p for p in parts if p.start > seen_end]
+
+
+def count_rows(parts: Sequence[Partition]) -> int:
+    """Rows of the files, from their Parquet footers (no rows are read)."""
+    return sum(pq.ParquetFile(p.path).metadata.num_rows for p in parts)
+
+
+# --- the champion on the new rows ------------------------------------------------------------------
+
+
+def read_labelled(parts: Sequence[Partition], features: Sequence[str], label: str,
+                  timestamp: Optional[str]) -> pd.DataFrame:
+    """Features and label of every row with a label and every feature, oldest first (stable within
+    equal times); a row missing any of them cannot be scored."""
+    columns = [*features, label, *([timestamp] if timestamp else [])]
+    frames = []
+    for part in parts:
+        try:
+            frames.append(pq.read_table(part.path, columns=columns).to_pandas())
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{part.path}: cannot read columns {columns} the champion needs ({exc}); "
+                            f"fix or move the file") from exc
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    if timestamp:
+        frame = frame.sort_values(timestamp, kind="mergesort", ignore_index=True)
+    return frame.dropna(subset=[*features, label]).reset_index(drop=True)
+
+
+def score(net: Any, payload: Mapping[str, Any], rows: pd.DataFrame, metric: str) -> Scores:
+    """The champion's metric and 0/1 errors on ``rows``, scaled as it was trained.
+
+    A label the champion never saw counts as an error; it leaves metrics other than accuracy,
+    which need a probability for the true class, computed on the known labels only.
+    """
+    if rows.empty:
+        return Scores(None, 0, np.zeros(0, dtype=int))
+    import torch
+
+    from cl_hpc.learn.gate import metric_value
+    from cl_hpc.learn.nets import predict_proba
+
+    features = list(payload["features"])
+    x = (rows[features].to_numpy(dtype=np.float32) - np.asarray(payload["mean"], np.float32)) \
+        / np.asarray(payload["std"], np.float32)
+    index = {value: i for i, value in enumerate(payload["classes"])}
+    y = rows[payload["label_col"]].map(lambda v: index.get(v, -1)).to_numpy(dtype=np.int64)
+    probs = predict_proba(net, torch.from_numpy(np.ascontiguousarray(x))).numpy()
+    errors = (probs.argmax(axis=1) != y).astype(int)
+    known = y >= 0
+    value = 1.0 - float(errors.mean()) if metric == "accuracy" else \
+        (metric_value(metric, probs[known], y[known]) if known.any() else None)
+    return Scores(value, len(rows), errors)
+
+
+def drift_between(data: DataConf, features: Sequence[str], label: str, reference: Sequence[Partition],
+                  current: Sequence[Partition], conf: DriftConf) -> DatasetDrift:
+    """Drift of the champion's features from its window to the new partitions."""
+    return window_drift(dataclasses.replace(data, features=list(features), label_col=label),
+                        list(reference), list(current), conf)
+
+
+# --- wiring -------------------------------------------------------------------------------------
+
+
+def gather(source: Source, data: DataConf, conf: TriggerConf, drift_conf: DriftConf, now: datetime) -> Gathered:
+    record = find_champion(source)
+    if record is None:
+        return Gathered(TriggerState(now=now), None, (), (f"no {source.alias!r} of model {source.model!r} in "
+                                                          f"{source.store_root / DB_NAME}: a first model is due",))
+    parts = list_partitions(resolve_dir(data.landing_dir), data.timestamp_col)
+    champion = champion_from(record, parts, conf.performance.metric, gated_on(record, source.run_root))
+    new = new_partitions(parts, champion.seen_end)
+    notes = _window_notes(record, champion, data)
+    scores, drift = Scores(None, 0, np.zeros(0, dtype=int)), None
+    if new and (conf.performance.enabled or conf.drift.enabled):
+        scores, drift, more = _judge_new(source, record, champion, new, data, conf, drift_conf)
+        notes += more
+    # Without its window the new rows are unknown: no row count, so the volume trigger says so.
+    train_rows = champion.train_rows if champion.window_end is not None else None
+    state = TriggerState(now=now, last_trained_at=champion.trained_at, train_rows=train_rows,
+                         new_rows=count_rows(new), metric_at_promotion=champion.metric, metric_now=scores.metric,
+                         labelled_rows=scores.labelled, errors=scores.errors,
+                         drift=drift.to_dict() if drift is not None else None)
+    return Gathered(state, champion, tuple(new), tuple(notes), drift)
+
+
+def _judge_new(source: Source, record: ModelVersion, champion: Champion, new: list[Partition], data: DataConf,
+               conf: TriggerConf, drift_conf: DriftConf) -> tuple[Scores, Optional[DatasetDrift], list[str]]:
+    with ModelRegistry.open(source.store_root, **dict(source.store_options)) as registry:
+        net, payload = registry.load_checkpoint(record.name, record.version)  # sha256 verified first
+    features, label = list(payload["features"]), str(payload["label_col"])
+    scores = Scores(None, 0, np.zeros(0, dtype=int))
+    if conf.performance.enabled:
+        rows = read_labelled(new, features, label, data.timestamp_col)
+        scores = score(net, payload, rows, conf.performance.metric)
+    if not conf.drift.enabled:
+        return scores, None, []
+    if not champion.window:
+        return scores, None, [f"{champion.label}: none of its window's partitions is in the landing zone "
+                              f"any more; drift not measured"]
+    return scores, drift_between(data, features, label, champion.window, new, drift_conf), []
+
+
+def _window_notes(record: ModelVersion, champion: Champion, data: DataConf) -> list[str]:
+    if champion.window_end is None:
+        return [f"{record.label} records no landing-zone partitions (window_partitions="
+                f"{record.window_partitions[:3]}); new data, its metric and drift are unknown"]
+    missing = len(record.window_partitions) - len(champion.window)
+    if missing:
+        return [f"{missing} of the {len(record.window_partitions)} partitions of {record.label}'s window are not "
+                f"in {resolve_dir(data.landing_dir)}; its training-set size is unknown unless recorded"]
+    return []
