@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MIN_CPU_WINDOW_S = 0.2  # CPU% is a rate since the previous sample: shorter windows are not reported
@@ -42,6 +45,8 @@ class ProcessTree:
     same Process object, so they are kept from one sample to the next."""
 
     def __init__(self, pid: int | None = None) -> None:
+        import psutil  # here, not at import: a task shorter than one interval never pays for it
+
         self.root = psutil.Process(pid or os.getpid())
         self._known: dict[int, psutil.Process] = {}
         self.root.cpu_percent(None)  # primes the counter: the first call always answers 0
@@ -62,6 +67,8 @@ class ProcessTree:
         return HostSample(cpu, workers_cpu, len(children), rss / 2**20, hwm / 2**20, _iowait())
 
     def _children(self) -> list[psutil.Process]:
+        import psutil
+
         try:
             live = self.root.children(recursive=True)
         except psutil.Error:
@@ -75,6 +82,8 @@ class ProcessTree:
 
 
 def _safe_cpu(proc: psutil.Process) -> float:
+    import psutil
+
     try:
         return proc.cpu_percent(None)
     except psutil.Error:  # the worker ended between the listing and now
@@ -83,6 +92,8 @@ def _safe_cpu(proc: psutil.Process) -> float:
 
 def _memory(proc: psutil.Process) -> tuple[float, float]:
     """(RSS, VmHWM) in bytes; VmHWM from /proc/<pid>/status, where psutil does not expose it."""
+    import psutil
+
     try:
         rss = float(proc.memory_info().rss)
     except psutil.Error:
@@ -94,6 +105,23 @@ def _memory(proc: psutil.Process) -> tuple[float, float]:
     return rss, max(rss, parse_vm_hwm(status) or 0.0)
 
 
+def own_peak_mb() -> float | None:
+    """This process's high-water mark plus that of its largest finished child, without psutil:
+    the peak of a task too short for the sampler's first tick."""
+    try:
+        own = parse_vm_hwm(Path("/proc/self/status").read_text())
+    except OSError:
+        own = None
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024.0  # Linux reports kB
+    return (own or 0.0) / 2**20 + children / 2**20 if own or children else None
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its waited-for children, user + system (os.times)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def parse_vm_hwm(status: str) -> float | None:
     """Bytes of ``VmHWM`` in a /proc/<pid>/status text (the kernel prints kB)."""
     match = re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.M)
@@ -101,6 +129,8 @@ def parse_vm_hwm(status: str) -> float | None:
 
 
 def _iowait() -> float | None:
+    import psutil
+
     times = psutil.cpu_times_percent(None)
     return getattr(times, "iowait", None)
 

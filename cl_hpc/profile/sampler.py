@@ -59,11 +59,14 @@ def _compact(value: Any) -> float | None:
 
 class Sampler:
     def __init__(self, interval_s: float = 1.0, gpus: GpuSource | None = None, tree: ProcessTree | None = None,
-                 max_points: int = 4000, on_sample: Callable[[], None] | None = None) -> None:
+                 max_points: int = 4000, on_sample: Callable[[], None] | None = None, lazy: bool = False) -> None:
         if not interval_s > 0:
             raise ValueError(f"profile.interval_s must be > 0 s, got {interval_s}")
         self.interval_s = interval_s
-        self.tree = tree or ProcessTree()
+        # lazy: nothing is measured (or imported) before the first tick, so a task shorter than one
+        # interval costs a thread and no more; its peak and CPU time come from the kernel at the end.
+        self.lazy = lazy
+        self.tree = tree if tree is not None or lazy else ProcessTree()
         self.gpus = gpus
         self.series = Series(max_points)
         self._stop = threading.Event()
@@ -74,7 +77,8 @@ class Sampler:
 
     def start(self) -> "Sampler":
         self._t0 = time.monotonic()
-        self.sample()
+        if not self.lazy:
+            self.sample()
         self._thread.start()
         return self
 
@@ -82,7 +86,8 @@ class Sampler:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5 * self.interval_s + 5)
-        self.sample()
+        if self.tree is not None:  # a lazy sampler that never ticked stays unmeasured
+            self.sample()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -95,6 +100,8 @@ class Sampler:
 
     def sample(self) -> None:
         try:
+            if self.tree is None:
+                self.tree = ProcessTree()
             values = asdict(self.tree.sample())
             for i, gpu in enumerate(self.gpus.sample() if self.gpus is not None else ()):
                 fields = asdict(gpu) if is_dataclass(gpu) else dict(gpu)

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from cl_hpc.atomic import write_json_atomic
 from cl_hpc.profile import record
-from cl_hpc.profile.host import read_cgroup_peak_mb, this_job_cgroup
+from cl_hpc.profile.host import cpu_seconds, own_peak_mb, read_cgroup_peak_mb, this_job_cgroup
 from cl_hpc.profile.meter import StepMeter
 from cl_hpc.profile.sampler import Sampler
 
@@ -61,14 +61,20 @@ class TaskProfiler:
         self.sampler: Sampler | None = None
         self.started = time.time()
         self.first_step_at: float | None = None
+        self._cpu0 = 0.0
 
     def start(self) -> "TaskProfiler":
-        from cl_hpc.profile.nvml import open_gpus
+        self._cpu0 = cpu_seconds()
+        gpu_task = int(self.requested.get("gpus") or 0) > 0
+        if gpu_task:  # NVML from the start: the energy counter's first reading opens the task's energy
+            from cl_hpc.profile.nvml import open_gpus
 
-        self._gpus, why = open_gpus()
-        self.notes["gpu_sampling"] = why  # "NVML: 2 GPU(s) (...)", or why there is no GPU section
+            self._gpus, why = open_gpus()
+            self.notes["gpu_sampling"] = why  # "NVML: 2 GPU(s) (...)", or why there is no GPU section
+        else:
+            self.notes["gpu_sampling"] = "no GPUs requested"
         self.sampler = Sampler(self.settings.interval_s, self._gpus, max_points=self.settings.max_points,
-                               on_sample=self._maybe_flush).start()
+                               on_sample=self._maybe_flush, lazy=not gpu_task).start()
         return self
 
     # ---------------------------------------------------------------- what tasks call
@@ -123,6 +129,11 @@ class TaskProfiler:
         stats = self.meter.compute()
         host = sampler.summary(len(getattr(self._gpus, "devices", ()))) if sampler else {}
         ended = time.time()
+        host["cpu_s"] = cpu_seconds() - self._cpu0
+        if host.get("cpu_pct_mean") is None and ended > self.started:  # too short to sample: the kernel's count
+            host["cpu_pct_mean"] = 100 * host["cpu_s"] / (ended - self.started)
+        if host.get("hwm_mb_max") is None:
+            host["hwm_mb_max"] = own_peak_mb()
         timing = {"outcome": outcome, "started": self.started, "ended": ended, "elapsed_s": ended - self.started,
                   "setup_s": (self.first_step_at - self.started) if self.first_step_at else None,
                   "requested": self.requested}
