@@ -1,6 +1,7 @@
-"""The continual-learning loop end to end on the local backend: bootstrap 1.0, a concept drift,
-a stateful 1.1 that the gate promotes, then a stateless 2.0 once K stateful updates are reached;
-and a poisoned batch stopped by validation before anything trains or is registered."""
+"""The continual-learning loop end to end on the in-process backend: bootstrap 1.0; new data of a
+drifted concept arrives (python -m cl_hpc.data simulate) and the watch's trigger launches a stateful
+1.1 that the gate promotes; then a stateless 2.0 once K stateful updates are reached; and a poisoned
+batch stopped by validation before anything trains or is registered."""
 
 from __future__ import annotations
 
@@ -37,14 +38,41 @@ def _registry(launcher: Launcher, *args: str) -> dict | list:
     return json.loads(proc.stdout)
 
 
+def _arrive(landing: Path, partitions: int) -> None:
+    """New data lands: the simulator appends partitions of the same stream."""
+    proc = subprocess.run([sys.executable, "-m", "cl_hpc.data", "simulate", "--landing-dir", str(landing),
+                           "--partitions", str(partitions)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _watch(launcher: Launcher, landing: Path) -> dict:
+    """One watch check; it must fire and launch the pipeline. Returns the launched run's outputs."""
+    before = set(launcher.run_root.glob("2*"))
+    proc = subprocess.run([sys.executable, "-m", "cl_hpc.watch", "hydra.searchpath=[file://tests/conf]",
+                           f"run_root={launcher.run_root}", f"store.root={launcher.store_root}", "cluster=inprocess",
+                           "pipeline=continual", f"data.landing_dir={landing}", "data.generator=none", *DATA,
+                           "pipeline.tasks.train.params.strategy.hybrid_every_k=1",
+                           "trigger.volume.min_new_fraction=0.2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900, env=_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run,) = set(launcher.run_root.glob("2*")) - before
+    reason = json.loads((run / "run.json").read_text())["launches"][-1]["reason"]
+    assert reason and "volume" in reason, reason
+    return {name: json.loads((run / "tasks" / name / "outputs.json").read_text())
+            for name in ("train", "compare", "promote")}
+
+
 def test_bootstrap_drift_stateful_update_then_stateless_after_k(launcher: Launcher, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     first = _run(launcher, landing, 16)
     assert first["promote"] == {**first["promote"], "version": "1.0", "promoted": True, "strategy": "stateless"}
 
-    # The drift has landed. The fine-tune trains on the rows of its window (10-17) that 1.0 never saw
-    # (12-17, four of them of the new concept) plus a replay sample of 10-11; the gate judges on 18-21.
-    second = _run(launcher, landing, 22)
+    # The drift lands: six partitions of the new concept; the watch's volume trigger fires. The
+    # fine-tune trains on the rows of its window (10-17) that 1.0 never saw (12-17, four of them of
+    # the new concept) plus a replay sample of 10-11; the gate judges on 18-21.
+    _arrive(landing, 6)
+    second = _watch(launcher, landing)
     assert second["train"]["strategy"] == "stateful" and second["train"]["parent"] == "1.0"
     assert second["train"]["new_rows"] == 6 * 500 and second["train"]["replay_rows"] == 600
     assert second["compare"]["champion"] == "1.0"
@@ -52,7 +80,8 @@ def test_bootstrap_drift_stateful_update_then_stateless_after_k(launcher: Launch
     assert second["promote"]["version"] == "1.1" and second["promote"]["promoted"], second["promote"]["reasons"]
 
     # hybrid_every_k=1: after one stateful update the next model is trained from scratch.
-    third = _run(launcher, landing, 24)
+    _arrive(landing, 2)
+    third = _watch(launcher, landing)
     assert third["train"]["strategy"] == "stateless" and "stateful updates" in third["train"]["strategy_reason"]
     assert third["promote"]["version"] == "2.0"
 
