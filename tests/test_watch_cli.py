@@ -88,7 +88,7 @@ def test_without_a_champion_it_launches_and_the_reason_lands_in_run_json(watch: 
     assert f"run {run.name}: launcher exit 0; COMPLETED; lock released" in proc.stdout
     events = watch.log()
     triggers = [e for e in events if e["event"] == "trigger"]
-    assert [t["name"] for t in triggers] == ["time", "volume", "performance", "drift"]
+    assert [t["name"] for t in triggers] == ["time", "volume", "performance", "performance.adwin", "drift"]
     assert triggers[0] | {"fired": True, "value": None, "threshold": 168.0} == triggers[0]
     assert [e["event"] for e in events if e["event"] != "trigger"] == ["state", "launch", "launched"]
     assert events[-1]["run_id"] == run.name and events[-1]["exit_code"] == 0

@@ -99,7 +99,8 @@ def test_a_trigger_driven_cell_retrains_only_when_a_trigger_fired(grid: list[dic
         for training in by_name(grid, f"trigger/{strategy}")["trainings"][1:]:
             assert training["why"].startswith("trigger: ") and training["triggers"]
             assert all(t["fired"] for t in training["triggers"])
-    calm = BacktestConf(cadences=["trigger"], triggers={"performance": {"max_drop": 0.99}, "drift": {"enabled": False},
+    calm = BacktestConf(cadences=["trigger"], triggers={"performance": {"max_drop": 0.99, "detector": None},
+                                                        "drift": {"enabled": False},
                                                         "time": {"enabled": False}, "volume": {"enabled": False}})
     result = run_cell(history, Cell(0, None, "stateful"), MODEL, calm, WINDOW)
     assert len(result["trainings"]) == 1, "no trigger can fire: only the warm-up model"
