@@ -91,10 +91,8 @@ def _rightsize(plan: Plan, resolved: dict[str, Any]) -> tuple[Plan, list[str]]:
     if conf["mode"] == "off" or not store_path.exists():
         return plan, []
     from cl_hpc.rightsize.recommend import Policy
-    from cl_hpc.store.db import Store
 
-    store = resolved["store"]
-    with Store(store["root"], store["journal_mode"], store["busy_timeout_s"]) as db:
+    with rs.ReadOnlyDb(store_path) as db:
         history = rs.history_from_store(db, plan)
     policy = Policy(mem_margin=conf["mem_margin"], time_margin=conf["time_margin"], max_shrink=conf["max_shrink"])
     recs = rs.recommend_plan(plan, history, policy)

@@ -13,7 +13,9 @@ task param, part of the config fingerprint, and changing it would start a new hi
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from cl_hpc.config.resources import Resources
@@ -135,7 +137,8 @@ def to_meta(recommendations: Mapping[str, Recommendation], mode: str) -> dict[st
 
 
 def history_from_store(store: Any, plan: Plan) -> dict[str, list[Observation]]:
-    """Each task's observations: its units' config fingerprints, in this pipeline."""
+    """Each task's observations: its units' config fingerprints, in this pipeline. ``store`` is
+    anything with ``rows(table, where, args)``: the Store, or a ReadOnlyDb."""
     out: dict[str, list[Observation]] = {}
     for name in plan.tasks:
         fps = sorted({u.config_fp for u in plan.units_of(name)})
@@ -147,3 +150,28 @@ def history_from_store(store: Any, plan: Plan) -> dict[str, list[Observation]]:
         attempts = store.rows("attempts", f"run_id IN ({','.join('?' * len(runs))})", runs)
         out[name] = observations(rows, {(a["run_id"], a["key"], int(a["attempt"])): a for a in attempts})
     return out
+
+
+class ReadOnlyDb:
+    """The store's file opened read-only with plain sqlite3: the launcher reads the history before
+    it submits, and sqlite-utils' import and the store's migration check would delay the first job.
+    Returns no rows from a store that predates the profiles table."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        self.conn.row_factory = sqlite3.Row
+
+    def rows(self, table: str, where: str, args: Iterable[Any]) -> list[dict[str, Any]]:
+        try:
+            cursor = self.conn.execute(f"SELECT * FROM {table} WHERE {where}", list(args))
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        return [dict(r) for r in cursor.fetchall()]
+
+    def __enter__(self) -> "ReadOnlyDb":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
