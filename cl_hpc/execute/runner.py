@@ -61,8 +61,17 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
         _record(run, plan, key, record)
 
 
-def _profiler(plan: Plan, run: RunDir, key: str, record: Mapping[str, Any]) -> Any:
-    """The attempt's profiler, started; None when the plan turns profiling off."""
+def _profiler(plan: Plan, run: RunDir, key: str, record: dict[str, Any]) -> Any:
+    """The attempt's profiler, started; None when the plan turns profiling off, or when it cannot
+    start (the error goes into the attempt record: measuring must never change a task's outcome)."""
+    try:
+        return _start_profiler(plan, run, key, record)
+    except Exception as exc:
+        record["profile_error"] = f"{type(exc).__name__}: {exc}"
+        return None
+
+
+def _start_profiler(plan: Plan, run: RunDir, key: str, record: Mapping[str, Any]) -> Any:
     from cl_hpc.profile.task import ProfileSettings, TaskProfiler
 
     settings = ProfileSettings.from_dict(plan.meta.get("profile"))

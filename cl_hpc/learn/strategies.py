@@ -58,14 +58,14 @@ class Decision:
 
 
 def decide(conf: StrategyConf, champion: Optional[str], updates_since_stateless: int, drift_severe: bool,
-           can_fine_tune: bool = True) -> Decision:
+           fine_tune_block: Optional[str] = None) -> Decision:
     """What the next training run does. ``champion``: its version, or None (cold start)."""
     if champion is None:
         return Decision("stateless", "no champion yet: the first model is trained from scratch")
     if conf.kind == "stateless":
         return Decision("stateless", "strategy stateless")
-    if not can_fine_tune:
-        return Decision("stateless", f"champion {champion} is not the newest of its line (a rollback): retrain")
+    if fine_tune_block:
+        return Decision("stateless", f"champion {champion} cannot be fine-tuned ({fine_tune_block}): retrain")
     if conf.kind == "stateful":
         return Decision("stateful", f"strategy stateful: fine-tune champion {champion}")
     if drift_severe:
@@ -88,9 +88,14 @@ class Moments:
     m2: tuple[float, ...]
 
     @classmethod
-    def from_std(cls, count: float, mean: Sequence[float], std: Sequence[float]) -> "Moments":
-        """From a sample mean and (n-1) standard deviation, as the features task computes them."""
+    def from_std(cls, count: float, mean: Sequence[float], std: Sequence[float],
+                 constant: Sequence[bool] = ()) -> "Moments":
+        """From a sample mean and (n-1) standard deviation, as the features task computes them.
+        ``constant``: features the task found constant (it stores std 1.0 for them, to centre
+        without dividing by zero); their true spread, 0, is what merges forward."""
         m2 = np.square(np.asarray(std, dtype=float)) * max(count - 1, 0)
+        if len(constant):
+            m2 = np.where(np.asarray(constant, dtype=bool), 0.0, m2)
         return cls(float(count), tuple(map(float, mean)), tuple(map(float, m2)))
 
     def merge(self, other: "Moments") -> "Moments":
@@ -134,7 +139,16 @@ def replay_sample(x_old: np.ndarray, y_old: np.ndarray, n_new: int, fraction: fl
 def to_model_scale(x: np.ndarray, window_mean: Sequence[float], window_std: Sequence[float],
                    payload: Mapping[str, Any]) -> np.ndarray:
     """Rows the features task scaled with its window's statistics, on the scale a checkpoint's
-    network was trained with (a fine-tuned model carries merged statistics of its whole line)."""
-    if np.allclose(window_mean, payload["mean"]) and np.allclose(window_std, payload["std"]):
-        return x
+    network was trained with (a fine-tuned model carries merged statistics of its whole line).
+    Always rescaled: a relative-tolerance shortcut would skip an 8-sd shift of a feature near 1e6."""
     return rescale(x, window_mean, window_std, payload["mean"], payload["std"])
+
+
+def utc_naive(values: Any) -> Any:
+    """Timestamps (a Series or one Timestamp) in UTC without a zone: partitions may carry a zone or
+    not, and a zoned and a naive time cannot be compared."""
+    import pandas as pd
+
+    if isinstance(values, pd.Series):
+        return values.dt.tz_convert("UTC").dt.tz_localize(None) if values.dt.tz is not None else values
+    return values.tz_convert("UTC").tz_localize(None) if values.tzinfo is not None else values

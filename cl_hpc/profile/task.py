@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +63,10 @@ class TaskProfiler:
         self.started = time.time()
         self.first_step_at: float | None = None
         self._cpu0 = 0.0
+        # The sampler thread's periodic flush and finish() never write at once, and no flush starts
+        # after finish(): a late "RUNNING" record must not replace the final one.
+        self._lock = threading.Lock()
+        self._finished = False
 
     def start(self) -> "TaskProfiler":
         self._cpu0 = cpu_seconds()
@@ -116,6 +121,8 @@ class TaskProfiler:
 
     # ---------------------------------------------------------------- the record
     def finish(self, outcome: str) -> dict[str, Any]:
+        with self._lock:
+            self._finished = True
         if self.sampler is not None:
             self.sampler.stop()
         data = self.build(outcome)
@@ -150,9 +157,12 @@ class TaskProfiler:
         write_json_atomic(self.task_dir / "profile.json", data)
 
     def _maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= self.settings.flush_s:
-            self._last_flush = time.monotonic()
-            self._write(self.build("RUNNING"))
+        if self._finished or time.monotonic() - self._last_flush < self.settings.flush_s:
+            return
+        with self._lock:
+            if not self._finished:
+                self._last_flush = time.monotonic()
+                self._write(self.build("RUNNING"))
 
     def _first_step(self) -> None:
         if self.first_step_at is None:

@@ -31,7 +31,17 @@ def champion(reg: ModelRegistry, ref: RegistryRef) -> Optional[ModelVersion]:
     return reg.get(ref.name, ref.alias)
 
 
-def newest_of_line(reg: ModelRegistry, record: ModelVersion) -> bool:
-    """Whether ``record`` is the newest X.Y of its X: only that one can be fine-tuned into X.(Y+1)."""
-    same = [v.version for v in reg.versions(record.name) if v.version.major == record.version.major]
-    return max(same) == record.version
+def newer_in_line(reg: ModelRegistry, record: ModelVersion) -> list[ModelVersion]:
+    """Versions X.(Y+k) after ``record``'s X.Y: the registry fine-tunes only the newest of a line."""
+    return [v for v in reg.versions(record.name)
+            if v.version.major == record.version.major and v.version > record.version]
+
+
+def fine_tune_block(reg: ModelRegistry, record: ModelVersion) -> str | None:
+    """Why the champion cannot be fine-tuned into the next X.(Y+1), or None if it can."""
+    newer = newer_in_line(reg, record)
+    if not newer:
+        return None
+    rejected = all("rejected" in v.tags for v in newer)
+    what = "a rejected fine-tune of it" if rejected else "a later version of its line (a rollback?)"
+    return f"{newer[-1].version} exists, {what}; the registry fine-tunes only the newest of a line"

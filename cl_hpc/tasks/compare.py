@@ -24,7 +24,7 @@ from cl_hpc.data.tables import load_xy
 from cl_hpc.learn.checkpoint import load_checkpoint
 from cl_hpc.learn.gate import Scored, decide, gate_conf
 from cl_hpc.learn.nets import predict_proba
-from cl_hpc.learn.strategies import to_model_scale
+from cl_hpc.learn.strategies import to_model_scale, utc_naive
 from cl_hpc.tasks._common import upstream
 
 _TRAIN = ("checkpoint_path", "checkpoint_sha256")
@@ -82,8 +82,8 @@ def _previous(feats: Mapping[str, Any], challenger: Any, chal_payload: Any, cham
     """The forgetting guardrail's window: the train-window rows the champion itself trained on."""
     if champ is None or not champ[3].metrics.get("window_end"):
         return None
-    times = pq.read_table(feats["train_path"], columns=[feats["timestamp_col"]]).column(0).to_pandas()
-    old = (times <= pd.Timestamp(champ[3].metrics["window_end"])).to_numpy()
+    times = utc_naive(pq.read_table(feats["train_path"], columns=[feats["timestamp_col"]]).column(0).to_pandas())
+    old = (times <= utc_naive(pd.Timestamp(champ[3].metrics["window_end"]))).to_numpy()
     if old.sum() < 50:
         return None
     x, y = load_xy(feats["train_path"], list(feats["features"]), feats["label_col"])

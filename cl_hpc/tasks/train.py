@@ -24,7 +24,7 @@ from cl_hpc.config.ml import ModelConf, model_conf
 from cl_hpc.context import TaskContext
 from cl_hpc.data.tables import load_xy
 from cl_hpc.learn.checkpoint import save_checkpoint
-from cl_hpc.learn.strategies import Decision, Moments, decide, replay_sample, rescale, strategy_conf
+from cl_hpc.learn.strategies import Decision, Moments, decide, replay_sample, rescale, strategy_conf, utc_naive
 from cl_hpc.learn.training import fit, slurm_world
 from cl_hpc.tasks._common import cpus, upstream
 
@@ -91,41 +91,60 @@ def _save(ctx: TaskContext, feats: Mapping[str, Any], inputs: _Inputs, result: A
 
 
 def _row_times(path: str, column: str) -> pd.Series:
-    return pq.read_table(path, columns=[column]).column(column).to_pandas()
+    """Row times in UTC without a zone, so windows of zoned and naive partitions compare."""
+    return utc_naive(pq.read_table(path, columns=[column]).column(column).to_pandas())
 
 
 def _plan_inputs(x: np.ndarray, y: np.ndarray, times: pd.Series, feats: Mapping[str, Any], conf: ModelConf,
                  strategy: Optional[Mapping[str, Any]], registry: Optional[Mapping[str, Any]],
                  drift_severe: bool) -> _Inputs:
-    window = Moments.from_std(feats["train_rows"], feats["mean"], feats["std"])
+    window = _window_moments(feats)
     end = str(times.max().isoformat()) if len(times) else None
     if strategy is None:
         return _Inputs(x, y, window, Decision("stateless", "no strategy configured"), window_end=end)
-    from cl_hpc.tasks._registry import champion, newest_of_line, registry_ref
+    from cl_hpc.tasks._registry import champion, fine_tune_block, registry_ref
     from cl_hpc.registry.store import ModelRegistry
 
     ref = registry_ref(registry)
     with ModelRegistry.open(ref.root) as reg:
         champ = champion(reg, ref)
-        fine_tunable = champ is not None and newest_of_line(reg, champ)
+        blocked = fine_tune_block(reg, champ) if champ is not None else None
         decision = decide(strategy_conf(strategy), str(champ.version) if champ else None,
-                          champ.version.minor if champ else 0, drift_severe, fine_tunable)
+                          champ.version.minor if champ else 0, drift_severe, blocked)
         if decision.mode == "stateless":
             return _Inputs(x, y, window, decision, window_end=end)
         _, payload = reg.load_checkpoint(ref.name, champ.version)  # checksum verified, weights_only
+    mismatch = _incompatible(payload, feats, conf)
+    if mismatch:
+        return _Inputs(x, y, window, Decision("stateless", f"champion {champ.version} {mismatch}: retrain from "
+                                                           f"scratch"), window_end=end)
     return _fine_tune_inputs(x, y, times, feats, payload, str(champ.version), champ.metrics, strategy_conf(strategy),
                              conf.seed, decision)
+
+
+def _incompatible(payload: Mapping[str, Any], feats: Mapping[str, Any], conf: ModelConf) -> Optional[str]:
+    """Why the champion's network cannot be fine-tuned on this window (None: it can): another feature
+    list or label space (the features task takes both from the window), or another architecture."""
+    if list(payload["features"]) != list(feats["features"]):
+        return f"was trained on features {list(payload['features'])}, this window has {list(feats['features'])}"
+    if list(payload["classes"]) != list(feats["classes"]):
+        return f"predicts classes {list(payload['classes'])}, this window has {list(feats['classes'])}"
+    net = payload.get("net", {})
+    wanted = {"hidden": conf.hidden, "layers": conf.layers}
+    if any(net.get(k) != v for k, v in wanted.items()):
+        return f"has architecture {net}, the config asks for {wanted}"
+    return None
 
 
 def _fine_tune_inputs(x: np.ndarray, y: np.ndarray, times: pd.Series, feats: Mapping[str, Any],
                       payload: Mapping[str, Any], parent: str, metrics: Mapping[str, Any], strat: Any, seed: int,
                       decision: Decision) -> _Inputs:
     """The rows the champion never saw, a replay sample of the ones it did, on its feature scale."""
-    seen_until = pd.Timestamp(metrics["window_end"]) if metrics.get("window_end") else None
+    seen_until = utc_naive(pd.Timestamp(metrics["window_end"])) if metrics.get("window_end") else None
     new = (times > seen_until).to_numpy() if seen_until is not None else np.ones(len(y), dtype=bool)
     if not new.any():
         why = f"no rows newer than champion {parent}'s window (ends {seen_until}): retrain from scratch"
-        window = Moments.from_std(feats["train_rows"], feats["mean"], feats["std"])
+        window = _window_moments(feats)
         return _Inputs(x, y, window, Decision("stateless", why), window_end=str(times.max().isoformat()))
     raw_new = x[new] * np.asarray(feats["std"]) + np.asarray(feats["mean"])
     merged = _parent_moments(payload, metrics).merge(_moments_of(raw_new))
@@ -134,6 +153,11 @@ def _fine_tune_inputs(x: np.ndarray, y: np.ndarray, times: pd.Series, feats: Map
     return _Inputs(xs, np.concatenate([y[new], y_old]), merged, decision, init_state=payload["state_dict"],
                    parent=parent, window_end=str(times[new].max().isoformat()), new_rows=int(new.sum()),
                    replay_rows=len(y_old))
+
+
+def _window_moments(feats: Mapping[str, Any]) -> Moments:
+    constant = [f in set(feats.get("constant") or ()) for f in feats["features"]]
+    return Moments.from_std(feats["train_rows"], feats["mean"], feats["std"], constant)
 
 
 def _parent_moments(payload: Mapping[str, Any], metrics: Mapping[str, Any]) -> Moments:

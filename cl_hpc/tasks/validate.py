@@ -47,4 +47,5 @@ def _reference(registry: Optional[Mapping[str, Any]], ingest: Mapping[str, Any])
     counts = (champ.metrics.get("train_labels") if champ else None) or None
     if not counts:
         return None, own
-    return {int(k): v for k, v in counts.items()}, tuple(sorted({*(int(k) for k in counts), *own}))
+    # The champion's label space is the known one: a value it never saw is an issue, not a new class.
+    return {int(k): v for k, v in counts.items()}, tuple(sorted(int(k) for k in counts))

@@ -85,15 +85,32 @@ def attach_sacct(run: RunDir) -> int:
     if not waiting:
         return 0
     accounted = query_accounting([str(d["job_id"]) for _, d in waiting])
+    last = _last_segments(run)
     done = 0
     for path, data in waiting:
         entry = accounted.get(str(data["job_id"]))
+        if entry and last.get(str(data["job_id"]), 0) > int(data.get("segment") or 0):
+            # A requeued job keeps its id and sacct (without --duplicates) answers for its last run
+            # only: that row belongs to the last segment, never to the earlier ones.
+            _write(path, {**data, "sacct": {"job_id": entry["job_id"], "note": "earlier run of a requeued job"}})
+            continue
         # Right after a job ends slurmdbd may still hold a half-written row (seen: ReqMem "16?"):
         # join only a complete one; the next status call tries again.
         if entry and entry.get("state") not in _LIVE and entry.get("req_mem_mb") and entry.get("elapsed_s") is not None:
             _write(path, {**data, "sacct": entry})
             done += 1
     return done
+
+
+def _last_segments(run: RunDir) -> dict[str, int]:
+    """Job id -> the highest profile segment recorded for it in this run."""
+    last: dict[str, int] = {}
+    for path in run.path.glob("tasks/**/profiles/*.json"):
+        data = read_json(path) or {}
+        if data.get("job_id"):
+            job = str(data["job_id"])
+            last[job] = max(last.get(job, 0), int(data.get("segment") or 0))
+    return last
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
