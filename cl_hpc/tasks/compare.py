@@ -32,13 +32,18 @@ _FEATS = ("eval_path", "train_path", "features", "label_col", "mean", "std", "ti
           "train_class_counts")
 
 
-def run(ctx: TaskContext, gate: Optional[Mapping[str, Any]] = None,
-        registry: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+def run(ctx: TaskContext, gate: Optional[Mapping[str, Any]] = None, registry: Optional[Mapping[str, Any]] = None,
+        allow_label_space_change: bool = False) -> dict[str, Any]:
+    """``allow_label_space_change``: judge a challenger whose features or classes differ from the
+    champion's against the class-prior baseline; by default such a challenger fails the gate (one
+    odd window must not silently replace the champion with a model of another label space)."""
     conf = gate_conf(gate)
     trained, feats = upstream(ctx, "train", _TRAIN), upstream(ctx, "features", _FEATS)
     challenger, chal_payload = load_checkpoint(Path(trained["checkpoint_path"]), trained["checkpoint_sha256"])
     x, y = load_xy(feats["eval_path"], list(feats["features"]), feats["label_col"])
-    champ = _champion(registry, feats)
+    champ, other = _champion(registry, feats)
+    if other and not allow_label_space_change:
+        return _refused(ctx, other)
     new = Scored(y, _probs(challenger, chal_payload, x, feats), _probs(champ[1], champ[2], x, feats) if champ else None)
     previous = _previous(feats, challenger, chal_payload, champ)
     prior = np.asarray(feats["train_class_counts"], dtype=float)
@@ -60,10 +65,20 @@ def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
     return float((probs.argmax(axis=1) == y).mean())
 
 
-def _champion(registry: Optional[Mapping[str, Any]], feats: Mapping[str, Any]) -> Optional[tuple[str, Any, Any, Any]]:
-    """(version, net, payload, record) of the champion, or None (cold start, or other classes/features)."""
+def _refused(ctx: TaskContext, why: str) -> dict[str, Any]:
+    reason = (f"label space: {why}; the challenger cannot be compared with the champion, so it is not promoted "
+              f"(pipeline.tasks.compare.params.allow_label_space_change=true judges it against the baseline)")
+    data = {"passed": False, "reasons": [reason]}
+    write_bytes_atomic(ctx.task_dir / "verdict.json", json.dumps(data, indent=1).encode())
+    return {**data, "champion": None, "challenger_accuracy": None, "champion_accuracy": None,
+            "verdict_path": str(ctx.task_dir / "verdict.json"), "eval_rows": 0}
+
+
+def _champion(registry: Optional[Mapping[str, Any]], feats: Mapping[str, Any]) -> tuple[Optional[tuple], Optional[str]]:
+    """((version, net, payload, record) of the champion, or None at cold start), and why it cannot
+    be compared (other features or classes), or None."""
     if not registry:
-        return None
+        return None, None
     from cl_hpc.registry.store import ModelRegistry
     from cl_hpc.tasks._registry import champion, registry_ref
 
@@ -71,11 +86,12 @@ def _champion(registry: Optional[Mapping[str, Any]], feats: Mapping[str, Any]) -
     with ModelRegistry.open(ref.root) as reg:
         record = champion(reg, ref)
         if record is None:
-            return None
+            return None, None
         net, payload = reg.load_checkpoint(ref.name, record.version)  # checksum verified
-    if list(payload["features"]) != list(feats["features"]) or list(payload["classes"]) != list(feats["classes"]):
-        return None  # another feature set or label space: nothing to compare against but the baseline
-    return str(record.version), net, payload, record
+    for what in ("features", "classes"):
+        if list(payload[what]) != list(feats[what]):
+            return None, f"champion {record.version} has {what} {list(payload[what])}, this window {list(feats[what])}"
+    return (str(record.version), net, payload, record), None
 
 
 def _previous(feats: Mapping[str, Any], challenger: Any, chal_payload: Any, champ: Optional[tuple]) -> Optional[Scored]:

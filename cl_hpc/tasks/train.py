@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.config.ml import ModelConf, model_conf
 from cl_hpc.context import TaskContext
 from cl_hpc.data.tables import load_xy
@@ -56,14 +57,20 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None, strategy: O
     feats = upstream(ctx, "features", _NEEDS)
     x, y = load_xy(feats["train_path"], list(feats["features"]), feats["label_col"])
     times = _row_times(feats["train_path"], feats["timestamp_col"])
-    inputs = _plan_inputs(x, y, times, feats, conf, strategy, registry, drift_severe)
+    resume, pin = ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt", ctx.task_dir / f"strategy-attempt{ctx.attempt}.json"
+    # A requeued segment resumes the weights of its first segment: it must keep that segment's
+    # decision (mode and parent), whatever the registry's champion has become meanwhile.
+    pinned = read_json(pin) if resume.exists() else None
+    inputs = _plan_inputs(x, y, times, feats, conf, strategy, registry, drift_severe, pinned)
+    if pinned is None:
+        write_json_atomic(pin, {"mode": inputs.decision.mode, "parent": inputs.parent, "reason": inputs.decision.reason})
     if inputs.decision.mode == "stateful":
         strat = strategy_conf(strategy)
         conf = dataclasses.replace(conf, lr=conf.lr * strat.fine_tune_lr_scale,
                                    max_epochs=strat.fine_tune_epochs or conf.max_epochs)
     ctx.progress(0, None, f"{inputs.decision.mode} training on {len(inputs.y)} rows", force=True)
     result = fit(inputs.x, inputs.y, len(feats["classes"]), conf, ctx.task_dir, ctx.progress, threads=cpus(ctx),
-                 resume_path=ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt", profiler=ctx.profiler,
+                 resume_path=resume, profiler=ctx.profiler,
                  init_state=inputs.init_state)
     world = slurm_world()
     if int(os.environ.get("SLURM_PROCID", "0")) != 0:
@@ -97,7 +104,7 @@ def _row_times(path: str, column: str) -> pd.Series:
 
 def _plan_inputs(x: np.ndarray, y: np.ndarray, times: pd.Series, feats: Mapping[str, Any], conf: ModelConf,
                  strategy: Optional[Mapping[str, Any]], registry: Optional[Mapping[str, Any]],
-                 drift_severe: bool) -> _Inputs:
+                 drift_severe: bool, pinned: Optional[Mapping[str, Any]] = None) -> _Inputs:
     window = _window_moments(feats)
     end = str(times.max().isoformat()) if len(times) else None
     if strategy is None:
@@ -107,11 +114,15 @@ def _plan_inputs(x: np.ndarray, y: np.ndarray, times: pd.Series, feats: Mapping[
 
     ref = registry_ref(registry)
     with ModelRegistry.open(ref.root) as reg:
-        champ = champion(reg, ref)
-        blocked = fine_tune_block(reg, champ) if champ is not None else None
-        decision = decide(strategy_conf(strategy), str(champ.version) if champ else None,
-                          champ.version.minor if champ else 0, drift_severe, blocked)
-        if decision.mode == "stateless":
+        if pinned is not None:  # a requeued segment: the first segment's decision and parent
+            decision = Decision(pinned["mode"], f"{pinned['reason']} (resumed after a requeue)")
+            champ = reg.get(ref.name, pinned["parent"]) if pinned.get("parent") else None
+        else:
+            champ = champion(reg, ref)
+            blocked = fine_tune_block(reg, champ) if champ is not None else None
+            decision = decide(strategy_conf(strategy), str(champ.version) if champ else None,
+                              champ.version.minor if champ else 0, drift_severe, blocked)
+        if decision.mode == "stateless" or champ is None:
             return _Inputs(x, y, window, decision, window_end=end)
         _, payload = reg.load_checkpoint(ref.name, champ.version)  # checksum verified, weights_only
     mismatch = _incompatible(payload, feats, conf)

@@ -109,3 +109,15 @@ def test_a_poisoned_batch_is_stopped_before_training(launcher: Launcher, tmp_pat
     assert "label" in result.output and "validate" in result.output
     listing = _registry(launcher, "--name", "continual", "list")["continual"]
     assert [v["version"] for v in listing["versions"]] == ["1.0"], "nothing was trained, registered or promoted"
+
+
+def test_a_challenger_of_another_feature_set_is_not_promoted(launcher: Launcher, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    first = _run(launcher, landing, 16, "data.features=[x0,x1]")
+    assert first["promote"]["version"] == "1.0" and first["promote"]["promoted"]
+    second = _run(launcher, landing, 16)  # every feature now: the champion cannot be fine-tuned or compared
+    assert second["train"]["strategy"] == "stateless" and "trained on features" in second["train"]["strategy_reason"]
+    assert not second["compare"]["passed"] and "label space" in second["compare"]["reasons"][0]
+    assert second["promote"]["version"] == "2.0" and not second["promote"]["promoted"]
+    listing = _registry(launcher, "--name", "continual", "list")["continual"]
+    assert listing["aliases"]["champion"] == "1.0"

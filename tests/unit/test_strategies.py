@@ -64,3 +64,36 @@ def test_a_champion_of_another_shape_is_not_fine_tuned(payload_change: dict, wor
     conf = model_conf({"hidden": 64, "layers": 2})
     assert _incompatible(payload, feats, conf) is None
     assert words in (_incompatible({**payload, **payload_change}, feats, conf) or "")
+
+
+def test_a_requeued_segment_keeps_its_first_decision_and_parent(tmp_path) -> None:
+    """The champion moved between two segments of one attempt: the resumed segment still fine-tunes
+    the parent its first segment chose (its weights are what the resume checkpoint continues)."""
+    import torch
+
+    from cl_hpc.learn.checkpoint import save_checkpoint
+    from cl_hpc.learn.nets import MLP
+    from cl_hpc.registry.store import ModelRegistry
+    from cl_hpc.tasks.train import _plan_inputs
+
+    hp = {"n_features": 2, "n_classes": 2, "hidden": 8, "layers": 1, "dropout": 0.0}
+    meta = {"features": ["x0", "x1"], "classes": [0, 1], "label_col": "y", "window_digest": "d",
+            "mean": [0.0, 0.0], "std": [1.0, 1.0]}
+    with ModelRegistry.open(tmp_path / "store") as reg:
+        for seed, strategy in ((0, "stateless"), (1, "stateless")):
+            torch.manual_seed(seed)
+            path = tmp_path / f"m{seed}.pt"
+            save_checkpoint(path, MLP(**hp), hp, meta)
+            record = reg.register("m", path, strategy=strategy, metrics={"window_end": "2026-01-01T00:00:00",
+                                                                         "train_rows": 10})
+            reg.promote("m", record.version, reason="test")  # 1.0, then 2.0 becomes the champion
+        first_state = torch.load(tmp_path / "m0.pt", weights_only=True)["state_dict"]
+    times = pd.Series(pd.date_range("2026-01-01T01:00", periods=10, freq="1min"))
+    x, y = np.zeros((10, 2), dtype=np.float32), np.array([0, 1] * 5)
+    feats = {"features": ["x0", "x1"], "classes": [0, 1], "mean": [0.0, 0.0], "std": [1.0, 1.0], "train_rows": 10}
+    registry = {"root": str(tmp_path / "store"), "name": "m"}
+    pinned = {"mode": "stateful", "parent": "1.0", "reason": "hybrid: fine-tune champion 1.0 (update 1 of 4)"}
+    inputs = _plan_inputs(x, y, times, feats, model_conf({"hidden": 8, "layers": 1}), {"kind": "hybrid"},
+                          registry, False, pinned)
+    assert inputs.decision.mode == "stateful" and inputs.parent == "1.0" and "resumed" in inputs.decision.reason
+    assert all(torch.equal(inputs.init_state[k], first_state[k]) for k in first_state)
