@@ -23,23 +23,20 @@ from cl_hpc.rightsize.recommend import Recommendation
 from cl_hpc.rundir.layout import RunDir, resolve_run
 from cl_hpc.status import _refresh_store, collect
 from cl_hpc.store.db import Store
-from cl_hpc.store.profiles import profile_rows
+from cl_hpc.store.profiles import attempt_elapsed_s, attempt_peak_mb, by_attempt, profile_rows
 from cl_hpc.ui import make_console
 
 
 def efficiency_rows(rows: list[Mapping[str, Any]], recs: Mapping[str, Recommendation]) -> list[dict[str, Any]]:
     """One row per attempt (segments merged): the report's numbers, pure."""
-    merged: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
-    for row in rows:
-        merged.setdefault((row["key"], int(row["attempt"])), []).append(row)
-    return [_attempt(key, attempt, sorted(segs, key=lambda r: r["segment"] or 0), recs.get(segs[0]["task"]))
-            for (key, attempt), segs in merged.items()]
+    return [_attempt(key, attempt, segs, recs.get(segs[0]["task"]))
+            for (_, key, attempt), segs in by_attempt(rows).items()]
 
 
 def _attempt(key: str, attempt: int, segs: list[Mapping[str, Any]], rec: Recommendation | None) -> dict[str, Any]:
     last = segs[-1]
-    elapsed = sum(max(s["elapsed_s"] or 0.0, s["sacct_elapsed_s"] or 0.0) for s in segs)
-    peak_gb = max((s["peak_mem_mb"] or 0.0) for s in segs) / 1024
+    elapsed = attempt_elapsed_s(segs)
+    peak_gb = (attempt_peak_mb(segs) or 0.0) / 1024
     cores = ((last["cpu_pct_mean"] or 0.0) + (last["workers_cpu_pct_mean"] or 0.0)) / 100
     if last["sacct_total_cpu_s"] and elapsed:
         cores = last["sacct_total_cpu_s"] / elapsed  # Slurm's own count, children included

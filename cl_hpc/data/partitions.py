@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -83,7 +83,7 @@ def _start(path: Path, timestamp_col: Optional[str]) -> pd.Timestamp:
     if timestamp_col is None:
         raise DataError(f"{path.name}: not a partition name; expected {NAME_PREFIX}<YYYYmmddTHHMMSS>{NAME_SUFFIX} "
                         f"(move other files out of {path.parent})")
-    return _utc_naive(_min_time(path, timestamp_col))
+    return utc_naive(_min_time(path, timestamp_col))
 
 
 def _min_time(path: Path, column: str) -> pd.Timestamp:
@@ -116,8 +116,12 @@ def _stats_min(meta: pq.FileMetaData, index: int) -> Optional[object]:
     return min(values) if values else None
 
 
-def _utc_naive(stamp: pd.Timestamp) -> pd.Timestamp:
-    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+def utc_naive(values: Any) -> Any:
+    """Timestamps (a Series or one Timestamp) in UTC without a zone, as partitions are ordered:
+    files may carry a zone or not, and a zoned and a naive time cannot be compared."""
+    if isinstance(values, pd.Series):
+        return values.dt.tz_convert("UTC").dt.tz_localize(None) if values.dt.tz is not None else values
+    return values.tz_convert("UTC").tz_localize(None) if values.tzinfo is not None else values
 
 
 # --- checking -------------------------------------------------------------------------------------

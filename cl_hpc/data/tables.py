@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cl_hpc.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def load_xy(path: str | Path, features: list[str], label: str) -> tuple[np.ndarray, np.ndarray]:
@@ -21,3 +25,11 @@ def load_xy(path: str | Path, features: list[str], label: str) -> tuple[np.ndarr
     x = np.column_stack([table.column(f).to_numpy().astype(np.float32) for f in features])
     y = table.column(label).to_numpy().astype(np.int64)
     return x, y
+
+
+def load_times(path: str | Path, column: str) -> pd.Series:
+    """A table's timestamp column, in UTC without a zone (see partitions.utc_naive). Imported here:
+    evaluate reads tables too, and must not pay for pandas."""
+    from cl_hpc.data.partitions import utc_naive
+
+    return utc_naive(pq.read_table(path, columns=[column]).column(column).to_pandas())

@@ -142,13 +142,3 @@ def to_model_scale(x: np.ndarray, window_mean: Sequence[float], window_std: Sequ
     network was trained with (a fine-tuned model carries merged statistics of its whole line).
     Always rescaled: a relative-tolerance shortcut would skip an 8-sd shift of a feature near 1e6."""
     return rescale(x, window_mean, window_std, payload["mean"], payload["std"])
-
-
-def utc_naive(values: Any) -> Any:
-    """Timestamps (a Series or one Timestamp) in UTC without a zone: partitions may carry a zone or
-    not, and a zoned and a naive time cannot be compared."""
-    import pandas as pd
-
-    if isinstance(values, pd.Series):
-        return values.dt.tz_convert("UTC").dt.tz_localize(None) if values.dt.tz is not None else values
-    return values.tz_convert("UTC").tz_localize(None) if values.tzinfo is not None else values

@@ -23,6 +23,7 @@ from cl_hpc.dag.model import Plan
 from cl_hpc.errors import ConfigError
 from cl_hpc.rightsize.history import Observation, rows_bucket
 from cl_hpc.rightsize.recommend import Policy, Recommendation, recommend
+from cl_hpc.store.profiles import attempt_elapsed_s, attempt_peak_mb, by_attempt
 
 MODES = ("off", "suggest", "auto")
 _OOM = ("OUT_OF_MEMORY", "Exceeded job memory limit")
@@ -42,15 +43,12 @@ def outcome_of(state: str | None, error: str | None) -> str:
 def observations(rows: Iterable[Mapping[str, Any]], attempts: Mapping[tuple[str, str, int], Mapping[str, Any]]) -> list[Observation]:
     """Store rows (profiles) -> one Observation per attempt; ``attempts`` maps (run, key, attempt)
     to the attempt row (its final state and error)."""
-    merged: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
-    for row in rows:
-        merged.setdefault((row["run_id"], row["key"], int(row["attempt"])), []).append(row)
     out = []
-    for ident, segments in merged.items():
+    for ident, segments in by_attempt(rows).items():
         attempt = attempts.get(ident) or {}
         if attempt.get("state") in (None, "RUNNING"):
             continue  # still running, or never recorded: not a finished fact yet
-        out.append(_observation(sorted(segments, key=lambda r: r["segment"] or 0), attempt))
+        out.append(_observation(segments, attempt))
     return out
 
 
@@ -58,14 +56,13 @@ def _observation(segments: list[Mapping[str, Any]], attempt: Mapping[str, Any]) 
     last = segments[-1]
     req = Resources(cpus=int(last["req_cpus"] or 1), gpus=int(last["req_gpus"] or 0),
                     mem_gb=float(last["req_mem_gb"] or 0), time_min=float(last["req_time_min"] or 0))
-    elapsed = sum(max(s["elapsed_s"] or 0.0, s["sacct_elapsed_s"] or 0.0) for s in segments)
-    peaks = [s["peak_mem_mb"] for s in segments if s["peak_mem_mb"]]
+    elapsed, peak = attempt_elapsed_s(segments), attempt_peak_mb(segments)
     workers = int(last["workers"] or 0)
     cpu = (last["cpu_pct_mean"] or 0.0) + (last["workers_cpu_pct_mean"] or 0.0)
     gpus = json.loads(last["gpu_util_pct"]) if last["gpu_util_pct"] else None
     return Observation(
         finished_at=last["ended"], outcome=outcome_of(attempt.get("state"), attempt.get("error")), requested=req,
-        peak_mem_gb=max(peaks) / 1024 if peaks else None, peak_mem_exact=all(s["peak_exact"] for s in segments),
+        peak_mem_gb=peak / 1024 if peak else None, peak_mem_exact=all(s["peak_exact"] for s in segments),
         elapsed_s=elapsed or None, setup_s=segments[0]["setup_s"], steps=last["steps"],
         step_time_p95_s=last["step_p95_s"], stall_fraction=last["stall_fraction"],
         worker_cpu_util=_clip((last["workers_cpu_pct_mean"] or 0.0) / (100 * workers)) if workers else None,

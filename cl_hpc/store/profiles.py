@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from cl_hpc.atomic import read_json
 from cl_hpc.rundir.layout import RunDir
@@ -46,6 +46,25 @@ def profile_row(rec: Mapping[str, Any], path: Path) -> dict[str, Any]:
         "sacct_max_rss_mb": sacct.get("max_rss_mb"), "sacct_total_cpu_s": sacct.get("total_cpu_s"),
         "record_path": str(path),
     }
+
+
+def by_attempt(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, int], list[Mapping[str, Any]]]:
+    """Profile rows grouped per (run, unit, attempt), segments in order: a requeued attempt resumes
+    as a new segment, and is one attempt for the report and the right-sizer."""
+    merged: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        merged.setdefault((row["run_id"], row["key"], int(row["attempt"])), []).append(row)
+    return {k: sorted(v, key=lambda r: r["segment"] or 0) for k, v in merged.items()}
+
+
+def attempt_elapsed_s(segments: Iterable[Mapping[str, Any]]) -> float:
+    """Wall time over the segments, each the longer of the profiler's and Slurm's count."""
+    return sum(max(s["elapsed_s"] or 0.0, s["sacct_elapsed_s"] or 0.0) for s in segments)
+
+
+def attempt_peak_mb(segments: Iterable[Mapping[str, Any]]) -> float | None:
+    peaks = [s["peak_mem_mb"] for s in segments if s["peak_mem_mb"]]
+    return max(peaks) if peaks else None
 
 
 def _max(*values: Any) -> float | None:

@@ -15,16 +15,17 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 
 from cl_hpc.atomic import write_bytes_atomic
 from cl_hpc.context import TaskContext
-from cl_hpc.data.tables import load_xy
+from cl_hpc.data.tables import load_times, load_xy
 from cl_hpc.learn.checkpoint import load_checkpoint
 from cl_hpc.learn.gate import Scored, decide, gate_conf
+from cl_hpc.learn.metrics import accuracy
 from cl_hpc.learn.nets import predict_proba
-from cl_hpc.learn.strategies import to_model_scale, utc_naive
+from cl_hpc.data.partitions import utc_naive
+from cl_hpc.learn.strategies import to_model_scale
 from cl_hpc.tasks._common import upstream
 
 _TRAIN = ("checkpoint_path", "checkpoint_sha256")
@@ -52,17 +53,14 @@ def run(ctx: TaskContext, gate: Optional[Mapping[str, Any]] = None, registry: Op
     write_bytes_atomic(ctx.task_dir / "verdict.json", json.dumps(data, indent=1, default=str).encode())
     ref_probs = new.champion
     return {"passed": verdict.passed, "reasons": data["reasons"], "champion": champ[0] if champ else None,
-            "challenger_accuracy": _accuracy(new.challenger, y),
-            "champion_accuracy": _accuracy(ref_probs, y) if ref_probs is not None else None,
+            "challenger_accuracy": accuracy(new.challenger, y),
+            "champion_accuracy": accuracy(ref_probs, y) if ref_probs is not None else None,
             "verdict_path": str(ctx.task_dir / "verdict.json"), "eval_rows": int(len(y))}
 
 
 def _probs(net: torch.nn.Module, payload: Mapping[str, Any], x: np.ndarray, feats: Mapping[str, Any]) -> np.ndarray:
     return predict_proba(net, torch.from_numpy(to_model_scale(x, feats["mean"], feats["std"], payload))).numpy()
 
-
-def _accuracy(probs: np.ndarray, y: np.ndarray) -> float:
-    return float((probs.argmax(axis=1) == y).mean())
 
 
 def _refused(ctx: TaskContext, why: str) -> dict[str, Any]:
@@ -98,7 +96,7 @@ def _previous(feats: Mapping[str, Any], challenger: Any, chal_payload: Any, cham
     """The forgetting guardrail's window: the train-window rows the champion itself trained on."""
     if champ is None or not champ[3].metrics.get("window_end"):
         return None
-    times = utc_naive(pq.read_table(feats["train_path"], columns=[feats["timestamp_col"]]).column(0).to_pandas())
+    times = load_times(feats["train_path"], feats["timestamp_col"])
     old = (times <= utc_naive(pd.Timestamp(champ[3].metrics["window_end"]))).to_numpy()
     if old.sum() < 50:
         return None

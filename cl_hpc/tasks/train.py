@@ -18,14 +18,14 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.config.ml import ModelConf, model_conf
 from cl_hpc.context import TaskContext
-from cl_hpc.data.tables import load_xy
+from cl_hpc.data.partitions import utc_naive
+from cl_hpc.data.tables import load_times, load_xy
 from cl_hpc.learn.checkpoint import save_checkpoint
-from cl_hpc.learn.strategies import Decision, Moments, decide, replay_sample, rescale, strategy_conf, utc_naive
+from cl_hpc.learn.strategies import Decision, Moments, decide, replay_sample, rescale, strategy_conf
 from cl_hpc.learn.training import fit, slurm_world
 from cl_hpc.tasks._common import cpus, upstream
 
@@ -56,7 +56,7 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None, strategy: O
     conf = model_conf(model)
     feats = upstream(ctx, "features", _NEEDS)
     x, y = load_xy(feats["train_path"], list(feats["features"]), feats["label_col"])
-    times = _row_times(feats["train_path"], feats["timestamp_col"])
+    times = load_times(feats["train_path"], feats["timestamp_col"])
     resume, pin = ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt", ctx.task_dir / f"strategy-attempt{ctx.attempt}.json"
     # A requeued segment resumes the weights of its first segment: it must keep that segment's
     # decision (mode and parent), whatever the registry's champion has become meanwhile.
@@ -95,11 +95,6 @@ def _save(ctx: TaskContext, feats: Mapping[str, Any], inputs: _Inputs, result: A
         "window_end": inputs.window_end, "new_rows": inputs.new_rows, "replay_rows": inputs.replay_rows,
         "mean": list(moments.mean), "std": list(moments.std),
     }
-
-
-def _row_times(path: str, column: str) -> pd.Series:
-    """Row times in UTC without a zone, so windows of zoned and naive partitions compare."""
-    return utc_naive(pq.read_table(path, columns=[column]).column(column).to_pandas())
 
 
 def _plan_inputs(x: np.ndarray, y: np.ndarray, times: pd.Series, feats: Mapping[str, Any], conf: ModelConf,

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from cl_hpc.atomic import read_json
 from cl_hpc.config.ml import DataConf
 from cl_hpc.data.landing import resolve_dir
+from cl_hpc.data.partitions import utc_naive
 from cl_hpc.data.windows import Partition, list_partitions
 from cl_hpc.errors import DataError
 from cl_hpc.learn.drift import DatasetDrift, DriftConf, window_drift
@@ -126,7 +127,7 @@ def gated_on(record: ModelVersion, run_root: Optional[Path]) -> list[str]:
 def champion_from(record: ModelVersion, parts: Sequence[Partition], metric: str,
                   gated: Sequence[str] = ()) -> Champion:
     window = _named(parts, record.window_partitions)
-    ends = [p.start for p in window] + [_utc_naive(record.metrics.get("window_end"))]
+    ends = [p.start for p in window] + [_recorded_time(record.metrics.get("window_end"))]
     window_end = max((e for e in ends if e is not None), default=None)
     seen = [p.start for p in _named(parts, gated)]
     return Champion(label=record.label, trained_at=datetime.fromtimestamp(record.created, tz=timezone.utc),
@@ -140,12 +141,11 @@ def _named(parts: Sequence[Partition], names: Sequence[str]) -> tuple[Partition,
     return tuple(p for p in parts if p.path.name in wanted)
 
 
-def _utc_naive(value: Any) -> Optional[pd.Timestamp]:
+def _recorded_time(value: Any) -> Optional[pd.Timestamp]:
     """A recorded time as the landing zone orders partitions: UTC without a zone (None if absent)."""
     if not value:
         return None
-    stamp = pd.Timestamp(value)
-    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+    return utc_naive(pd.Timestamp(value))
 
 
 def _train_rows(record: ModelVersion, window: Sequence[Partition]) -> Optional[int]:

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from cl_hpc.config.ml import model_conf
-from cl_hpc.learn.strategies import Moments, StrategyConf, decide, to_model_scale, utc_naive
+from cl_hpc.data.partitions import utc_naive
+from cl_hpc.learn.strategies import Moments, StrategyConf, decide, to_model_scale
 from cl_hpc.tasks.train import _incompatible
 
 
