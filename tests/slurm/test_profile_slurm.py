@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,26 @@ def _report(launcher: Launcher, run: str) -> dict:
                           timeout=120, env=_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)
+
+
+_UNIT_MB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+_MEM = re.compile(r"^\d+(\.\d+)?[KMGT]$")
+
+
+def _requested(job: str) -> list[str]:
+    """ReqMem, Timelimit and State of an ended job, once slurmdbd holds its complete row.
+
+    Right after the end the row can be half-written: ReqMem then reads like ``16?`` (no TRES yet).
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "ReqMem,Timelimit,State"],
+                             capture_output=True, text=True, check=True).stdout
+        req = out.split("\n")[0].split("|")
+        if (len(req) == 3 and _MEM.match(req[0])) or time.monotonic() > deadline:
+            assert len(req) == 3 and _MEM.match(req[0]), out
+            return req
+        time.sleep(1)
 
 
 def test_profile_is_joined_with_sacct_and_the_next_run_asks_slurm_for_less(launcher: Launcher) -> None:
@@ -42,9 +63,8 @@ def test_profile_is_joined_with_sacct_and_the_next_run_asks_slurm_for_less(launc
     assert second.proc.returncode == 0, second.output
     launched = json.loads((second.run_dir() / "slurm.json").read_text())["launches"]["0"]["hog"]
     job = launched["job_id"]
-    req = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "ReqMem,Timelimit,State"], capture_output=True,
-                         text=True, check=True).stdout.split("\n")[0].split("|")
-    mem_mb = float(req[0].rstrip("M"))
+    req = _requested(job)
+    mem_mb = float(req[0][:-1]) * _UNIT_MB[req[0][-1]]
     peak_mb = profile["memory"]["peak_mb"]
     assert peak_mb <= mem_mb and peak_mb / mem_mb >= 0.8, (peak_mb, req)  # >= 80% memory efficiency
     assert req[1] == "00:01:00" and req[2] == "COMPLETED", req  # no OOM at the smaller request
