@@ -68,8 +68,23 @@ def launch(cfg: DictConfig, console: Console) -> int:
     console.print(f"run {run.run_id}: submitting {len(todo)} of {len(plan.units)} units to {executor.name} "
                   f"({run.path})", highlight=False)
     executor.submit(run, plan, todo, epoch)
+    if executor.name == "slurm":
+        _yield_cpu()
     _index(run, plan)
     return _after_submit(run, plan, executor, resolved, console)
+
+
+def _yield_cpu() -> None:
+    """Run what is left of the launch (the index, following) at a lower CPU priority.
+
+    The jobs are Slurm's now, not this process's children, so they keep their priority. Where the
+    launcher shares a node with them (the local cluster, slurm/launch.sbatch) the first ones start
+    while it still imports sqlite-utils for the index; on a login node it is plain politeness.
+    """
+    try:
+        os.nice(10)
+    except OSError:  # not permitted in some containers: the launch goes on at normal priority
+        pass
 
 
 def _index(run: RunDir, plan: Plan) -> None:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
-import traceback
 from typing import Any, Callable, Mapping
 
 from cl_hpc.context import Preempted, TaskContext
@@ -53,6 +50,8 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
         raise
     except BaseException as exc:
         error = _describe(exc, plan.spec(key).resources.time_min)
+        import traceback
+
         record.update(state="FAILED", ended=time.time(), error=error, traceback=traceback.format_exc())
         raise
     finally:
@@ -137,7 +136,7 @@ def _start_record(plan: Plan, key: str, attempt: int, epoch: int, run: RunDir,
     job_id, log = identity
     record = {
         "attempt": attempt, "epoch": epoch, "state": "RUNNING", "started": time.time(), "ended": None,
-        "host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id, "log": log,
+        "host": os.uname().nodename, "pid": os.getpid(), "job_id": job_id, "log": log,
         "fingerprint": unit.fingerprint, "config_fp": unit.config_fp, "error": None, "requeues": 0,
     }
     before = next((a for a in run.attempts(key) if a["attempt"] == attempt), None)
@@ -153,6 +152,8 @@ def _request_requeue() -> None:
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     if job:
+        import subprocess
+
         subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
 
 

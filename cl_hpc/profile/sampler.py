@@ -9,7 +9,6 @@ dropped, which halves the resolution evenly instead of keeping only the start.
 from __future__ import annotations
 
 import math
-import statistics
 import threading
 import time
 from dataclasses import asdict, is_dataclass
@@ -63,8 +62,10 @@ class Sampler:
         if not interval_s > 0:
             raise ValueError(f"profile.interval_s must be > 0 s, got {interval_s}")
         self.interval_s = interval_s
-        # lazy: nothing is measured (or imported) before the first tick, so a task shorter than one
-        # interval costs a thread and no more; its peak and CPU time come from the kernel at the end.
+        # lazy: nothing is measured (or imported) before the first tick, which comes after two
+        # intervals, so a task shorter than that costs a thread and no more; its peak and CPU time
+        # come from the kernel at the end. Not one: a task of about one interval (1 s jobs) would
+        # race its own end with a tick that imports psutil (25 ms) for a single sample.
         self.lazy = lazy
         self.tree = tree if tree is not None or lazy else ProcessTree()
         self.gpus = gpus
@@ -90,6 +91,8 @@ class Sampler:
             self.sample()
 
     def _loop(self) -> None:
+        if self.lazy and self._stop.wait(self.interval_s):
+            return
         while not self._stop.wait(self.interval_s):
             self.sample()
             if self.on_sample is not None:
@@ -146,7 +149,7 @@ def gpu_summary(s: Series, i: int) -> dict[str, Any]:
 
 
 def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
+    return math.fsum(values) / len(values) if values else None  # = statistics.fmean, without its import
 
 
 def _integrate(t: list[float | None], power: list[float | None]) -> float | None:

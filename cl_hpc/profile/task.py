@@ -14,7 +14,6 @@ Nothing here imports torch or Lightning until a training task asks for the callb
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -49,7 +48,7 @@ class TaskProfiler:
     def __init__(self, task_dir: Path, identity: Mapping[str, Any], requested: Mapping[str, Any],
                  settings: ProfileSettings = ProfileSettings()) -> None:
         self.task_dir = Path(task_dir)
-        self.identity = {**identity, "host": socket.gethostname(), "pid": os.getpid()}
+        self.identity = {**identity, "host": os.uname().nodename, "pid": os.getpid()}
         self.requested = dict(requested)
         self.settings = settings
         self.meter = StepMeter(settings.warmup_steps)

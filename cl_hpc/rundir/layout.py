@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,9 @@ _SHARD = re.compile(r"^(?P<task>.+)\[(?P<shard>\d+)\]$")
 
 def new_run_id(now: float | None = None) -> str:
     """Sortable by creation time (to the millisecond), unique thanks to a random suffix."""
+    import secrets  # here: every job imports this module, only launches name runs
+    from datetime import datetime, timezone
+
     stamp = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
     return stamp.strftime("%Y%m%d-%H%M%S-") + f"{stamp.microsecond // 1000:03d}-{secrets.token_hex(2)}"
 
