@@ -84,16 +84,19 @@ def test_watch_as_a_batch_job_records_its_job_and_keeps_its_slurm_variables_from
     assert env["SLURM_MEM_PER_NODE"] == "512"  # the task's own --mem, not the watch job's 1G
 
 
-def test_scrontab_example_runs_the_watch_every_30_minutes() -> None:
+def test_scrontab_example_runs_the_watch_every_30_minutes_and_backs_up_the_store() -> None:
     from tests.slurm.test_wrappers import _check_with_sbatch, parse_scrontab
 
     text = (REPO / "slurm" / "scrontab.example").read_text().replace("/path/to/cl_hpc", str(REPO))
     entries, problems = parse_scrontab(text)
-    assert problems == [] and [e.spec for e in entries] == ["*/30 * * * *"]
-    [entry] = entries
+    assert problems == [] and [e.spec for e in entries] == ["*/30 * * * *", "15 3 * * *"]
+    entry, backup = entries
     assert f"{REPO}/.venv/bin/python -m cl_hpc.watch cluster=slurm launch.follow=false" in entry.command
     assert "--job-name=cl_hpc.watch" in entry.options
     _check_with_sbatch(entry)
+    assert f"-m cl_hpc.store backup {REPO}/backups/ --keep 14" in backup.command
+    assert "--job-name=cl_hpc.backup" in backup.options and "--job-name=cl_hpc.watch" not in backup.options
+    _check_with_sbatch(backup)
     # the commented-out nightly retrain is valid once uncommented
     lines = text.splitlines()
     start = lines.index("# #SCRON --job-name=cl_hpc.nightly")

@@ -1,0 +1,114 @@
+"""A consistent copy of the store, taken while jobs, watches and promoters may be writing to it.
+
+The run tables can be rebuilt from run dirs (``store rebuild``); the registry's (models, aliases,
+alias_events) cannot: they outlive the runs that made them, so the store file is primary data and
+wants a backup. Copying the file with ``cp`` can catch a writer mid-transaction; SQLite's online
+backup API copies a consistent snapshot and restarts by itself when a writer changes a page it
+has already copied. The copy is checked (``PRAGMA integrity_check``) before it takes its name,
+and an existing file is never replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cl_hpc.errors import StoreError
+
+COUNTED = ("runs", "models", "alias_events")  # what the summary line reports
+
+
+STAMPED = "cl_hpc-*.db"  # the time-stamped copies a directory target receives, oldest first by name
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    size_bytes: int
+    schema_version: int
+    rows: dict[str, int]  # table -> rows, for the tables of COUNTED that exist
+    pruned: tuple[Path, ...] = ()  # older time-stamped copies removed by ``keep``
+
+
+def backup_path(dest: Path | str, now: float) -> Path:
+    """``dest`` itself, or a time-stamped file inside it when it is a directory (or ends in /)."""
+    if str(dest).endswith(os.sep) or Path(dest).is_dir():  # the raw text: Path() drops a trailing slash
+        return Path(dest) / time.strftime("cl_hpc-%Y%m%d-%H%M%S.db", time.gmtime(now))
+    return Path(dest)
+
+
+def backup(db_path: Path, dest: Path | str, busy_timeout_s: float = 60.0, keep: int | None = None,
+           clock: Callable[[], float] = time.time) -> BackupResult:
+    """Copy the store at ``db_path`` to ``dest`` (a file, or a directory for a time-stamped name).
+
+    ``keep``: with a directory, then remove all but the newest ``keep`` time-stamped copies in it.
+    """
+    if keep is not None and keep < 1:
+        raise StoreError(f"keep={keep}: keep at least the copy just made (1 or more)")
+    stamped = str(dest).endswith(os.sep) or Path(dest).is_dir()
+    if keep is not None and not stamped:
+        raise StoreError(f"keep applies to a directory of time-stamped copies; {dest} names one file")
+    if not db_path.is_file():
+        raise StoreError(f"no store at {db_path}: nothing to back up (store.root names its directory; "
+                         f"the file is created by the first launch)")
+    target = backup_path(dest, clock())
+    if target.exists():
+        raise StoreError(f"{target} exists; a backup never replaces a file: name another path, or a directory "
+                         f"for a time-stamped name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        _copy(db_path, tmp, busy_timeout_s)
+        version, rows = _check(tmp)
+        try:
+            os.link(tmp, target)  # fails if a file took the name meanwhile: never overwrite
+        except FileExistsError:
+            raise StoreError(f"{target} appeared while the backup ran; the copy was not kept") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    pruned = _prune(target.parent, keep) if keep is not None else ()
+    return BackupResult(target, target.stat().st_size, version, rows, pruned)
+
+
+def _prune(directory: Path, keep: int) -> tuple[Path, ...]:
+    # Only after the new copy passed its check and took its name; the names sort by time.
+    old = sorted(directory.glob(STAMPED))[:-keep]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return tuple(old)
+
+
+def _copy(source: Path, tmp: Path, busy_timeout_s: float) -> None:
+    # Read-only: a backup must never take a write lock or run the migrations.
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=busy_timeout_s)
+    dst = sqlite3.connect(tmp)
+    try:
+        # In steps, so a long copy yields to writers between them (pages=-1 would hold the
+        # read lock for the whole file); SQLite restarts the copy if a writer changes it.
+        src.backup(dst, pages=1024, sleep=0.05)
+        dst.commit()
+    except sqlite3.Error as exc:
+        raise StoreError(f"backing up {source} failed: {exc}") from exc
+    finally:
+        dst.close()
+        src.close()
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())  # on disk before it takes its name
+
+
+def _check(path: Path) -> tuple[int, dict[str, int]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        verdict = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if verdict != "ok":
+            raise StoreError(f"the copy failed SQLite's integrity check ({verdict}); it was not kept")
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rows = {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in COUNTED if t in tables}
+    finally:
+        conn.close()
+    return version, rows
