@@ -195,24 +195,25 @@ def test_memory_peak_from_vmhwm(profiled_fit: dict[str, Any]) -> None:
 # ---- the plain-loop adapter ----------------------------------------------------------------------------
 
 def test_steps_adapter_splits_a_plain_loop(tmp_path: Path) -> None:
-    """next() is the data-wait, the loop body the compute: 5 ms of one, 15 ms of the other."""
+    """next() is the data-wait, the loop body the compute: 20 ms of one, 60 ms of the other (long
+    enough that a sleep's overshoot on a loaded machine stays a small part of either)."""
     def slow_source(n: int) -> Any:
         for i in range(n):
-            time.sleep(0.005)
+            time.sleep(0.020)
             yield i
 
     prof = profiler(tmp_path, warmup=2)
     seen = []
     for item in prof.steps(slow_source(20)):
-        time.sleep(0.015)
+        time.sleep(0.060)
         seen.append(item)
     written = prof.finish("COMPLETED")
     steps = written["steps"]
     assert seen == list(range(20))
     assert (steps["steps"], steps["steady_steps"], len(steps["epoch_first_s"])) == (20, 18, 1)
     assert steps["stall_fraction"] == pytest.approx(0.25, abs=0.05)
-    assert steps["data_wait_s"] / steps["steady_steps"] >= 0.005  # a sleep never returns early
-    assert steps["compute_s"] / steps["steady_steps"] >= 0.015
+    assert steps["data_wait_s"] / steps["steady_steps"] >= 0.020  # a sleep never returns early
+    assert steps["compute_s"] / steps["steady_steps"] >= 0.060
     assert written["compute"] is None  # no model: nothing to count
     assert json.loads((tmp_path / "profile.json").read_text())["steps"] == steps
 

@@ -120,21 +120,26 @@ def test_new_data_fires_volume_and_severe_drift_asks_the_pipeline_to_start_over(
     assert proc.stdout.rstrip().count("pipeline.tasks.d.params.drift_severe=true launch.run_id=") == 1
 
 
+# The slow pipeline's sleeper, lengthened: a second watch must still find the first run going on a
+# loaded machine, where its own start-up (Python, Hydra) takes seconds.
+LONGER = "pipeline.tasks.sleeper.params.sleep_s=12"
+
+
 def test_the_lock_skips_a_second_launch_while_the_first_run_goes(watch: Watch) -> None:
-    first = watch("pipeline=slow", "launch.follow=false")  # detached: the local scheduler runs it
+    first = watch("pipeline=slow", "launch.follow=false", LONGER)  # detached: the local scheduler runs it
     assert first.returncode == 0, out(first)
     [run] = watch.runs()
     assert "still going; the lock stays until it ends" in first.stdout
     lock = json.loads((watch.run_root / ".watch-slow.lock").read_text())
     assert lock["run_id"] == run.name and lock["launched"] is True and lock["backend"] == "local"
 
-    second = watch("pipeline=slow", "launch.follow=false")
+    second = watch("pipeline=slow", "launch.follow=false", LONGER)
     assert second.returncode == 0, out(second)
     assert f"skipped: run {run.name} still going: its local scheduler is alive" in second.stdout
     assert "trigger" not in {e["event"] for e in watch.log()[-1:]} and watch.runs() == [run]
 
     assert wait_ended(run) == "COMPLETED"
-    third = watch("pipeline=slow", "launch.follow=false")
+    third = watch("pipeline=slow", "launch.follow=false", LONGER)
     assert third.returncode == 0, out(third)
     assert f"stale lock {watch.run_root / '.watch-slow.lock'} cleared: run {run.name} ended (COMPLETED)" in third.stdout
     assert len(watch.runs()) == 2
@@ -142,7 +147,7 @@ def test_the_lock_skips_a_second_launch_while_the_first_run_goes(watch: Watch) -
 
 
 def test_two_watches_started_together_launch_one_run(watch: Watch) -> None:
-    procs = [watch.start("pipeline=slow") for _ in range(2)]  # each follows its run to the end
+    procs = [watch.start("pipeline=slow", LONGER) for _ in range(2)]  # each follows its run to the end
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     [run] = watch.runs()

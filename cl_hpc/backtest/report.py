@@ -98,8 +98,8 @@ def build_report(results: Sequence[Mapping[str, Any]], tolerance: float, meta: M
 
 def write_report(report: Mapping[str, Any], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / RESULTS, report)
     plot_freshness(report["freshness"], out / PLOT)
+    write_json_atomic(out / RESULTS, report)  # last: whoever sees the results sees the whole report
     return out / RESULTS, out / PLOT
 
 

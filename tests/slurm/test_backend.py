@@ -63,14 +63,26 @@ def test_killing_the_launcher_mid_dag_leaves_a_completed_run(launcher: Launcher)
             "pipeline=slow", f"run_root={launcher.run_root}", f"store.root={launcher.store_root}", "launch.follow=true"]
     proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
-    while not list(launcher.run_root.glob("*/slurm.json")) and time.monotonic() < deadline:
+    # Mid-DAG: once every task is submitted (slurm.json is rewritten after each), first is done or
+    # running and sleeper (6 s) queued behind it. Killed earlier, the launcher would leave a DAG
+    # it never finished submitting, which no design can complete.
+    while not _submitted(launcher.run_root, {"first", "sleeper", "last"}) and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(2)  # mid-DAG: first done or running, sleeper queued behind it
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     run = next(launcher.run_root.glob("*/slurm.json")).parent
+    assert _scontrol_job(_jobs(run)["last"]["job_id"])["JobState"] == "PENDING", "killed mid-DAG, not after it"
     info = _wait_state(launcher, run.name, {"COMPLETED", "FAILED", "CANCELLED"})
     assert info["state"] == "COMPLETED", info
+
+
+def _submitted(run_root: Path, tasks: set[str]) -> bool:
+    for path in run_root.glob("*/slurm.json"):
+        try:
+            return tasks <= set(json.loads(path.read_text())["launches"]["0"])
+        except (ValueError, KeyError):  # written atomically, but the launch entry may not be there yet
+            return False
+    return False
 
 
 def _diamond_jobs_since(start: str) -> list[str]:

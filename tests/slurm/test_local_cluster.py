@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,6 +74,17 @@ def sacct_field(job_id: str, field: str) -> str:
     return proc.stdout.strip()
 
 
+def wait_sacct_field(job_id: str, field: str, ok: Callable[[str], bool] = bool, timeout: float = 30) -> str:
+    """A field of an ended job once slurmdbd's row holds it: right after the end the row can be
+    half-written (TRES empty, ReqMem "16?"); the last value read if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = sacct_field(job_id, field)
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
 def wait_final_state(job_id: str, timeout: float = _WAIT_S) -> str:
     """Poll sacct until the job reaches a final state; sacct lags ~1 s behind."""
     deadline = time.monotonic() + timeout
@@ -121,7 +132,7 @@ def test_batch_job_completes_and_sacct_records_it(jobs: Jobs) -> None:
     job_id = jobs.submit(wrap="echo hello from slurm")
     assert wait_final_state(job_id) == "COMPLETED"
     assert jobs.out(job_id).strip() == "hello from slurm"
-    assert sacct_field(job_id, "ExitCode") == "0:0"
+    assert wait_sacct_field(job_id, "ExitCode") == "0:0"
 
 
 def test_jobs_charge_the_default_or_the_requested_account(jobs: Jobs) -> None:
@@ -129,8 +140,8 @@ def test_jobs_charge_the_default_or_the_requested_account(jobs: Jobs) -> None:
     research_job = jobs.submit("--account=research", wrap="true")
     wait_final_state(default_job)
     wait_final_state(research_job)
-    assert sacct_field(default_job, "Account") == "default"
-    assert sacct_field(research_job, "Account") == "research"
+    assert wait_sacct_field(default_job, "Account") == "default"
+    assert wait_sacct_field(research_job, "Account") == "research"
 
 
 def test_unknown_account_is_rejected(jobs: Jobs) -> None:
@@ -158,12 +169,13 @@ def test_gres_job_sees_its_gpus_in_env(
     assert env["CUDA_VISIBLE_DEVICES"] in expected_ids
     assert env["SLURM_JOB_GPUS"] == env["CUDA_VISIBLE_DEVICES"]
     assert env["GPU_DEVICE_ORDINAL"] == env["CUDA_VISIBLE_DEVICES"]
-    assert f"gres/gpu={count}" in sacct_field(job_id, "AllocTRES")
+    assert f"gres/gpu={count}" in wait_sacct_field(job_id, "AllocTRES", lambda tres: "gres/gpu=" in tres)
 
 
 def test_concurrent_gpu_jobs_get_different_gpus(jobs: Jobs) -> None:
-    first = jobs.submit("--gres=gpu:1", wrap="env; sleep 2")
-    second = jobs.submit("--gres=gpu:1", wrap="env; sleep 2")
+    # Long enough that the second starts while the first still holds its GPU, on a loaded machine too.
+    first = jobs.submit("--gres=gpu:1", wrap="env; sleep 8")
+    second = jobs.submit("--gres=gpu:1", wrap="env; sleep 8")
     for job_id in (first, second):
         assert wait_final_state(job_id) == "COMPLETED"
     gpus = {job_env(jobs.out(j))["CUDA_VISIBLE_DEVICES"] for j in (first, second)}
@@ -192,7 +204,7 @@ def test_job_over_its_mem_is_killed(jobs: Jobs) -> None:
     state = wait_final_state(job_id)
     assert state in {"FAILED", "OUT_OF_MEMORY"}
     if state == "FAILED":
-        assert sacct_field(job_id, "ExitCode") == "0:9"
+        assert wait_sacct_field(job_id, "ExitCode", lambda code: code != "0:0") == "0:9"
     assert "Exceeded job memory limit" in jobs.err(job_id)
     assert "survived" not in jobs.out(job_id)
 
@@ -201,9 +213,9 @@ def test_job_over_its_mem_is_killed(jobs: Jobs) -> None:
 
 
 def test_afterok_dependent_starts_after_parent_ends(jobs: Jobs, tmp_path: Path) -> None:
-    parent = jobs.submit(wrap=f"sleep 2; date +%s.%N > {tmp_path}/parent_end")
+    parent = jobs.submit(wrap=f"sleep 6; date +%s.%N > {tmp_path}/parent_end")
     child = jobs.submit(f"--dependency=afterok:{parent}", wrap=f"date +%s.%N > {tmp_path}/child_start")
-    wait_squeue_reason(child, "Dependency", timeout=2)
+    wait_squeue_reason(child, "Dependency", timeout=5)
     assert wait_final_state(child) == "COMPLETED"
     assert wait_final_state(parent) == "COMPLETED"
     parent_end = float((tmp_path / "parent_end").read_text())
@@ -254,5 +266,6 @@ def test_request_over_limits_is_rejected_at_submit(
 
 def test_long_partition_accepts_what_debug_rejects(jobs: Jobs) -> None:
     job_id = jobs.submit("--partition=long", "--time=61", "--hold", wrap="true")
+    wait_squeue_reason(job_id, "JobHeldUser")
     state, reason = squeue_state_reason(job_id)
     assert (state, reason) == ("PENDING", "JobHeldUser")

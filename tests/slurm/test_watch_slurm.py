@@ -25,7 +25,8 @@ def _wait_gone(job_ids: list[str], timeout_s: float = 120) -> None:
 
 def test_watch_on_slurm_holds_the_lock_while_the_jobs_are_queued(tmp_path: Path) -> None:
     watch = Watch(tmp_path)
-    args = ("cluster=slurm", "pipeline=slow", "launch.follow=false")
+    # sleeper lengthened: the second watch must find the jobs still queued on a loaded machine
+    args = ("cluster=slurm", "pipeline=slow", "launch.follow=false", "pipeline.tasks.sleeper.params.sleep_s=12")
     lock_path = watch.run_root / ".watch-slow.lock"
 
     first = watch(*args)

@@ -10,16 +10,16 @@ it), once per profile, after the job ended.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from cl_hpc.atomic import read_json, write_json_atomic
-from cl_hpc.execute.slurm.parse import parse_mem_mb, parse_sacct, parse_time_min
+from cl_hpc.execute.slurm.parse import LIVE_STATES, mem_mb_or_none, parse_sacct, parse_time_min
 from cl_hpc.rundir.layout import RunDir
 
 FIELDS = ("JobID", "State", "ElapsedRaw", "MaxRSS", "TotalCPU", "ReqMem", "ReqTRES", "AllocTRES",
           "ConsumedEnergyRaw", "ExitCode")
-_LIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING"}
 
 
 def fold_sacct(rows: Iterable[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
@@ -28,7 +28,7 @@ def fold_sacct(rows: Iterable[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
     for row in rows:
         job_id, _, step = row["JobID"].partition(".")
         entry = jobs.setdefault(job_id, {"job_id": job_id, "max_rss_mb": None})
-        rss = _mem_mb(row["MaxRSS"], bare_unit="K")
+        rss = mem_mb_or_none(row["MaxRSS"], bare_unit="K")
         if rss is not None:
             entry["max_rss_mb"] = max(entry["max_rss_mb"] or 0.0, rss)
         if not step:
@@ -41,19 +41,11 @@ def _allocation(row: Mapping[str, str]) -> dict[str, Any]:
     return {
         "state": row["State"].split(" ")[0], "exit_code": row["ExitCode"],
         "elapsed_s": float(row["ElapsedRaw"]) if row["ElapsedRaw"].isdigit() else None,
-        "total_cpu_s": _cpu_seconds(row["TotalCPU"]), "req_mem_mb": _mem_mb(row["ReqMem"]),
+        "total_cpu_s": _cpu_seconds(row["TotalCPU"]), "req_mem_mb": mem_mb_or_none(row["ReqMem"]),
         "req_tres": row["ReqTRES"], "alloc_tres": row["AllocTRES"],
         # 0 where no energy plugin gathers it (acct_gather_energy/none): unknown, not zero joules
         "energy_j": float(energy) if energy.isdigit() and int(energy) > 0 else None,
     }
-
-
-def _mem_mb(text: str, bare_unit: str = "M") -> float | None:
-    # sacct prints odd values for running or half-accounted jobs (seen: "16?"): unknown, not an error
-    try:
-        return parse_mem_mb(text or "", bare_unit=bare_unit)
-    except ValueError:
-        return None
 
 
 def _cpu_seconds(text: str) -> float | None:
@@ -86,7 +78,7 @@ def attach_sacct(run: RunDir) -> int:
         return 0
     accounted = query_accounting([str(d["job_id"]) for _, d in waiting])
     last = _last_segments(run)
-    done = 0
+    done, now = 0, time.time()
     for path, data in waiting:
         entry = accounted.get(str(data["job_id"]))
         if entry and last.get(str(data["job_id"]), 0) > int(data.get("segment") or 0):
@@ -94,12 +86,24 @@ def attach_sacct(run: RunDir) -> int:
             # only: that row belongs to the last segment, never to the earlier ones.
             _write(path, {**data, "sacct": {"job_id": entry["job_id"], "note": "earlier run of a requeued job"}})
             continue
-        # Right after a job ends slurmdbd may still hold a half-written row (seen: ReqMem "16?"):
-        # join only a complete one; the next status call tries again.
-        if entry and entry.get("state") not in _LIVE and entry.get("req_mem_mb") and entry.get("elapsed_s") is not None:
+        if entry and _complete(entry, data, now):
             _write(path, {**data, "sacct": entry})
             done += 1
     return done
+
+
+STEP_GRACE_S = 300.0  # how long after the end a missing step MaxRSS is waited for
+
+
+def _complete(entry: Mapping[str, Any], profile: Mapping[str, Any], now: float) -> bool:
+    """Whether slurmdbd's row is whole. Right after a job ends it may still be half-written (seen:
+    ReqMem "16?"), and the steps' MaxRSS arrives after the allocation's end; the join is written
+    once, so it waits for both (the next status call asks again). A job whose steps never report
+    (no accounting gather, a kill before the step began) is joined without MaxRSS after a grace."""
+    if entry.get("state") in LIVE_STATES or not entry.get("req_mem_mb") or entry.get("elapsed_s") is None:
+        return False
+    ended = profile.get("ended")
+    return entry.get("max_rss_mb") is not None or not ended or now - float(ended) > STEP_GRACE_S
 
 
 def _last_segments(run: RunDir) -> dict[str, int]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any
+import time
+from typing import Any, Callable
 
 from cl_hpc.atomic import read_json
 from cl_hpc.config.schema import Resources, SlurmClusterConf
@@ -18,8 +19,8 @@ from cl_hpc.dag.model import Plan
 from cl_hpc.execute.slurm.escalate import escalate
 from cl_hpc.execute.slurm.executor import (JOBS_FILE, SlurmExecutor, dependency, launch_jobs, save_launch, scancel,
                                            unit_jobs)
-from cl_hpc.execute.slurm.parse import parse_mem_mb, parse_sacct
-from cl_hpc.execute.slurm.reconcile import reconcile
+from cl_hpc.execute.slurm.parse import LIVE_STATES, mem_mb_or_none, parse_sacct
+from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import State, run_status
 
@@ -28,6 +29,10 @@ def guard(run: RunDir, task: str, epoch: int) -> str:
     plan = run.load_plan()
     conf = SlurmClusterConf(**(read_json(run.path / JOBS_FILE) or {})["cluster"])
     jobs = launch_jobs(run, epoch)
+    task_jobs = list(jobs[task]["units"].values())
+    if not wait_accounted(task_jobs):
+        print(f"cl_hpc guard: sacct still shows a job of {task} running after 120 s (is slurmdbd behind?); "
+              f"going on with what it shows", file=sys.stderr, flush=True)
     reconcile(run, unit_jobs(run))
     statuses = run_status(run, plan)
     units = [plan.units[k] for k in jobs[task]["units"]]
@@ -39,8 +44,9 @@ def guard(run: RunDir, task: str, epoch: int) -> str:
     if not retry:
         return f"every unit of {task} completed: nothing to do"
     executor = SlurmExecutor(conf)
-    res, reasons = escalate(Resources(**jobs[task]["resources"]), [statuses[u.key].last.get("error") for u in retry],
-                            _peak_mb(list(jobs[task]["units"].values())), *_caps(executor, plan, task))
+    errors = [statuses[u.key].last.get("error") or "" for u in retry]
+    peak = _peak_mb(task_jobs) if any(e.startswith("OUT_OF_MEMORY") for e in errors) else None
+    res, reasons = escalate(Resources(**jobs[task]["resources"]), errors, peak, *_caps(executor, plan, task))
     entry = executor.submit_task(run, plan, plan.tasks[task], retry, {}, epoch, resources=res)
     entry["units"] = {**jobs[task]["units"], **entry["units"]}
     entry["history"] = [*jobs[task].get("history", []), {"job_id": jobs[task]["job_id"], "escalation": reasons}]
@@ -68,13 +74,39 @@ def _repoint(plan: Plan, jobs: dict[str, Any], task: str, statuses: Any) -> None
                            check=True, capture_output=True, text=True, timeout=60)
 
 
-def _peak_mb(job_ids: list[str]) -> float | None:
-    """The largest MaxRSS over every step of these jobs, or None when accounting has none."""
-    out = subprocess.run(["sacct", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,MaxRSS"],
-                         capture_output=True, text=True, timeout=60)
-    values = [parse_mem_mb(r["MaxRSS"]) for r in parse_sacct(out.stdout, ["JobID", "MaxRSS"])]
-    measured = [v for v in values if v]
-    return max(measured) if measured else None
+def wait_accounted(job_ids: list[str], timeout_s: float = 120.0, poll_s: float = 1.0,
+                   states: Callable[[list[str]], dict[str, tuple[str, str]]] = sacct_states) -> bool:
+    """Wait until sacct holds an ended state for every job; False if it still did not at the deadline.
+
+    The guard starts tens of ms after the task's jobs end (afterany), and slurmdbd may not have
+    their end yet. Read then, a job killed for memory looks RUNNING (or absent), the guard finds
+    nothing to retry, and the dependents would wait forever on a job that will never succeed.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        known = states(job_ids)
+        if all(known.get(j, ("PENDING", ""))[0] not in LIVE_STATES for j in job_ids):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+
+
+def _peak_mb(job_ids: list[str], timeout_s: float = 30.0) -> float | None:
+    """The largest MaxRSS over every step of these jobs, or None when accounting has none.
+
+    A step's MaxRSS can arrive a moment after the job's end (or half-written, seen as "16?"):
+    ask again for a while before escalating without a measured peak.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = subprocess.run(["sacct", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,MaxRSS"],
+                             capture_output=True, text=True, timeout=60)
+        rows = parse_sacct(out.stdout, ["JobID", "MaxRSS"])
+        measured = [v for r in rows if (v := mem_mb_or_none(r["MaxRSS"], bare_unit="K"))]
+        if measured or time.monotonic() > deadline:
+            return max(measured) if measured else None
+        time.sleep(1.0)
 
 
 def _caps(executor: SlurmExecutor, plan: Plan, task: str) -> tuple[float | None, float | None]:

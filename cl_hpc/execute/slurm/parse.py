@@ -16,6 +16,9 @@ from typing import Mapping, Sequence
 _KEY_BOUNDARY = re.compile(r"(\s+)(?=[A-Z][A-Za-z0-9_/:]*=)")
 _UNLIMITED = {"UNLIMITED", "INFINITE"}
 _NULL = {"", "(null)", "N/A", "NONE"}
+# Job states in which a job has not ended (sacct may still show them a moment after the end).
+LIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "CONFIGURING",
+                         "COMPLETING"})
 _MEM_UNITS = {"B": 1 / 1024**2, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2, "P": 1024.0**3}
 
 
@@ -81,6 +84,17 @@ def parse_mem_mb(text: str, bare_unit: str = "M") -> float | None:
         raise ValueError(f"not a Slurm memory size: {text!r} (expected e.g. 123456K, 1.5G, 4000Mn)")
     number, unit = match.groups()
     return float(number) * _MEM_UNITS[(unit or bare_unit).upper()]
+
+
+def mem_mb_or_none(text: str, bare_unit: str = "M") -> float | None:
+    """``parse_mem_mb`` for sacct's accounting fields, where odd values mean "not known yet".
+
+    sacct prints such values for running or half-accounted jobs (seen: ReqMem "16?").
+    """
+    try:
+        return parse_mem_mb(text or "", bare_unit=bare_unit)
+    except ValueError:
+        return None
 
 
 def expand_hostlist(text: str) -> tuple[str, ...]:
