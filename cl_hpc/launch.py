@@ -68,10 +68,16 @@ def launch(cfg: DictConfig, console: Console) -> int:
     console.print(f"run {run.run_id}: submitting {len(todo)} of {len(plan.units)} units to {executor.name} "
                   f"({run.path})", highlight=False)
     executor.submit(run, plan, todo, epoch)
-    if executor.name == "slurm":
+    if executor.name == "slurm" and not _multirun():
         _yield_cpu()
     _index(run, plan)
     return _after_submit(run, plan, executor, resolved, console)
+
+
+def _multirun() -> bool:
+    # A sweep launches its combinations one after another in this process, and a lowered priority
+    # cannot be raised again: a later cluster=local combination's scheduler and tasks would inherit it.
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _yield_cpu() -> None:

@@ -103,7 +103,22 @@ def test_keep_prunes_only_older_time_stamped_copies(store: Path, tmp_path: Path)
     assert sorted(p.name for p in folder.iterdir()) == ["cl_hpc-20261126-031500.db", "cl_hpc-20261127-031500.db",
                                                        "notes.txt"]
     assert made[-1].pruned == (folder / "cl_hpc-20261125-031500.db",)
+    # A clock that went back: the copy just made stays; a user's file of a similar name is never touched.
+    (folder / "cl_hpc-before-migration.db").write_text("mine")
+    earlier = backup(store / DB_NAME, folder, keep=1, clock=lambda: days[0])
+    assert earlier.path.exists() and (folder / "cl_hpc-before-migration.db").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["cl_hpc-20261124-031500.db", "cl_hpc-before-migration.db",
+                                                       "notes.txt"]
     with pytest.raises(StoreError, match="keep at least the copy just made"):
         backup(store / DB_NAME, folder, keep=0)
     with pytest.raises(StoreError, match="names one file"):
         backup(store / DB_NAME, tmp_path / "one.db", keep=3)
+
+
+def test_a_wal_store_is_copied_with_what_its_log_holds(tmp_path: Path) -> None:
+    with Store(tmp_path / "wal", journal_mode="wal") as live:  # store.journal_mode=wal, a writer still open
+        live.upsert("runs", [{"run_id": "in-the-wal", "pipeline": "p", "state": "COMPLETED"}])
+        assert (tmp_path / "wal" / f"{DB_NAME}-wal").stat().st_size > 0  # not yet checkpointed
+        copy = backup(tmp_path / "wal" / DB_NAME, tmp_path / "copy.db")
+    assert _rows(copy.path, "SELECT run_id FROM runs") == [("in-the-wal",)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db", "wal"]  # no -wal/-shm/temp left over

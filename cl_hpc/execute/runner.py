@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import subprocess
 import sys
 import time
+import traceback
 from typing import Any, Callable, Mapping
 
 from cl_hpc.context import Preempted, TaskContext
@@ -30,6 +32,8 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
     plan = run.load_plan()
     if not in_process and plan.workdir:
         # Jobs start wherever the scheduler puts them; relative paths in params mean the launch dir.
+        # The stdlib modules the failure and requeue paths need are imported at the top, before
+        # this: a traceback.py or subprocess.py in the launch dir must not replace them.
         os.chdir(plan.workdir)
         sys.path.insert(0, plan.workdir)
     if _rank() != 0:  # extra ranks of a multi-process task compute; rank 0 alone records
@@ -50,8 +54,6 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
         raise
     except BaseException as exc:
         error = _describe(exc, plan.spec(key).resources.time_min)
-        import traceback
-
         record.update(state="FAILED", ended=time.time(), error=error, traceback=traceback.format_exc())
         raise
     finally:
@@ -152,8 +154,6 @@ def _request_requeue() -> None:
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     if job:
-        import subprocess
-
         subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
 
 

@@ -11,6 +11,7 @@ and an existing file is never replaced.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from cl_hpc.errors import StoreError
 COUNTED = ("runs", "models", "alias_events")  # what the summary line reports
 
 
-STAMPED = "cl_hpc-*.db"  # the time-stamped copies a directory target receives, oldest first by name
+STAMP = "cl_hpc-%Y%m%d-%H%M%S.db"  # the name a directory target's copy gets (UTC)
+_STAMPED = re.compile(r"^cl_hpc-\d{8}-\d{6}\.db$")  # only such names are ever pruned
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class BackupResult:
 def backup_path(dest: Path | str, now: float) -> Path:
     """``dest`` itself, or a time-stamped file inside it when it is a directory (or ends in /)."""
     if str(dest).endswith(os.sep) or Path(dest).is_dir():  # the raw text: Path() drops a trailing slash
-        return Path(dest) / time.strftime("cl_hpc-%Y%m%d-%H%M%S.db", time.gmtime(now))
+        return Path(dest) / time.strftime(STAMP, time.gmtime(now))
     return Path(dest)
 
 
@@ -69,14 +71,17 @@ def backup(db_path: Path, dest: Path | str, busy_timeout_s: float = 60.0, keep: 
         except FileExistsError:
             raise StoreError(f"{target} appeared while the backup ran; the copy was not kept") from None
     finally:
-        tmp.unlink(missing_ok=True)
-    pruned = _prune(target.parent, keep) if keep is not None else ()
+        for leftover in (tmp, *(tmp.with_name(tmp.name + end) for end in ("-journal", "-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+    pruned = _prune(target, keep) if keep is not None else ()
     return BackupResult(target, target.stat().st_size, version, rows, pruned)
 
 
-def _prune(directory: Path, keep: int) -> tuple[Path, ...]:
-    # Only after the new copy passed its check and took its name; the names sort by time.
-    old = sorted(directory.glob(STAMPED))[:-keep]
+def _prune(made: Path, keep: int) -> tuple[Path, ...]:
+    """Remove all but the newest ``keep`` time-stamped copies beside ``made``, which always stays
+    (a clock that went back must not make it "the oldest"). Other files are never touched."""
+    others = sorted(p for p in made.parent.iterdir() if _STAMPED.match(p.name) and p.name != made.name)
+    old = others[:len(others) - (keep - 1)] if keep > 1 else others
     for path in old:
         path.unlink(missing_ok=True)
     return tuple(old)
@@ -87,10 +92,13 @@ def _copy(source: Path, tmp: Path, busy_timeout_s: float) -> None:
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=busy_timeout_s)
     dst = sqlite3.connect(tmp)
     try:
-        # In steps, so a long copy yields to writers between them (pages=-1 would hold the
-        # read lock for the whole file); SQLite restarts the copy if a writer changes it.
-        src.backup(dst, pages=1024, sleep=0.05)
-        dst.commit()
+        # In one step: a copy in steps starts over whenever another connection commits, and
+        # might never finish under busy writers. Writers wait meanwhile (busy timeout); in WAL
+        # mode they do not even wait.
+        src.backup(dst)
+        # A copy of a WAL store is in WAL mode too; as a plain file it opens (and checks) without
+        # leaving -wal/-shm files beside it. Restoring it to a WAL store sets the mode again.
+        dst.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error as exc:
         raise StoreError(f"backing up {source} failed: {exc}") from exc
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm.accounting import FIELDS, STEP_GRACE_S, _complete, fold_sacct
 from cl_hpc.execute.slurm.guard import wait_accounted
 from cl_hpc.execute.slurm.parse import mem_mb_or_none, parse_sacct
@@ -24,6 +25,14 @@ def test_a_job_and_its_steps_fold_into_one_entry() -> None:
     assert entry["req_mem_mb"] == 2048 and entry["max_rss_mb"] == 331164 / 1024
     assert entry["total_cpu_s"] == 2.729 and "mem=2G" in entry["alloc_tres"]
     assert entry["energy_j"] is None  # 0 from acct_gather_energy/none: unknown, not zero joules
+
+
+def test_the_extern_step_is_not_the_tasks_peak() -> None:
+    early = ENDED.splitlines()[0] + "\n6180.extern|COMPLETED|2|880K|00:00:00|||billing=1,cpu=1,mem=2G,node=1|0|0:0\n"
+    (entry,) = fold_sacct(parse_sacct(early, FIELDS)).values()
+    assert entry["max_rss_mb"] is None  # not complete yet: the batch step has not reported
+    (entry,) = fold_sacct(parse_sacct(early + ENDED.splitlines()[1] + "\n", FIELDS)).values()
+    assert entry["max_rss_mb"] == 331164 / 1024
 
 
 def test_a_half_written_row_is_not_complete_until_its_steps_report() -> None:
@@ -56,5 +65,14 @@ def test_the_guard_waits_until_sacct_shows_every_job_ended() -> None:
 
     assert wait_accounted(["7_0", "7_1"], timeout_s=30, poll_s=0.01, states=states)
     assert len(asked) == 3 and asked[0] == ["7_0", "7_1"]
+    hiccup = iter([ExecutorError("sacct failed: slurmdbd busy"), {"9": ("TIMEOUT", "0:0")}])
+
+    def flaky(jobs: list[str]) -> dict[str, tuple[str, str]]:
+        answer = next(hiccup)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert wait_accounted(["9"], timeout_s=30, poll_s=0.01, states=flaky)  # a failed sacct is asked again
     stuck = wait_accounted(["8"], timeout_s=0.05, poll_s=0.01, states=lambda jobs: {"8": ("RUNNING", "0:0")})
     assert stuck is False  # the guard then goes on with what sacct shows, and says so

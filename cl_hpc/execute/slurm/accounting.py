@@ -29,7 +29,9 @@ def fold_sacct(rows: Iterable[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
         job_id, _, step = row["JobID"].partition(".")
         entry = jobs.setdefault(job_id, {"job_id": job_id, "max_rss_mb": None})
         rss = mem_mb_or_none(row["MaxRSS"], bare_unit="K")
-        if rss is not None:
+        # The extern step (PrologFlags=contain) holds no task process, and it reports first: taken
+        # as the peak, it would complete the join (written once) before the real steps arrive.
+        if rss is not None and step != "extern":
             entry["max_rss_mb"] = max(entry["max_rss_mb"] or 0.0, rss)
         if not step:
             entry.update(_allocation(row))

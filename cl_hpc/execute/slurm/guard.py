@@ -16,6 +16,7 @@ from typing import Any, Callable
 from cl_hpc.atomic import read_json
 from cl_hpc.config.schema import Resources, SlurmClusterConf
 from cl_hpc.dag.model import Plan
+from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm.escalate import escalate
 from cl_hpc.execute.slurm.executor import (JOBS_FILE, SlurmExecutor, dependency, launch_jobs, save_launch, scancel,
                                            unit_jobs)
@@ -84,7 +85,11 @@ def wait_accounted(job_ids: list[str], timeout_s: float = 120.0, poll_s: float =
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        known = states(job_ids)
+        try:
+            known = states(job_ids)
+        except ExecutorError as exc:  # slurmdbd busy or restarting: ask again until the deadline
+            print(f"cl_hpc guard: {exc}", file=sys.stderr, flush=True)
+            known = {}
         if all(known.get(j, ("PENDING", ""))[0] not in LIVE_STATES for j in job_ids):
             return True
         if time.monotonic() > deadline:
@@ -102,8 +107,8 @@ def _peak_mb(job_ids: list[str], timeout_s: float = 30.0) -> float | None:
     while True:
         out = subprocess.run(["sacct", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,MaxRSS"],
                              capture_output=True, text=True, timeout=60)
-        rows = parse_sacct(out.stdout, ["JobID", "MaxRSS"])
-        measured = [v for r in rows if (v := mem_mb_or_none(r["MaxRSS"], bare_unit="K"))]
+        rows = [r for r in parse_sacct(out.stdout, ["JobID", "MaxRSS"]) if not r["JobID"].endswith(".extern")]
+        measured = [v for r in rows if (v := mem_mb_or_none(r["MaxRSS"], bare_unit="K"))]  # no task in extern
         if measured or time.monotonic() > deadline:
             return max(measured) if measured else None
         time.sleep(1.0)
