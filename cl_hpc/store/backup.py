@@ -3,8 +3,7 @@
 The run tables can be rebuilt from run dirs (``store rebuild``); the registry's (models, aliases,
 alias_events) cannot: they outlive the runs that made them, so the store file is primary data and
 wants a backup. Copying the file with ``cp`` can catch a writer mid-transaction; SQLite's online
-backup API copies a consistent snapshot and restarts by itself when a writer changes a page it
-has already copied. The copy is checked (``PRAGMA integrity_check``) before it takes its name,
+backup API copies a consistent snapshot, committed transactions only. The copy is checked (``PRAGMA integrity_check``) before it takes its name,
 and an existing file is never replaced.
 """
 
@@ -36,11 +35,14 @@ class BackupResult:
     pruned: tuple[Path, ...] = ()  # older time-stamped copies removed by ``keep``
 
 
+def names_directory(dest: Path | str) -> bool:
+    """Whether ``dest`` is a directory, or ends in / (the raw text: Path() drops a trailing slash)."""
+    return str(dest).endswith(os.sep) or Path(dest).is_dir()
+
+
 def backup_path(dest: Path | str, now: float) -> Path:
-    """``dest`` itself, or a time-stamped file inside it when it is a directory (or ends in /)."""
-    if str(dest).endswith(os.sep) or Path(dest).is_dir():  # the raw text: Path() drops a trailing slash
-        return Path(dest) / time.strftime(STAMP, time.gmtime(now))
-    return Path(dest)
+    """``dest`` itself, or a time-stamped file inside it when it names a directory."""
+    return Path(dest) / time.strftime(STAMP, time.gmtime(now)) if names_directory(dest) else Path(dest)
 
 
 def backup(db_path: Path, dest: Path | str, busy_timeout_s: float = 60.0, keep: int | None = None,
@@ -51,8 +53,7 @@ def backup(db_path: Path, dest: Path | str, busy_timeout_s: float = 60.0, keep: 
     """
     if keep is not None and keep < 1:
         raise StoreError(f"keep={keep}: keep at least the copy just made (1 or more)")
-    stamped = str(dest).endswith(os.sep) or Path(dest).is_dir()
-    if keep is not None and not stamped:
+    if keep is not None and not names_directory(dest):
         raise StoreError(f"keep applies to a directory of time-stamped copies; {dest} names one file")
     if not db_path.is_file():
         raise StoreError(f"no store at {db_path}: nothing to back up (store.root names its directory; "

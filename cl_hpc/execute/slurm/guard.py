@@ -17,10 +17,11 @@ from cl_hpc.atomic import read_json
 from cl_hpc.config.schema import Resources, SlurmClusterConf
 from cl_hpc.dag.model import Plan
 from cl_hpc.errors import ExecutorError
+from cl_hpc.execute.slurm.accounting import query_accounting
 from cl_hpc.execute.slurm.escalate import escalate
 from cl_hpc.execute.slurm.executor import (JOBS_FILE, SlurmExecutor, dependency, launch_jobs, save_launch, scancel,
                                            unit_jobs)
-from cl_hpc.execute.slurm.parse import LIVE_STATES, mem_mb_or_none, parse_sacct
+from cl_hpc.execute.slurm.parse import LIVE_STATES
 from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import State, run_status
@@ -98,17 +99,13 @@ def wait_accounted(job_ids: list[str], timeout_s: float = 120.0, poll_s: float =
 
 
 def _peak_mb(job_ids: list[str], timeout_s: float = 30.0) -> float | None:
-    """The largest MaxRSS over every step of these jobs, or None when accounting has none.
-
-    A step's MaxRSS can arrive a moment after the job's end (or half-written, seen as "16?"):
-    ask again for a while before escalating without a measured peak.
+    """The largest MaxRSS over these jobs' task steps (accounting.fold_sacct), or None when
+    accounting has none. A step's MaxRSS can arrive a moment after the job's end (or half-written,
+    seen as "16?"): ask again for a while before escalating without a measured peak.
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        out = subprocess.run(["sacct", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,MaxRSS"],
-                             capture_output=True, text=True, timeout=60)
-        rows = [r for r in parse_sacct(out.stdout, ["JobID", "MaxRSS"]) if not r["JobID"].endswith(".extern")]
-        measured = [v for r in rows if (v := mem_mb_or_none(r["MaxRSS"], bare_unit="K"))]  # no task in extern
+        measured = [e["max_rss_mb"] for e in query_accounting(job_ids).values() if e["max_rss_mb"]]
         if measured or time.monotonic() > deadline:
             return max(measured) if measured else None
         time.sleep(1.0)
