@@ -19,12 +19,6 @@ _HEADLINE = ("accuracy", "roc_auc", "macro_f1", "log_loss")
 _SUMMARY_METRICS = 3
 
 
-def make_console() -> Console:
-    """A terminal console, or a wide plain one for pipes (no wrapped digests or paths)."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200, soft_wrap=True)
-
-
 def versions_table(name: str, records: list[ModelVersion], aliases: Mapping[str, Version]) -> Table:
     table = Table(title=f"model {name}", title_justify="left")
     for column in ("version", "aliases", "strategy", "parent", "metrics", "tags", "created", "trust"):
