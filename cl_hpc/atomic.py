@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # on the job path: no typing at run time (cl_hpc/dag/unit_call.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -10,7 +10,8 @@ Large artefacts (tables, checkpoints) are written as files under ``ctx.task_dir`
 returned in the outputs, so downstream tasks (and later runs) can find them.
 
 This module stays free of heavy imports: the launcher and the executors import it on the
-login node.
+login node, and every job before its task starts (so no ``typing`` or ``dataclasses`` either:
+cl_hpc/execute/runner.py says why).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Mapping
 
 
 # A pre-timeout or requeue signal that reached a Slurm job before any checkpointing fit was running:
@@ -41,25 +44,46 @@ class Preempted(Exception):
         self.requeue = requeue  # False when the scheduler itself requeues (scontrol requeue sends SIGTERM)
 
 
-@dataclass(frozen=True)
 class TaskContext:
-    run_id: str
-    task: str  # the task's name in the pipeline, e.g. "train"
-    key: str  # unique key of this unit of work: "train", or "features[3]" for a shard of a fan-out
-    task_dir: Path  # exists; private to this task (all attempts share it)
-    run_dir: Path
-    attempt: int  # 1-based
-    # Outputs of each upstream task, by task name. An upstream fan-out gives a list of its shards'
-    # outputs (in shard order), except across a shard-to-shard edge, where it gives the one
-    # matching shard's outputs.
-    upstream: Mapping[str, Any] = field(default_factory=dict)
-    item: Any = None  # the element of ``foreach`` this shard handles (None for a plain task)
-    shard: int | None = None  # the shard's index in ``foreach`` (None for a plain task)
-    resources: Mapping[str, Any] = field(default_factory=dict)  # the resources it was given
-    # cl_hpc.profile.task.TaskProfiler of this attempt (None with profile.enabled=false, and on
-    # the extra ranks of a multi-process task): Lightning tasks add its callback, loops use steps().
-    profiler: Any = field(default=None, compare=False)
-    _last_progress: list[float] = field(default_factory=lambda: [0.0], repr=False, compare=False)
+    """What one attempt of a unit knows about itself. Read-only: a task changes nothing here.
+
+    - ``run_id``; ``task``: the task's name in the pipeline, e.g. "train"; ``key``: the unit's
+      unique key, "train", or "features[3]" for a shard of a fan-out;
+    - ``task_dir``: exists and is private to this unit (all its attempts share it); ``run_dir``;
+    - ``attempt``: 1-based;
+    - ``upstream``: the outputs of each upstream task, by task name. An upstream fan-out gives a
+      list of its shards' outputs (in shard order), except across a shard-to-shard edge, where
+      it gives the one matching shard's outputs;
+    - ``item`` and ``shard``: the element of ``foreach`` this shard handles and its index (None
+      for a plain task);
+    - ``resources``: what it was given (cl_hpc.config.resources.Resources' fields);
+    - ``profiler``: the cl_hpc.profile.task.TaskProfiler of this attempt (None with
+      profile.enabled=false, and on the extra ranks of a multi-process task). Lightning tasks add
+      its callback, loops use ``steps()``.
+
+    A plain class rather than a frozen dataclass: the dataclasses module (with ``inspect``) is the
+    largest import a job would make before its task starts.
+    """
+
+    __slots__ = ("run_id", "task", "key", "task_dir", "run_dir", "attempt", "upstream", "item", "shard",
+                 "resources", "profiler", "_last_progress")
+
+    def __init__(self, run_id: str, task: str, key: str, task_dir: Path, run_dir: Path, attempt: int,
+                 upstream: Mapping[str, Any] | None = None, item: Any = None, shard: int | None = None,
+                 resources: Mapping[str, Any] | None = None, profiler: Any = None) -> None:
+        values = {"run_id": run_id, "task": task, "key": key, "task_dir": task_dir, "run_dir": run_dir,
+                  "attempt": attempt, "upstream": {} if upstream is None else upstream, "item": item,
+                  "shard": shard, "resources": {} if resources is None else resources, "profiler": profiler,
+                  "_last_progress": [0.0]}
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"TaskContext is read-only: cannot set {name!r}")
+
+    def __repr__(self) -> str:
+        shown = ("run_id", "task", "key", "task_dir", "attempt", "item", "shard")
+        return "TaskContext(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in shown) + ")"
 
     def progress(self, done: float, total: float | None = None, note: str = "", *, force: bool = False) -> None:
         """Report progress; the launcher's live view and ``status`` show it.

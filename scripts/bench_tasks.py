@@ -8,18 +8,23 @@ records whole seconds.
 from __future__ import annotations
 
 import os
-import socket
 import time
-from typing import Any
 
-from cl_hpc.context import TaskContext
+TYPE_CHECKING = False  # a payload as light as the plain side's: no typing (cl_hpc/execute/runner.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cl_hpc.context import TaskContext
 
 
 def sleep(ctx: TaskContext, seconds: float = 1.0) -> dict[str, Any]:
-    """Sleep ``seconds``; report when, where and as which process this unit ran."""
+    """Sleep ``seconds``; report when, where and as which process this unit ran.
+
+    Nothing is imported for it (the host name comes from ``os.uname``, not ``socket``): the plain
+    side's payload, ``date; sleep; date``, loads nothing either."""
     start = time.time()
     time.sleep(seconds)
-    return {"start": start, "end": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+    return {"start": start, "end": time.time(), "host": os.uname().nodename, "pid": os.getpid(),
             "key": ctx.key}
 
 

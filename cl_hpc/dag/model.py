@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Literal, Mapping
 
 from cl_hpc.config.resources import Resources
+from cl_hpc.dag.unit_call import unit_key  # defined with the job's reader, which imports no dataclasses
 
 EdgeKind = Literal["all", "corr"]  # "all": after every upstream shard; "corr": shard i after shard i
 
@@ -120,5 +121,4 @@ def _spec_from_dict(data: Mapping[str, Any]) -> TaskSpec:
     )
 
 
-def unit_key(task: str, shard: int | None) -> str:
-    return task if shard is None else f"{task}[{shard}]"
+__all__ = ["Edge", "EdgeKind", "Plan", "TaskSpec", "Unit", "unit_key"]

@@ -5,11 +5,12 @@ Import a backend through ``make_executor`` so each stays out of the launcher unt
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from cl_hpc.errors import ConfigError
 
+TYPE_CHECKING = False  # every Slurm job imports this package: no typing at run time (cl_hpc/dag/unit_call.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cl_hpc.execute.base import Executor
 
 BACKENDS = ("local", "inprocess", "slurm")

@@ -1,7 +1,14 @@
 """Run one unit of work: the code every backend executes, in a job process or in-process.
 
-It reads the plan from the run directory, hands the task its params, task dir and upstream
+It reads its unit from the run directory's plan, hands the task its params, task dir and upstream
 outputs, and records the attempt atomically in the run dir.
+
+Every Slurm job runs this before its task starts, and the shards of a fan-out run it at once on a
+node's cores, so the job path imports neither ``typing`` nor ``dataclasses`` (about 10 ms of CPU
+per job): this module, cl_hpc/execute/slurm/job.py, context.py, atomic.py, errors.py,
+dag/unit_call.py, rundir/layout.py and profile/{task,host,sampler,record}.py. Their annotations'
+imports sit under ``TYPE_CHECKING = False``; tests/unit/test_unit_call.py runs a unit in a fresh
+interpreter and checks that neither module was loaded.
 """
 
 from __future__ import annotations
@@ -9,16 +16,18 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import subprocess
 import sys
 import time
-import traceback
-from typing import Any, Callable, Mapping
 
 from cl_hpc.context import Preempted, TaskContext
-from cl_hpc.dag.model import Plan, Unit, unit_key
 from cl_hpc.errors import TaskFailedError
 from cl_hpc.rundir.layout import RunDir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping
+
+    from cl_hpc.dag.unit_call import UnitCall
 
 
 def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: bool = False,
@@ -29,60 +38,62 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
     (the Slurm job entry); otherwise they are asked of submitit's job environment, if any.
     """
     run = RunDir(run_dir)
-    plan = run.load_plan()
-    if not in_process and plan.workdir:
+    call = run.load_call(key)
+    if not in_process and call.workdir:
         # Jobs start wherever the scheduler puts them; relative paths in params mean the launch dir.
-        # The stdlib modules the failure and requeue paths need are imported at the top, before
-        # this: a traceback.py or subprocess.py in the launch dir must not replace them.
-        os.chdir(plan.workdir)
-        sys.path.insert(0, plan.workdir)
+        # (A Slurm job starts in it anyway, and `python -m` put it first on sys.path before this
+        # module was imported: a stdlib name in the launch dir shadows the stdlib here as it does
+        # in any script run there, so the failure and requeue paths import what they need lazily.)
+        os.chdir(call.workdir)
+        sys.path.insert(0, call.workdir)
     if _rank() != 0:  # extra ranks of a multi-process task compute; rank 0 alone records
-        return _call(plan, run, key, attempt)
-    record = _start_record(plan, key, attempt, epoch, run, identity or _job_identity())
-    _record(run, plan, key, record)
-    profiler = _profiler(plan, run, key, record)
+        return _call(call, run, attempt)
+    record = _start_record(call, attempt, epoch, run, identity or _job_identity())
+    _record(run, key, record)
+    profiler = _profiler(call, run, record)
     try:
-        outputs = _call(plan, run, key, attempt, profiler)
+        outputs = _call(call, run, attempt, profiler)
         run.write_outputs(key, outputs)
         record.update(state="COMPLETED", ended=time.time())
         return outputs
     except Preempted as exc:
         record.update(state="PREEMPTED", note=str(exc), preemptions=[*record.get("preemptions", []), str(exc)])
-        _record(run, plan, key, record)  # before the requeue: the job may be killed right after it
+        _record(run, key, record)  # before the requeue: the job may be killed right after it
         if exc.requeue:
             _request_requeue()
         raise
     except BaseException as exc:
-        error = _describe(exc, plan.spec(key).resources.time_min)
+        import traceback
+
+        error = _describe(exc, call.resources["time_min"])
         record.update(state="FAILED", ended=time.time(), error=error, traceback=traceback.format_exc())
         raise
     finally:
         if profiler is not None:
             _finish_profile(profiler, record)
-        _record(run, plan, key, record)
+        _record(run, key, record)
 
 
-def _profiler(plan: Plan, run: RunDir, key: str, record: dict[str, Any]) -> Any:
+def _profiler(call: UnitCall, run: RunDir, record: dict[str, Any]) -> Any:
     """The attempt's profiler, started; None when the plan turns profiling off, or when it cannot
     start (the error goes into the attempt record: measuring must never change a task's outcome)."""
     try:
-        return _start_profiler(plan, run, key, record)
+        return _start_profiler(call, run, record)
     except Exception as exc:
         record["profile_error"] = f"{type(exc).__name__}: {exc}"
         return None
 
 
-def _start_profiler(plan: Plan, run: RunDir, key: str, record: Mapping[str, Any]) -> Any:
+def _start_profiler(call: UnitCall, run: RunDir, record: Mapping[str, Any]) -> Any:
     from cl_hpc.profile.task import ProfileSettings, TaskProfiler
 
-    settings = ProfileSettings.from_dict(plan.meta.get("profile"))
+    settings = ProfileSettings.from_dict(call.meta.get("profile"))
     if not settings.enabled:
         return None
-    unit = plan.units[key]
-    identity = {"run_id": run.run_id, "pipeline": plan.pipeline, "key": key, "task": unit.task, "shard": unit.shard,
-                "attempt": record["attempt"], "segment": record["requeues"], "job_id": record["job_id"],
-                "config_fp": unit.config_fp}
-    return TaskProfiler(run.task_dir(key), identity, vars(plan.spec(key).resources), settings).start()
+    identity = {"run_id": run.run_id, "pipeline": call.pipeline, "key": call.key, "task": call.task,
+                "shard": call.shard, "attempt": record["attempt"], "segment": record["requeues"],
+                "job_id": record["job_id"], "config_fp": call.config_fp}
+    return TaskProfiler(run.task_dir(call.key), identity, call.resources, settings).start()
 
 
 def _finish_profile(profiler: Any, record: dict[str, Any]) -> None:
@@ -92,16 +103,16 @@ def _finish_profile(profiler: Any, record: dict[str, Any]) -> None:
         record["profile_error"] = f"{type(exc).__name__}: {exc}"
 
 
-def _call(plan: Plan, run: RunDir, key: str, attempt: int, profiler: Any = None) -> dict[str, Any]:
-    unit, spec = plan.units[key], plan.spec(key)
+def _call(call: UnitCall, run: RunDir, attempt: int, profiler: Any = None) -> dict[str, Any]:
+    key = call.key
     task_dir = run.task_dir(key)
     task_dir.mkdir(parents=True, exist_ok=True)
     ctx = TaskContext(
-        run_id=run.run_id, task=unit.task, key=key, task_dir=task_dir, run_dir=run.path, attempt=attempt,
-        upstream=upstream_outputs(plan, run, unit), item=unit.item, shard=unit.shard,
-        resources=vars(spec.resources), profiler=profiler,
+        run_id=run.run_id, task=call.task, key=key, task_dir=task_dir, run_dir=run.path, attempt=attempt,
+        upstream=upstream_outputs(call, run), item=call.item, shard=call.shard,
+        resources=dict(call.resources), profiler=profiler,
     )
-    outputs = load_target(spec.target)(ctx, **spec.params)
+    outputs = load_target(call.target)(ctx, **call.params)
     outputs = dict(outputs or {})
     try:
         json.dumps(outputs)
@@ -113,18 +124,10 @@ def _call(plan: Plan, run: RunDir, key: str, attempt: int, profiler: Any = None)
     return outputs
 
 
-def upstream_outputs(plan: Plan, run: RunDir, unit: Unit) -> dict[str, Any]:
+def upstream_outputs(call: UnitCall, run: RunDir) -> dict[str, Any]:
     """Outputs of each upstream task: a dict, or a list of shard outputs for a fan-out."""
-    result: dict[str, Any] = {}
-    for dep in plan.tasks[unit.task].depends_on:
-        up = plan.tasks[dep]
-        if plan.edge_kind(dep, unit.task) == "corr":
-            result[dep] = run.outputs(unit_key(dep, unit.shard))
-        elif up.foreach is None:
-            result[dep] = run.outputs(dep)
-        else:
-            result[dep] = [run.outputs(unit_key(dep, i)) for i in range(len(up.foreach))]
-    return result
+    return {dep: run.outputs(keys) if isinstance(keys, str) else [run.outputs(k) for k in keys]
+            for dep, keys in call.upstream.items()}
 
 
 def load_target(target: str) -> Callable[..., Any]:
@@ -132,14 +135,14 @@ def load_target(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), attr)  # validated at plan time
 
 
-def _start_record(plan: Plan, key: str, attempt: int, epoch: int, run: RunDir,
+def _start_record(call: UnitCall, attempt: int, epoch: int, run: RunDir,
                   identity: tuple[str | None, str | None]) -> dict[str, Any]:
-    unit = plan.units[key]
+    key = call.key
     job_id, log = identity
     record = {
         "attempt": attempt, "epoch": epoch, "state": "RUNNING", "started": time.time(), "ended": None,
         "host": os.uname().nodename, "pid": os.getpid(), "job_id": job_id, "log": log,
-        "fingerprint": unit.fingerprint, "config_fp": unit.config_fp, "error": None, "requeues": 0,
+        "fingerprint": call.fingerprint, "config_fp": call.config_fp, "error": None, "requeues": 0,
     }
     before = next((a for a in run.attempts(key) if a["attempt"] == attempt), None)
     if before and before.get("state") == "PREEMPTED":  # the same attempt, resumed after a requeue
@@ -154,10 +157,12 @@ def _request_requeue() -> None:
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     if job:
+        import subprocess
+
         subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
 
 
-def _record(run: RunDir, plan: Plan, key: str, record: dict[str, Any]) -> None:
+def _record(run: RunDir, key: str, record: dict[str, Any]) -> None:
     # Only the run dir: jobs never open the SQLite index. Launch, status and the local scheduler
     # sync it from the run dir (DESIGN: the DB is an index rebuilt from task dirs), which keeps
     # sqlite-utils' import and the write lock off every job's start-up on a busy cluster.

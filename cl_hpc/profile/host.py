@@ -1,4 +1,4 @@
-"""CPU and memory of a task's whole process tree (DataLoader workers included), through psutil.
+"""CPU and memory of a task and its whole process tree (DataLoader workers included).
 
 Memory is measured three ways, because each misses something:
 
@@ -11,6 +11,9 @@ Memory is measured three ways, because each misses something:
   exact and counting shared pages once. Used only when the process's cgroup is the job's own
   (Slurm's cgroup plugins name it ``job_<id>``); in a container without them the cgroup is the
   whole machine's, whose peak says nothing about this task.
+
+This module holds the kernel's counters, read without psutil when a task starts and ends (every
+job imports it); cl_hpc/profile/tree.py samples the process tree through psutil while it runs.
 """
 
 from __future__ import annotations
@@ -18,91 +21,9 @@ from __future__ import annotations
 import os
 import re
 import resource
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import psutil
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-MIN_CPU_WINDOW_S = 0.2  # CPU% is a rate since the previous sample: shorter windows are not reported
-
-
-@dataclass(frozen=True)
-class HostSample:
-    cpu_pct: float | None  # the main process, percent of one core (None: too soon to measure)
-    workers_cpu_pct: float | None  # its descendants (DataLoader workers), summed, percent of one core
-    workers: int  # live descendant processes
-    rss_mb: float  # summed over the tree
-    hwm_mb: float  # VmHWM summed over the live tree: no spike missed, shared pages counted twice
-    iowait_pct: float | None  # system-wide share of CPU time waiting for I/O (Linux)
-
-
-class ProcessTree:
-    """Samples one process and its descendants. psutil measures CPU% between two calls on the
-    same Process object, so they are kept from one sample to the next."""
-
-    def __init__(self, pid: int | None = None) -> None:
-        import psutil  # here, not at import: a task shorter than one interval never pays for it
-
-        self.root = psutil.Process(pid or os.getpid())
-        self._known: dict[int, psutil.Process] = {}
-        self.root.cpu_percent(None)  # primes the counter: the first call always answers 0
-        psutil.cpu_times_percent(None)
-        self._last = time.monotonic()
-
-    def sample(self) -> HostSample:
-        children = self._children()
-        cpu, workers_cpu = _safe_cpu(self.root), sum(_safe_cpu(c) for c in children)
-        now, since = time.monotonic(), time.monotonic() - self._last
-        self._last = now
-        rss = hwm = 0.0
-        for proc in [self.root, *children]:
-            rss_b, hwm_b = _memory(proc)
-            rss, hwm = rss + rss_b, hwm + hwm_b
-        if since < MIN_CPU_WINDOW_S:  # a rate over a few ms is noise (it reads 300% at start-up)
-            return HostSample(None, None, len(children), rss / 2**20, hwm / 2**20, None)
-        return HostSample(cpu, workers_cpu, len(children), rss / 2**20, hwm / 2**20, _iowait())
-
-    def _children(self) -> list[psutil.Process]:
-        import psutil
-
-        try:
-            live = self.root.children(recursive=True)
-        except psutil.Error:
-            return []
-        current = {p.pid: self._known.get(p.pid, p) for p in live}
-        for pid, proc in current.items():
-            if pid not in self._known:
-                _safe_cpu(proc)  # prime a new worker; it reports from the next sample on
-        self._known = current
-        return list(current.values())
-
-
-def _safe_cpu(proc: psutil.Process) -> float:
-    import psutil
-
-    try:
-        return proc.cpu_percent(None)
-    except psutil.Error:  # the worker ended between the listing and now
-        return 0.0
-
-
-def _memory(proc: psutil.Process) -> tuple[float, float]:
-    """(RSS, VmHWM) in bytes; VmHWM from /proc/<pid>/status, where psutil does not expose it."""
-    import psutil
-
-    try:
-        rss = float(proc.memory_info().rss)
-    except psutil.Error:
-        return 0.0, 0.0
-    try:
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-    except OSError:
-        return rss, rss
-    return rss, max(rss, parse_vm_hwm(status) or 0.0)
 
 
 def own_peak_mb() -> float | None:
@@ -126,13 +47,6 @@ def parse_vm_hwm(status: str) -> float | None:
     """Bytes of ``VmHWM`` in a /proc/<pid>/status text (the kernel prints kB)."""
     match = re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.M)
     return float(match.group(1)) * 1024 if match else None
-
-
-def _iowait() -> float | None:
-    import psutil
-
-    times = psutil.cpu_times_percent(None)
-    return getattr(times, "iowait", None)
 
 
 # ---------------------------------------------------------------- the job's cgroup

@@ -7,7 +7,9 @@ ingested into the store's ``profiles`` table. On Slurm the ingestion adds the jo
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+TYPE_CHECKING = False  # on the job path: no typing at run time (cl_hpc/execute/runner.py)
+if TYPE_CHECKING:
+    from typing import Any, Mapping
 
 VERSION = 1
 STALL_THRESHOLD = 0.10  # below this share of step time, data loading is not the bottleneck

@@ -11,16 +11,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import asdict, is_dataclass
-from typing import Any, Callable, Protocol, Sequence
 
-from cl_hpc.profile.host import ProcessTree
+TYPE_CHECKING = False  # on the job path: no typing or dataclasses at run time (cl_hpc/execute/runner.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Protocol, Sequence
 
+    from cl_hpc.profile.tree import ProcessTree
 
-class GpuSource(Protocol):
-    """What the sampler needs of cl_hpc.profile.nvml.GpuReader."""
+    class GpuSource(Protocol):
+        """What the sampler needs of cl_hpc.profile.nvml.GpuReader."""
 
-    def sample(self) -> Sequence[Any]: ...
+        def sample(self) -> Sequence[Any]: ...
 
 
 class Series:
@@ -67,7 +68,7 @@ class Sampler:
         # come from the kernel at the end. Not one: a task of about one interval (1 s jobs) would
         # race its own end with a tick that imports psutil (25 ms) for a single sample.
         self.lazy = lazy
-        self.tree = tree if tree is not None or lazy else ProcessTree()
+        self.tree = tree if tree is not None or lazy else _process_tree()
         self.gpus = gpus
         self.series = Series(max_points)
         self._stop = threading.Event()
@@ -104,10 +105,10 @@ class Sampler:
     def sample(self) -> None:
         try:
             if self.tree is None:
-                self.tree = ProcessTree()
-            values = asdict(self.tree.sample())
+                self.tree = _process_tree()
+            values = dict(vars(self.tree.sample()))
             for i, gpu in enumerate(self.gpus.sample() if self.gpus is not None else ()):
-                fields = asdict(gpu) if is_dataclass(gpu) else dict(gpu)
+                fields = gpu if isinstance(gpu, dict) else vars(gpu)  # NVML's GpuSample, or a plain dict
                 values.update({f"gpu{i}.{k}": v for k, v in fields.items()})
             self.series.add(time.monotonic() - self._t0, values)
         except Exception as exc:  # a sampling hiccup must never fail the task it measures
@@ -128,6 +129,12 @@ class Sampler:
         }
         out["gpus"] = [gpu_summary(s, i) for i in range(n_gpus)]
         return out
+
+
+def _process_tree() -> ProcessTree:
+    from cl_hpc.profile.tree import ProcessTree  # psutil and its sample type: at the first tick
+
+    return ProcessTree()
 
 
 def gpu_summary(s: Series, i: int) -> dict[str, Any]:

@@ -16,32 +16,40 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
 
 from cl_hpc.atomic import write_json_atomic
 from cl_hpc.profile import record
 from cl_hpc.profile.host import cpu_seconds, own_peak_mb, read_cgroup_peak_mb, this_job_cgroup
-from cl_hpc.profile.meter import StepMeter
 from cl_hpc.profile.sampler import Sampler
 
+TYPE_CHECKING = False  # on the job path: no typing or dataclasses at run time (cl_hpc/execute/runner.py)
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Iterator, Mapping
 
-@dataclass(frozen=True)
+    from cl_hpc.profile.meter import StepMeter
+
+
 class ProfileSettings:
     """config.schema.ProfileConf as the jobs read it from the plan (they never compose Hydra)."""
 
-    enabled: bool = True
-    interval_s: float = 1.0
-    warmup_steps: int = 5
-    max_points: int = 4000
-    ceiling: bool = True
-    flush_s: float = 30.0
+    __slots__ = ("enabled", "interval_s", "warmup_steps", "max_points", "ceiling", "flush_s")
+
+    def __init__(self, enabled: bool = True, interval_s: float = 1.0, warmup_steps: int = 5,
+                 max_points: int = 4000, ceiling: bool = True, flush_s: float = 30.0) -> None:
+        self.enabled = enabled
+        self.interval_s = interval_s
+        self.warmup_steps = warmup_steps
+        self.max_points = max_points
+        self.ceiling = ceiling
+        self.flush_s = flush_s
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "ProfileSettings":
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ProfileSettings:
+        return cls(**{k: v for k, v in (data or {}).items() if k in cls.__slots__})
+
+    def __repr__(self) -> str:
+        return "ProfileSettings(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
 
 class TaskProfiler:
@@ -51,7 +59,7 @@ class TaskProfiler:
         self.identity = {**identity, "host": os.uname().nodename, "pid": os.getpid()}
         self.requested = dict(requested)
         self.settings = settings
-        self.meter = StepMeter(settings.warmup_steps)
+        self._meter: StepMeter | None = None
         self.notes: dict[str, Any] = {}
         self.compute: dict[str, Any] | None = None
         self._timer: Any = None
@@ -80,6 +88,16 @@ class TaskProfiler:
         self.sampler = Sampler(self.settings.interval_s, self._gpus, max_points=self.settings.max_points,
                                on_sample=self._maybe_flush, lazy=not gpu_task).start()
         return self
+
+    @property
+    def meter(self) -> StepMeter:
+        """The step meter, made when the task first times a step: a task that times none (and its
+        job's start-up) never imports it."""
+        if self._meter is None:
+            from cl_hpc.profile.meter import StepMeter
+
+            self._meter = StepMeter(self.settings.warmup_steps)
+        return self._meter
 
     # ---------------------------------------------------------------- what tasks call
     def lightning_callback(self) -> Any:
@@ -132,7 +150,7 @@ class TaskProfiler:
 
     def build(self, outcome: str) -> dict[str, Any]:
         sampler = self.sampler
-        stats = self.meter.compute()
+        stats = self._meter.compute() if self._meter is not None else None
         host = sampler.summary(len(getattr(self._gpus, "devices", ()))) if sampler else {}
         ended = time.time()
         host["cpu_s"] = cpu_seconds() - self._cpu0
@@ -144,9 +162,9 @@ class TaskProfiler:
                   "setup_s": (self.first_step_at - self.started) if self.first_step_at else None,
                   "requested": self.requested}
         memory = record.best_memory(read_cgroup_peak_mb(self._cgroup), host.get("hwm_mb_max"), host.get("rss_mb_max"))
-        gpus = [{**asdict(info), **summary} for info, summary in
+        gpus = [{**vars(info), **summary} for info, summary in
                 zip(getattr(self._gpus, "devices", ()), host.pop("gpus", []))]
-        return record.build_record(self.identity, timing, stats.to_dict() if stats.steps else None, host, memory,
+        return record.build_record(self.identity, timing, stats.to_dict() if stats and stats.steps else None, host, memory,
                                    gpus, self.compute, {**self.notes, "sampler_errors": sampler.errors if sampler else []},
                                    sampler.series.to_dict() if sampler else None)
 

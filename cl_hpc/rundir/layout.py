@@ -21,11 +21,16 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
 
-from cl_hpc.dag.model import Plan
 from cl_hpc.errors import RunNotFoundError
 from cl_hpc.atomic import read_json, write_json_atomic
+
+TYPE_CHECKING = False  # every job imports this module: no typing, no dataclasses (cl_hpc/dag/unit_call.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cl_hpc.dag.model import Plan
+    from cl_hpc.dag.unit_call import UnitCall
 
 _SHARD = re.compile(r"^(?P<task>.+)\[(?P<shard>\d+)\]$")
 
@@ -59,10 +64,21 @@ class RunDir:
         return self.plan_path.exists()
 
     def load_plan(self) -> Plan:
+        from cl_hpc.dag.model import Plan
+
+        return Plan.from_dict(self._plan_data())
+
+    def load_call(self, key: str) -> UnitCall:
+        """Unit ``key`` of the plan as its job runs it, without building the whole Plan."""
+        from cl_hpc.dag.unit_call import UnitCall
+
+        return UnitCall(self._plan_data(), key)
+
+    def _plan_data(self) -> dict[str, Any]:
         data = read_json(self.plan_path)
         if data is None:
             raise RunNotFoundError(f"{self.path} holds no plan.json: not a cl_hpc run directory")
-        return Plan.from_dict(data)
+        return data
 
     def save_plan(self, plan: Plan) -> None:
         write_json_atomic(self.plan_path, plan.to_dict())

@@ -23,7 +23,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # no typing at run time on the job path (cl_hpc/execute/runner.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 # = cl_hpc.context.PENDING_SIGNAL_ENV, spelled out: nothing is imported before the handlers are in place
 PENDING_SIGNAL_ENV = "CL_HPC_PENDING_SIGNAL"
@@ -67,7 +70,7 @@ def main(argv: list[str]) -> int:
     run_dir, task, epoch, attempts_text = argv
     for sig in (signal.SIGUSR2, signal.SIGTERM):
         signal.signal(sig, _log_signal)
-    from cl_hpc.dag.model import unit_key  # after the handlers: USR2's default action kills the job
+    from cl_hpc.dag.unit_call import unit_key  # after the handlers: USR2's default action kills the job
 
     attempts = parse_attempts(attempts_text)
     shard = int(os.environ["SLURM_ARRAY_TASK_ID"]) if None not in attempts else None

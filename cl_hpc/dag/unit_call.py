@@ -1,0 +1,64 @@
+"""One unit of a plan as its job runs it, read straight from plan.json's data.
+
+A job runs one unit. Building the whole ``Plan`` (cl_hpc/dag/model.py) would cost it the import
+of ``dataclasses`` (which imports ``inspect``), of ``typing`` and of the Hydra-facing
+``Resources``, plus one object per unit of the pipeline: about 15 ms of CPU before the task
+starts, which the eight shards of a fan-out pay at once on a node's cores. This reader needs only
+what ``json`` gives. It reads ``Plan.to_dict``'s format, and tests/unit/test_unit_call.py checks
+it against ``Plan`` for every unit of real plans.
+
+This module and the rest of the job path (cl_hpc/execute/runner.py lists them) import neither
+``typing`` nor ``dataclasses``: ``TYPE_CHECKING = False`` below keeps the annotations' imports
+for type checkers, which treat the name as true.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Mapping
+
+
+def unit_key(task: str, shard: int | None) -> str:
+    return task if shard is None else f"{task}[{shard}]"
+
+
+class UnitCall:
+    """What running unit ``key`` needs: its callable, params, resources and upstream units."""
+
+    __slots__ = ("pipeline", "workdir", "meta", "key", "task", "shard", "item", "target", "params",
+                 "resources", "fingerprint", "config_fp", "upstream")
+
+    def __init__(self, data: Mapping[str, Any], key: str) -> None:
+        unit = next((u for u in data["units"] if u["key"] == key), None)
+        if unit is None:
+            raise KeyError(f"the plan has no unit {key!r}")
+        tasks = {t["name"]: t for t in data["tasks"]}
+        spec = tasks[unit["task"]]
+        self.pipeline: str = data["pipeline"]
+        self.workdir: str = data.get("workdir", "")
+        self.meta: Mapping[str, Any] = data.get("meta", {})
+        self.key: str = key
+        self.task: str = unit["task"]
+        self.shard: int | None = unit["shard"]
+        self.item: Any = unit["item"]
+        self.target: str = spec["target"]
+        self.params: Mapping[str, Any] = spec.get("params", {})
+        self.resources: dict[str, Any] = dict(spec["resources"])
+        self.fingerprint: str = unit["fingerprint"]
+        self.config_fp: str = unit["config_fp"]
+        # Each upstream task's unit key, or the keys of all its shards (in shard order) for a
+        # fan-out, except across a shard-to-shard edge, where only the matching shard counts.
+        kinds = {e["upstream"]: e["kind"] for e in data["edges"] if e["downstream"] == self.task}
+        self.upstream: dict[str, str | list[str]] = {}
+        for dep in spec.get("depends_on", ()):
+            foreach = tasks[dep].get("foreach")
+            if kinds.get(dep) == "corr":
+                self.upstream[dep] = unit_key(dep, self.shard)
+            elif foreach is None:
+                self.upstream[dep] = dep
+            else:
+                self.upstream[dep] = [unit_key(dep, i) for i in range(len(foreach))]
+
+    def __repr__(self) -> str:
+        return f"UnitCall({self.key!r} of {self.pipeline!r}: {self.target})"
