@@ -94,3 +94,10 @@ def slow_fit(ctx: TaskContext, epochs: int = 3, batches: int = 10, step_s: float
     trainer.fit(Slow(), loader, ckpt_path=saver.resume_from())
     steps = (ctx.task_dir / "steps.log").read_text().split()
     return {"global_step": trainer.global_step, "steps_run": len(steps), "distinct_steps": len(set(steps)), "value": 0}
+
+
+def gc_state(ctx: TaskContext, value: int = 1) -> dict[str, Any]:
+    """emit's output, plus whether Python's cyclic GC is on in the process that runs the task."""
+    import gc
+
+    return {"value": value, "gc_enabled": gc.isenabled(), "pid": os.getpid()}

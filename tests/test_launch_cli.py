@@ -107,3 +107,15 @@ def test_store_rebuild_recreates_the_index_from_run_dirs(launcher: Launcher) -> 
     conn = sqlite3.connect(db)
     assert conn.execute("select state, n_failed, n_cancelled from runs").fetchall() == [("FAILED", 1, 2)]
     assert dict(conn.execute("select key, root_cause from tasks where state = 'CANCELLED'").fetchall()) == {"c": "bad", "d": "bad"}
+
+
+@pytest.mark.parametrize("cluster", ["inprocess", "local"])
+def test_tasks_run_with_the_gc_on_although_the_launcher_pauses_it_until_submission(launcher: Launcher, cluster: str) -> None:
+    """`python -m cl_hpc.launch` pauses the cyclic GC while it imports and composes; a task that runs
+    in the launcher itself (inprocess) or in a process it starts (local) must find it on."""
+    result = launcher("pipeline=diamond", f"cluster={cluster}", "pipeline.tasks.a.target=tests.tasks.gc_state",
+                      "pipeline.tasks.b.params.sleep_s=0", "pipeline.tasks.c.params.sleep_s=0")
+    assert result.proc.returncode == 0, result.output
+    outputs = json.loads((result.run_dir() / "tasks" / "a" / "outputs.json").read_text())
+    assert outputs["gc_enabled"] is True
+    assert json.loads((result.run_dir() / "tasks" / "d" / "outputs.json").read_text())["value"] == (10 + 1) + (100 + 1)  # b and c each add a's 1
