@@ -37,6 +37,7 @@ class SlurmExecutor(Executor):
 
     def __init__(self, conf: SlurmClusterConf) -> None:
         self.conf = conf
+        self._last_sbatch = 0.0  # one Submitter per task: cluster.submit_interval_s spaces them all
 
     def capacity(self) -> Capacity | None:
         return None  # limits differ per partition: see check()
@@ -93,9 +94,11 @@ class SlurmExecutor(Executor):
             signal_delay_s=self.conf.signal_delay_s, setup=tuple(self.conf.setup), use_srun=self.conf.use_srun,
             extra=dict(self.conf.extra),
         )
-        submitter = Submitter(job, python=self.conf.python, interval_s=self.conf.submit_interval_s)
+        submitter = Submitter(job, python=self.conf.python, interval_s=self.conf.submit_interval_s,
+                              last_submitted=self._last_sbatch)
         attempts = {u.shard: len(run.attempts(u.key)) + 1 for u in units}
         job_ids = submitter.submit_units(str(run.path), spec.name, epoch, attempts)
+        self._last_sbatch = submitter.last_submitted
         entry: dict[str, Any] = {"job_id": job_id_of(job_ids[0]), "array": list(shards) if shards is not None else None,
                                  "units": {u.key: j for u, j in zip(units, job_ids)},
                                  "resources": vars(job.resources)}

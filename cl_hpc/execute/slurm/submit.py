@@ -21,13 +21,17 @@ from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch
 
 
 class Submitter(submitit.SlurmExecutor):
-    def __init__(self, job: SbatchJob, python: str | None = None, interval_s: float = 0.05) -> None:
+    def __init__(self, job: SbatchJob, python: str | None = None, interval_s: float = 0.05,
+                 last_submitted: float = 0.0) -> None:
         try:
             super().__init__(job.folder, python=python)
         except RuntimeError as exc:  # submitit's "Could not detect srun"
             raise ExecutorError(f"cluster=slurm needs the Slurm client commands (srun, sbatch) on PATH: {exc}") from exc
         self.job = job
-        self._throttling = interval_s  # spacing between sbatch calls, to be gentle with slurmctld
+        # submitit's throttle: at least interval_s between sbatch calls, to be gentle with slurmctld.
+        # Each task gets its own Submitter, so the time of the launch's previous sbatch comes in.
+        self._throttling = interval_s
+        self._last_job_submitted = last_submitted
         res = job.resources
         # submitit's own bookkeeping (number of tasks of the Job it returns) reads these keys.
         self.parameters.update(time=math.ceil(res.time_min), nodes=res.nodes, ntasks_per_node=res.tasks_per_node)
@@ -46,6 +50,12 @@ class Submitter(submitit.SlurmExecutor):
         self._last_job_submitted = time.time()
         job_id = str(self._submit_command(command).job_id)
         return [job_id if shard is None else f"{job_id}_{shard}" for shard in attempts]
+
+
+    @property
+    def last_submitted(self) -> float:
+        """When this submitter last called sbatch (epoch seconds; 0.0 before it did)."""
+        return self._last_job_submitted
 
 
 def job_id_of(unit_job_id: str) -> str:
