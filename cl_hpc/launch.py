@@ -79,8 +79,11 @@ def launch(cfg: DictConfig, console: Console) -> int:
                   f"({run.path})", highlight=False)
     if not executor.detaches:  # inprocess: the tasks run in this very process, for as long as they take
         _resume_gc()
+    started = time.monotonic()
     executor.submit(run, plan, todo, epoch)
     _resume_gc()
+    if executor.detaches:  # from here on the run no longer needs this process
+        console.print(f"run {run.run_id}: submitted in {time.monotonic() - started:.2f} s", highlight=False)
     if executor.name == "slurm" and not _multirun():
         _yield_cpu()
     _index(run, plan)
