@@ -81,6 +81,12 @@ class TaskContext:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"TaskContext is read-only: cannot set {name!r}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy.deepcopy (a DataLoader worker, a spawned process) rebuild it through
+        # __init__: their default sets each slot with setattr, which a read-only class refuses.
+        return (TaskContext, (self.run_id, self.task, self.key, self.task_dir, self.run_dir, self.attempt,
+                              self.upstream, self.item, self.shard, self.resources, self.profiler))
+
     def __repr__(self) -> str:
         shown = ("run_id", "task", "key", "task_dir", "attempt", "item", "shard")
         return "TaskContext(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in shown) + ")"
