@@ -45,7 +45,7 @@ class Preempted(Exception):
 
 
 class TaskContext:
-    """What one attempt of a unit knows about itself. Read-only: a task changes nothing here.
+    """What one attempt of a unit knows about itself. Its attributes cannot be set or deleted.
 
     - ``run_id``; ``task``: the task's name in the pipeline, e.g. "train"; ``key``: the unit's
       unique key, "train", or "features[3]" for a shard of a fan-out;
@@ -66,7 +66,7 @@ class TaskContext:
     """
 
     __slots__ = ("run_id", "task", "key", "task_dir", "run_dir", "attempt", "upstream", "item", "shard",
-                 "resources", "profiler", "_last_progress")
+                 "resources", "profiler", "_last_progress", "__weakref__")
 
     def __init__(self, run_id: str, task: str, key: str, task_dir: Path, run_dir: Path, attempt: int,
                  upstream: Mapping[str, Any] | None = None, item: Any = None, shard: int | None = None,
@@ -81,10 +81,13 @@ class TaskContext:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"TaskContext is read-only: cannot set {name!r}")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"TaskContext is read-only: cannot delete {name!r}")
+
     def __reduce__(self) -> tuple[Any, ...]:
         # pickle and copy.deepcopy (a DataLoader worker, a spawned process) rebuild it through
         # __init__: their default sets each slot with setattr, which a read-only class refuses.
-        return (TaskContext, (self.run_id, self.task, self.key, self.task_dir, self.run_dir, self.attempt,
+        return (type(self), (self.run_id, self.task, self.key, self.task_dir, self.run_dir, self.attempt,
                               self.upstream, self.item, self.shard, self.resources, self.profiler))
 
     def __repr__(self) -> str:

@@ -53,6 +53,13 @@ register()
 
 def launch(cfg: DictConfig, console: Console) -> int:
     """The whole launch; returns the exit code (0 = the run completed, or was submitted detached)."""
+    try:
+        return _launch(cfg, console)
+    finally:  # a dry run, nothing to run or an error: the next combination of a sweep gets it on
+        _resume_gc()
+
+
+def _launch(cfg: DictConfig, console: Console) -> int:
     resolved = _resolve(cfg)
     executor = make_executor(cfg.cluster)
     run_root = Path(resolved["run_root"]).resolve()

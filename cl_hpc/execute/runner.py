@@ -41,9 +41,11 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
     call = run.load_call(key)
     if not in_process and call.workdir:
         # Jobs start wherever the scheduler puts them; relative paths in params mean the launch dir.
-        # (A Slurm job starts in it anyway, and `python -m` put it first on sys.path before this
-        # module was imported: a stdlib name in the launch dir shadows the stdlib here as it does
-        # in any script run there, so the failure and requeue paths import what they need lazily.)
+        # (A Slurm job starts in it unless cluster.setup changes directory, and `python -m` put it
+        # first on sys.path before this module was imported: a stdlib name in the launch dir
+        # shadows the stdlib there as in any script run from it. Importing traceback and
+        # subprocess early, for the failure and requeue paths, would guard only that rare setup,
+        # for 6 ms of every job's start.)
         os.chdir(call.workdir)
         sys.path.insert(0, call.workdir)
     if _rank() != 0:  # extra ranks of a multi-process task compute; rank 0 alone records
@@ -63,10 +65,8 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
             _request_requeue()
         raise
     except BaseException as exc:
-        import traceback
-
-        error = _describe(exc, call.resources["time_min"])
-        record.update(state="FAILED", ended=time.time(), error=error, traceback=traceback.format_exc())
+        record.update(state="FAILED", ended=time.time(), error=_describe(exc, call.resources["time_min"]))
+        record["traceback"] = _format_exc()  # after the state: importing traceback may fail (MemoryError)
         raise
     finally:
         if profiler is not None:
@@ -149,6 +149,15 @@ def _start_record(call: UnitCall, attempt: int, epoch: int, run: RunDir,
         record.update(started=before["started"], requeues=int(before.get("requeues", 0)) + 1,
                       preemptions=list(before.get("preemptions", [])))  # why each requeue happened
     return record
+
+
+def _format_exc() -> str | None:
+    try:
+        import traceback
+
+        return traceback.format_exc()
+    except Exception:  # the record keeps its state and error without it
+        return None
 
 
 def _request_requeue() -> None:

@@ -54,11 +54,11 @@ class ProfileSettings:
 
 class TaskProfiler:
     def __init__(self, task_dir: Path, identity: Mapping[str, Any], requested: Mapping[str, Any],
-                 settings: ProfileSettings = ProfileSettings()) -> None:
+                 settings: ProfileSettings | None = None) -> None:
         self.task_dir = Path(task_dir)
         self.identity = {**identity, "host": os.uname().nodename, "pid": os.getpid()}
         self.requested = dict(requested)
-        self.settings = settings
+        self.settings = settings or ProfileSettings()
         self._meter: StepMeter | None = None
         self.notes: dict[str, Any] = {}
         self.compute: dict[str, Any] | None = None

@@ -1,8 +1,8 @@
 """Samples of a task's whole process tree (DataLoader workers included) through psutil.
 
-Imported at the sampler's first tick, not at a job's start: a task shorter than two sampling
-intervals never loads psutil (cl_hpc/profile/sampler.py). Why memory is measured three ways:
-cl_hpc/profile/host.py.
+Imported when the sampler first samples: at a GPU task's start, and otherwise at the first tick,
+after two intervals, so a CPU task shorter than that never loads psutil (cl_hpc/profile/sampler.py).
+Why memory is measured three ways: cl_hpc/profile/host.py.
 """
 
 from __future__ import annotations

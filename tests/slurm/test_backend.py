@@ -154,13 +154,15 @@ def test_scontrol_requeue_resumes_from_the_checkpoint_with_the_exact_step_count(
 
 
 def test_sbatch_calls_are_spaced_by_the_submit_interval(launcher: Launcher) -> None:
-    """cluster.submit_interval_s spaces every sbatch of a launch (one per task), not only the calls
-    of one task: submitit writes each script just before it calls sbatch."""
-    result = launcher("cluster=slurm", "pipeline=diamond", "cluster.submit_interval_s=0.6", "launch.follow=false")
+    """cluster.submit_interval_s spaces every sbatch of a launch (one per task, and a retried task's
+    guard), not only the calls of one task. Each script is written just before its sbatch."""
+    result = launcher("cluster=slurm", "pipeline=diamond", "pipeline.tasks.b.retries=1",
+                      "cluster.submit_interval_s=0.6", "launch.follow=false")
     assert result.proc.returncode == 0, result.output
     run = result.run_dir()
-    scripts = {task: next((run / "tasks" / task / "logs").glob("*_submission.sh")) for task in "abcd"}
-    written = sorted(path.stat().st_mtime for path in scripts.values())
+    scripts = [next((run / "tasks" / task / "logs").glob("*_submission.sh")) for task in "abcd"]
+    scripts += list((run / "tasks" / "b" / "logs").glob("guard-*.sh"))
+    written = sorted(path.stat().st_mtime for path in scripts)
     gaps = [later - earlier for earlier, later in zip(written, written[1:])]
-    assert len(gaps) == 3 and min(gaps) >= 0.59, gaps
+    assert len(gaps) == 4 and min(gaps) >= 0.59, gaps
     assert _wait_state(launcher, run.name, {"COMPLETED", "FAILED", "CANCELLED"})["state"] == "COMPLETED"

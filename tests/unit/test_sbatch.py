@@ -82,3 +82,17 @@ def test_a_line_break_in_a_value_is_refused() -> None:
 
     with pytest.raises(ValueError, match="contains a line break"):
         render_sbatch(replace(job, resources=Resources(account="ok\nrm -rf /")))
+
+
+@pytest.mark.parametrize("since_last_s,expected_sleep_s", [(0.0, 0.5), (0.3, 0.2), (0.5, None), (2.0, None)])
+def test_the_submit_interval_waits_only_for_what_is_left_of_it(monkeypatch: pytest.MonkeyPatch, since_last_s: float,
+                                                               expected_sleep_s: float | None) -> None:
+    """submitit's own throttle sleeps a whole interval whenever one has not passed (gaps of up to
+    two); ours sleeps the rest of it. The clock is faked: it is what is measured."""
+    from cl_hpc.execute.slurm import submit
+
+    now, slept = 1000.0, []
+    monkeypatch.setattr(submit.time, "time", lambda: now)
+    monkeypatch.setattr(submit.time, "sleep", slept.append)
+    submit.wait_interval(now - since_last_s, 0.5)
+    assert slept == ([] if expected_sleep_s is None else [pytest.approx(expected_sleep_s)])

@@ -125,6 +125,8 @@ def test_a_task_context_is_read_only_and_survives_pickle_and_deepcopy(tmp_path: 
                       attempt=3, upstream={"features": {"rows": 10}}, item="b", shard=2, resources={"cpus": 4})
     with pytest.raises(AttributeError, match="read-only"):
         ctx.attempt = 4  # type: ignore[misc]
+    with pytest.raises(AttributeError, match="read-only"):
+        del ctx.key
     for twin in (pickle.loads(pickle.dumps(ctx)), copy.deepcopy(ctx)):
         assert (twin.key, twin.attempt, twin.task_dir, twin.upstream, twin.item, twin.shard, twin.resources) == \
             ("train[2]", 3, tmp_path, {"features": {"rows": 10}}, "b", 2, {"cpus": 4})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
@@ -24,7 +25,7 @@ from cl_hpc.execute.slurm.accounting import attach_sacct
 from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.execute.slurm.sbatch import SbatchJob
 from cl_hpc.execute.slurm.guard_submit import submit_guard
-from cl_hpc.execute.slurm.submit import Submitter, job_id_of
+from cl_hpc.execute.slurm.submit import Submitter, job_id_of, wait_interval
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import UnitStatus, run_status
 
@@ -37,7 +38,7 @@ class SlurmExecutor(Executor):
 
     def __init__(self, conf: SlurmClusterConf) -> None:
         self.conf = conf
-        self._last_sbatch = 0.0  # one Submitter per task: cluster.submit_interval_s spaces them all
+        self._last_sbatch = 0.0  # cluster.submit_interval_s spaces every sbatch of a launch, guards included
 
     def capacity(self) -> Capacity | None:
         return None  # limits differ per partition: see check()
@@ -103,6 +104,8 @@ class SlurmExecutor(Executor):
                                  "units": {u.key: j for u, j in zip(units, job_ids)},
                                  "resources": vars(job.resources)}
         if spec.retries:
+            wait_interval(self._last_sbatch, self.conf.submit_interval_s)
+            self._last_sbatch = time.time()
             entry["guard"] = submit_guard(run, spec.name, epoch, entry["job_id"], job, self.conf.python)
         return entry
 

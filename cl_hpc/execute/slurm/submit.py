@@ -28,8 +28,8 @@ class Submitter(submitit.SlurmExecutor):
         except RuntimeError as exc:  # submitit's "Could not detect srun"
             raise ExecutorError(f"cluster=slurm needs the Slurm client commands (srun, sbatch) on PATH: {exc}") from exc
         self.job = job
-        # submitit's throttle: at least interval_s between sbatch calls, to be gentle with slurmctld.
-        # Each task gets its own Submitter, so the time of the launch's previous sbatch comes in.
+        # At least interval_s between sbatch calls, to be gentle with slurmctld. Each task gets its
+        # own Submitter, so the time of the launch's previous sbatch comes in.
         self._throttling = interval_s
         self._last_job_submitted = last_submitted
         res = job.resources
@@ -51,11 +51,22 @@ class Submitter(submitit.SlurmExecutor):
         job_id = str(self._submit_command(command).job_id)
         return [job_id if shard is None else f"{job_id}_{shard}" for shard in attempts]
 
+    def _throttle(self) -> None:
+        # submitit's own loop sleeps a whole interval whenever one has not passed yet, which makes
+        # every gap between interval and twice it: wait only for what is left of it.
+        wait_interval(self._last_job_submitted, self._throttling)
 
     @property
     def last_submitted(self) -> float:
         """When this submitter last called sbatch (epoch seconds; 0.0 before it did)."""
         return self._last_job_submitted
+
+
+def wait_interval(last: float, interval_s: float) -> None:
+    """Sleep until ``interval_s`` has passed since ``last`` (epoch seconds)."""
+    left = last + interval_s - time.time()
+    if left > 0:
+        time.sleep(left)
 
 
 def job_id_of(unit_job_id: str) -> str:
