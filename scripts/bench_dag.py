@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import statistics
 import subprocess
@@ -504,6 +505,19 @@ def _cpu_model() -> str:
                 platform.processor() or "unknown CPU")
 
 
+def python_startup_ms(python: str, n: int = 15) -> float:
+    """Median CPU time of `python -c pass`, in ms. cl_hpc's overhead is CPU (the launcher, each job's
+    interpreter) where plain's is not, so the ratio moves with the host's speed: a shared VM's can
+    change by 20% within an hour. Printed before and after the runs to tell such runs apart."""
+    times = []
+    for _ in range(n):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([python, "-c", "pass"], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(1000 * (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime))
+    return statistics.median(times)
+
+
 def machine() -> dict[str, str]:
     # The node may declare more CPUs than the machine has (slurm/local: config_overrides), and
     # Python jobs then contend for the real cores where `sleep` jobs do not: print both.
@@ -640,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.plain_only:
             compile_bytecode(args.python)
         info = machine()
+        info["python_startup_ms_before"] = f"{python_startup_ms(args.python):.1f}"
         work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_dag-"))
         work.mkdir(parents=True, exist_ok=True)
         console.print(f"bench_dag: {info['host']} ({info['cpu']}), {info['slurm']}, node {info['nodes']}; "
@@ -659,8 +674,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print("interrupted; the current run's jobs were cancelled")
         return 130
     sides = [PlainSide.label] + ([] if args.plain_only else [ClHpcSide.label])
+    info["python_startup_ms_after"] = f"{python_startup_ms(args.python):.1f}"
     console.print(f"\n[bold]{info['host']}[/]: {info['cpu']}; {info['os']}; {info['slurm']}; "
-                  f"node {info['nodes']}; Python {info['python']}", highlight=False)
+                  f"node {info['nodes']}; Python {info['python']}; `python -c pass` {info['python_startup_ms_before']} ms "
+                  f"of CPU before the runs, {info['python_startup_ms_after']} ms after", highlight=False)
     if "makespan" in results:
         console.print(*makespan_tables(results["makespan"], sides))
     if "submit" in results:
