@@ -14,6 +14,7 @@ steps; this module only counts, so it is tested with made-up numbers and imports
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -84,7 +85,5 @@ def _quantile(sorted_values: list[float], q: float) -> float | None:
     if len(sorted_values) == 1:
         return sorted_values[0]
     # "inclusive" interpolates between the observed values, never beyond the slowest step.
-    import statistics  # here: it imports fractions and decimal, a cost to every job's start
-
     cuts = statistics.quantiles(sorted_values, n=100, method="inclusive")
     return cuts[round(q * 100) - 1]

@@ -22,6 +22,7 @@ import re
 import time
 from pathlib import Path
 
+from cl_hpc.dag.unit_call import UnitCall
 from cl_hpc.errors import RunNotFoundError
 from cl_hpc.atomic import read_json, write_json_atomic
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from cl_hpc.dag.model import Plan
-    from cl_hpc.dag.unit_call import UnitCall
 
 _SHARD = re.compile(r"^(?P<task>.+)\[(?P<shard>\d+)\]$")
 
@@ -70,8 +70,6 @@ class RunDir:
 
     def load_call(self, key: str) -> UnitCall:
         """Unit ``key`` of the plan as its job runs it, without building the whole Plan."""
-        from cl_hpc.dag.unit_call import UnitCall
-
         return UnitCall(self._plan_data(), key)
 
     def _plan_data(self) -> dict[str, Any]:

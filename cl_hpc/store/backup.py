@@ -3,8 +3,8 @@
 The run tables can be rebuilt from run dirs (``store rebuild``); the registry's (models, aliases,
 alias_events) cannot: they outlive the runs that made them, so the store file is primary data and
 wants a backup. Copying the file with ``cp`` can catch a writer mid-transaction; SQLite's online
-backup API copies a consistent snapshot, committed transactions only. The copy is checked (``PRAGMA integrity_check``) before it takes its name,
-and an existing file is never replaced.
+backup API copies a consistent snapshot, committed transactions only. The copy is checked
+(``PRAGMA integrity_check``) before it takes its name, and an existing file is never replaced.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from typing import Callable
 from cl_hpc.errors import StoreError
 
 COUNTED = ("runs", "models", "alias_events")  # what the summary line reports
-
-
 STAMP = "cl_hpc-%Y%m%d-%H%M%S.db"  # the name a directory target's copy gets (UTC)
 _STAMPED = re.compile(r"^cl_hpc-\d{8}-\d{6}\.db$")  # only such names are ever pruned
 
