@@ -261,15 +261,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize
-    from hydra.errors import HydraException
+    from cl_hpc.config.compose import compose_config
 
-    try:
-        with initialize(version_base=None, config_path="conf"):
-            return compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"{exc}\nThe keys and groups are in conf/ and cl_hpc/config/schema.py; "
-                          f"`python -m cl_hpc.launch --help` lists the groups.") from exc
+    return compose_config(overrides, "Nothing was submitted. The keys and their types are in cl_hpc/config/ (one "
+                                     "comment per field), their values in conf/; `python -m cl_hpc.launch --help` "
+                                     "lists the groups.")
 
 
 if __name__ == "__main__":

@@ -86,20 +86,10 @@ def load_setup(overrides: Sequence[str]) -> Setup:
 
 
 def _compose(overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    from cl_hpc.config.compose import compose_config
 
-    from cl_hpc.config.schema import register
-
-    register()  # the typed schemas the yaml files name in their defaults
-    conf_dir = Path(__file__).resolve().parents[1] / "conf"
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
-            return compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"{exc}\nThe data and model keys are in conf/data, conf/model and "
-                          f"cl_hpc/config/ml.py; backtest.* keys in cl_hpc/backtest/conf.py.") from exc
+    return compose_config(overrides, "The data and model keys are in conf/data, conf/model and cl_hpc/config/ml.py; "
+                                     "backtest.* keys in cl_hpc/backtest/conf.py.")
 
 
 def _backtest(overrides: list[str]) -> BacktestConf:

@@ -150,12 +150,18 @@ class Config:
 
 
 def register() -> None:
-    """Register the schemas; conf/*.yaml name them in their defaults lists."""
+    """Register the schemas; conf/*.yaml name them in their defaults lists.
+
+    They are stored at the root, not in the groups a user chooses from (cluster, data, model,
+    pipeline): in a group, Hydra's --help offers them as options (``cluster=slurm_schema``) and
+    composing one gives a config with no values. A group's yaml pulls its schema in with
+    ``- /schema_<group>_<name>@_here_``.
+    """
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="pipeline", name="pipeline_schema", node=PipelineConf)
-    cs.store(group="cluster", name="local_schema", node=LocalClusterConf)
-    cs.store(group="cluster", name="inprocess_schema", node=InProcessClusterConf)
-    cs.store(group="cluster", name="slurm_schema", node=SlurmClusterConf)
-    cs.store(group="data", name="data_schema", node=DataConf)
-    cs.store(group="model", name="model_schema", node=ModelConf)
+    cs.store(name="schema_pipeline", node=PipelineConf)
+    cs.store(name="schema_cluster_local", node=LocalClusterConf)
+    cs.store(name="schema_cluster_inprocess", node=InProcessClusterConf)
+    cs.store(name="schema_cluster_slurm", node=SlurmClusterConf)
+    cs.store(name="schema_data", node=DataConf)
+    cs.store(name="schema_model", node=ModelConf)

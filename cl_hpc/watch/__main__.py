@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from cl_hpc.errors import ClHpcError, ConfigError
+from cl_hpc.errors import ClHpcError
 
 if TYPE_CHECKING:
     from cl_hpc.watch.check import Settings
@@ -75,20 +74,10 @@ def _seconds(text: str) -> float:
 
 def compose(overrides: Sequence[str]) -> DictConfig:
     """The config the launcher would compose from the same overrides."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
+    from cl_hpc.config.compose import compose_config
 
-    from cl_hpc.config.schema import register
-
-    register()
-    conf_dir = Path(__file__).resolve().parents[1] / "conf"
-    try:
-        with initialize_config_dir(version_base=None, config_dir=str(conf_dir)):
-            return hydra_compose("config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"{exc}\nThe keys and groups are in conf/ and cl_hpc/config/schema.py; the watch "
-                          f"passes every argument that is not one of its options to Hydra.") from exc
+    return compose_config(overrides, "The keys and their types are in cl_hpc/config/, their values in conf/; the "
+                                     "watch passes every argument that is not one of its options to Hydra.")
 
 
 def run_once(settings: Settings, args: argparse.Namespace) -> int:
