@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from cl_hpc.errors import StoreError
 from cl_hpc.registry import ModelRegistry
+from cl_hpc.rightsize.apply import ReadOnlyDb
 from cl_hpc.store.backup import backup
 from cl_hpc.store.db import DB_NAME, Store
 from tests.conftest import REPO, _env
@@ -122,3 +124,29 @@ def test_a_wal_store_is_copied_with_what_its_log_holds(tmp_path: Path) -> None:
         copy = backup(tmp_path / "wal" / DB_NAME, tmp_path / "copy.db")
     assert _rows(copy.path, "SELECT run_id FROM runs") == [("in-the-wal",)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db", "wal"]  # no -wal/-shm/temp left over
+
+
+def test_keep_holds_that_many_daily_copies_over_twenty_days(store: Path, tmp_path: Path) -> None:
+    """Issue 10, defect 1: the prune slice went negative, so --keep 14 held 7 and --keep 4 held 2."""
+    start = time.mktime((2026, 11, 1, 3, 0, 0, 0, 0, 0)) - time.timezone
+    for keep in (14, 4, 1):
+        folder = tmp_path / f"keep{keep}"
+        for day in range(20):
+            made = backup(store / DB_NAME, f"{folder}/", keep=keep, clock=lambda d=day: start + d * 86400)
+            held = sorted(p.name for p in folder.iterdir())
+            assert len(held) == min(day + 1, keep), (keep, day, held)
+            assert held[-1] == made.path.name  # the newest copies are the ones kept
+        assert held[0] == time.strftime("cl_hpc-%Y%m%d-%H%M%S.db", time.gmtime(start + (20 - keep) * 86400))
+
+
+def test_a_store_path_with_uri_characters_is_copied_whole(store: Path, tmp_path: Path) -> None:
+    """Issue 10, defect 7: a `?` pasted raw into a file: URI opened another, empty database."""
+    weird = tmp_path / "ops?v=2#x%41"
+    shutil.copytree(store, weird)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = backup(weird / DB_NAME, tmp_path / "copy.db")
+    assert result.rows == {"runs": 1, "models": 2, "alias_events": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "copy.db"])  # no stray file
+    with ReadOnlyDb(weird / DB_NAME) as db:  # the right-sizer's read-only view of the store
+        assert len(db.rows("models", "1 = 1", [])) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "copy.db"])

@@ -22,6 +22,7 @@ from cl_hpc.config.resources import Resources
 from cl_hpc.dag.model import Plan
 from cl_hpc.errors import ConfigError
 from cl_hpc.rightsize.history import Observation, rows_bucket
+from cl_hpc.store.uri import sqlite_uri
 from cl_hpc.rightsize.recommend import Policy, Recommendation, recommend
 from cl_hpc.store.profiles import attempt_elapsed_s, attempt_peak_mb, by_attempt
 
@@ -155,7 +156,7 @@ class ReadOnlyDb:
     Returns no rows from a store that predates the profiles table."""
 
     def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        self.conn = sqlite3.connect(sqlite_uri(path), uri=True, timeout=30)
         self.conn.row_factory = sqlite3.Row
 
     def rows(self, table: str, where: str, args: Iterable[Any]) -> list[dict[str, Any]]:

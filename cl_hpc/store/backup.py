@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from cl_hpc.errors import StoreError
+from cl_hpc.store.uri import sqlite_uri
 
 COUNTED = ("runs", "models", "alias_events")  # what the summary line reports
 STAMP = "cl_hpc-%Y%m%d-%H%M%S.db"  # the name a directory target's copy gets (UTC)
@@ -80,7 +81,8 @@ def _prune(made: Path, keep: int) -> tuple[Path, ...]:
     """Remove all but the newest ``keep`` time-stamped copies beside ``made``, which always stays
     (a clock that went back must not make it "the oldest"). Other files are never touched."""
     others = sorted(p for p in made.parent.iterdir() if _STAMPED.match(p.name) and p.name != made.name)
-    old = others[:len(others) - (keep - 1)] if keep > 1 else others
+    # Never a negative end: with fewer older copies than keep - 1, others[:-k] would remove some.
+    old = others[:max(0, len(others) - (keep - 1))]
     for path in old:
         path.unlink(missing_ok=True)
     return tuple(old)
@@ -88,7 +90,7 @@ def _prune(made: Path, keep: int) -> tuple[Path, ...]:
 
 def _copy(source: Path, tmp: Path, busy_timeout_s: float) -> None:
     # Read-only: a backup must never take a write lock or run the migrations.
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=busy_timeout_s)
+    src = sqlite3.connect(sqlite_uri(source), uri=True, timeout=busy_timeout_s)
     dst = sqlite3.connect(tmp)
     try:
         # In one step: a copy in steps starts over whenever another connection commits, and
@@ -108,7 +110,7 @@ def _copy(source: Path, tmp: Path, busy_timeout_s: float) -> None:
 
 
 def _check(path: Path) -> tuple[int, dict[str, int]]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(sqlite_uri(path), uri=True)
     try:
         verdict = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if verdict != "ok":
