@@ -9,18 +9,31 @@ nothing lost, nothing done twice.
 A signal that came before the fit started (Slurm may send USR2 up to a minute early) was caught by
 the Slurm job entry, which left its name in ``$CL_HPC_PENDING_SIGNAL``: the fit acts on it at its
 first step boundary, so the job checkpoints and requeues instead of running into its time limit.
+
+The resume checkpoint is checksummed and loaded as data only (``ResumeCheckpointIO``, installed on
+the trainer by the callback): its sha256 sits beside it in ``<name>.sha256``, and a resume reads
+the file once, checks those bytes against it and unpickles them with ``weights_only=True``, so a
+changed file is refused and a pickled object in it never runs, whatever torch's default
+(``torch<2.6`` defaults to a full unpickle).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import pickle
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from cl_hpc.atomic import write_bytes_atomic, write_text_atomic
 from cl_hpc.context import PENDING_SIGNAL_ENV, Preempted
+from cl_hpc.errors import ChecksumError, DataError
 
 _SIGNALS = {signal.SIGUSR2: True, signal.SIGTERM: False}  # signal -> must we ask for the requeue ourselves
 
@@ -35,6 +48,17 @@ class PreemptionCheckpoint(pl.Callback):
     def resume_from(self) -> str | None:
         """The checkpoint to resume from, if an earlier run of this job left one."""
         return str(self.path) if self.path.exists() else None
+
+    def discard(self) -> None:
+        """Remove the checkpoint and its checksum (the fit is done: nothing to resume)."""
+        self.path.unlink(missing_ok=True)
+        sidecar(self.path).unlink(missing_ok=True)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Lightning restores ckpt_path after the setup hooks: every trainer this callback is given
+        # to verifies the resume checkpoint, not only those built by cl_hpc's build_trainer.
+        if not isinstance(trainer.strategy.checkpoint_io, ResumeCheckpointIO):
+            trainer.strategy.checkpoint_io = ResumeCheckpointIO()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for sig in _SIGNALS:
@@ -71,7 +95,60 @@ class PreemptionCheckpoint(pl.Callback):
         self._previous.clear()
 
     def _save(self, trainer: pl.Trainer) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(str(tmp))  # collective under DDP; only global rank 0 writes the file
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)  # a kill mid-save leaves the previous checkpoint intact
+        # Collective under DDP; only global rank 0 writes, through ResumeCheckpointIO (atomic, checksummed).
+        trainer.save_checkpoint(str(self.path))
+
+
+def sidecar(path: Path) -> Path:
+    """Where the sha256 of the resume checkpoint ``path`` is kept."""
+    return path.with_name(f"{path.name}.sha256")
+
+
+class ResumeCheckpointIO(TorchCheckpointIO):
+    """Saves atomically with a sha256 beside the file; loads only verified bytes, as data.
+
+    The checkpoint and its checksum are two files, and no rename replaces both at once: while a
+    new checkpoint replaces the old one, the checksum file lists both digests, so a kill at any
+    point leaves a checkpoint whose digest is listed (and never a listed digest of a half file).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        during = [*_listed(path), digest] if path.exists() else [digest]
+        write_text_atomic(sidecar(path), "\n".join(during) + "\n")
+        write_bytes_atomic(path, data)
+        write_text_atomic(sidecar(path), digest + "\n")
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        path = Path(path)
+        data = path.read_bytes()  # once: the bytes checked are the bytes loaded
+        digest = hashlib.sha256(data).hexdigest()
+        listed = _listed(path)
+        if digest not in listed:
+            found = f"records {', '.join(listed)}" if listed else "is missing"
+            raise ChecksumError(
+                f"resume checkpoint {path} has sha256 {digest}, but its checksum file {sidecar(path)} {found}: "
+                f"the file was changed after this job wrote it, so it is not resumed. Delete both files to "
+                f"start this attempt's fit from scratch, or let the task's retry start a new attempt")
+        try:  # whatever weights_only the caller asks for: a resume checkpoint holds only data
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise DataError(f"resume checkpoint {path} holds objects other than tensors and plain data, "
+                            f"which are never unpickled: {exc}") from exc
+
+    def remove_checkpoint(self, path: Any) -> None:
+        super().remove_checkpoint(path)
+        sidecar(Path(path)).unlink(missing_ok=True)
+
+
+def _listed(path: Path) -> list[str]:
+    """The digests the checksum file beside ``path`` accepts (none when it is missing)."""
+    try:
+        return sidecar(path).read_text(encoding="ascii").split()
+    except FileNotFoundError:
+        return []

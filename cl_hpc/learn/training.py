@@ -166,7 +166,7 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, conf: ModelConf, root_dir:
     seconds = time.perf_counter() - started
     if profiler is not None:
         profiler.fit_done(trainer, module)
-    saver.path.unlink(missing_ok=True)  # done: the task saves its own, checksummed model file
+    saver.discard()  # done: the task saves its own, checksummed model file
     probs = predict_proba(module.net, torch.from_numpy(x)).numpy()
     return FitResult(module, trainer.current_epoch, trainer.global_step, seconds, log_loss(probs, y),
                      accuracy(probs, y), n_params(module.net), callback.epoch_loss, callback.epoch_accuracy)
