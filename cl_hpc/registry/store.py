@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from cl_hpc.data.files import sha256_file
-from cl_hpc.errors import ChecksumError, DataError
+from cl_hpc.errors import ChecksumError
 from cl_hpc.registry.provenance import git_state, package_versions, python_version
 from cl_hpc.registry.records import AliasEvent, ModelVersion, rollback_target
 from cl_hpc.registry.versions import (RegistryError, Version, check_alias, check_name, is_version, next_stateful,
@@ -166,17 +166,13 @@ class ModelRegistry:
         """(network in eval mode, payload) of a version or alias, verified before it is unpickled."""
         record = self.get(name, ref)
         path = _existing(record)
-        from cl_hpc.learn.checkpoint import load_checkpoint  # torch: only for the callers that load
+        # torch: imported only by the callers that load
+        from cl_hpc.learn.checkpoint import CheckpointChanged, load_checkpoint
 
         try:
-            return load_checkpoint(path, record.checkpoint_sha256)  # verifies, then weights_only=True
-        except ChecksumError:
-            raise
-        except DataError as exc:
-            actual = sha256_file(path) if path.is_file() else None
-            if actual is not None and actual != record.checkpoint_sha256:
-                raise self._quarantine(record, actual) from exc
-            raise
+            return load_checkpoint(path, record.checkpoint_sha256)  # reads once, verifies, then weights_only=True
+        except CheckpointChanged as exc:
+            raise self._quarantine(record, exc.actual) from exc
 
     def _quarantine(self, record: ModelVersion, actual: str) -> ChecksumError:
         reason = (f"checkpoint sha256 was {actual}, not the registered {record.checkpoint_sha256} "

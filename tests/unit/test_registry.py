@@ -248,6 +248,40 @@ def test_a_corrupted_checkpoint_is_refused_and_quarantined_for_good(registry: Mo
     assert registry.events("retrain") == []
 
 
+class _SwapOnReopen:
+    """A Python audit hook (real, not a mock: every open() reports to it before it happens) that
+    replaces ``path`` with other bytes when it is opened a second time: a file swapped between a
+    check and a load."""
+
+    def __init__(self, path: Path, other: bytes) -> None:
+        self.path, self.other, self.opens, self.armed = str(path), other, 0, True
+
+    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
+        if not self.armed or event != "open" or not isinstance(args[0], (str, Path)) or str(args[0]) != self.path:
+            return
+        self.opens += 1
+        if self.opens == 2:
+            Path(self.path).write_bytes(self.other)
+
+
+def test_load_checkpoint_reads_the_file_once_so_a_swap_after_the_check_is_never_loaded(tmp_path: Path) -> None:
+    import sys
+
+    from cl_hpc.learn.checkpoint import load_checkpoint
+
+    path, other = tmp_path / "model.pt", tmp_path / "other.pt"
+    sha = make_checkpoint(path, seed=0, hidden=8)
+    make_checkpoint(other, seed=1, hidden=16)
+    hook = _SwapOnReopen(path, other.read_bytes())
+    sys.addaudithook(hook)  # audit hooks cannot be removed: disarmed below
+    try:
+        net, payload = load_checkpoint(path, sha)
+    finally:
+        hook.armed = False
+    assert payload["net"]["hidden"] == 8 and payload["window_digest"] == "w0"  # the bytes whose sha256 matched
+    assert hook.opens == 1
+
+
 def test_promote_verifies_the_file_and_quarantines_on_mismatch(registry: ModelRegistry, tmp_path: Path) -> None:
     record = _register(registry, tmp_path, 0)
     corrupt(Path(record.checkpoint_path))
