@@ -23,9 +23,14 @@ STYLE = {
 
 
 def make_console() -> Console:
-    """A terminal console, or a wide plain one for logs and pipes (no wrapping of log paths)."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200, soft_wrap=True)
+    """A terminal console, or a wide plain one for logs and pipes (no wrapping of log paths).
+
+    Markup is off: every string it prints or puts in a table is text. Reasons, tags, task names,
+    paths and errors come from users, and "per ticket [/ops/1234]" read as markup is a MarkupError
+    that makes a view unreadable. Style goes through ``style=`` and ``Text``, never through markup.
+    """
+    console = Console(markup=False)
+    return console if console.is_terminal else Console(width=200, soft_wrap=True, markup=False)
 
 
 def status_table(run: RunDir, plan: Plan, statuses: Mapping[str, UnitStatus], with_logs: bool = True) -> Table:
