@@ -39,6 +39,7 @@ from rich.console import Console  # noqa: E402
 from cl_hpc.config.schema import register  # noqa: E402
 from cl_hpc.dag.build import build_plan, digest, report  # noqa: E402
 from cl_hpc.dag.model import Plan  # noqa: E402
+from cl_hpc.dag.names import run_id_problem  # noqa: E402
 from cl_hpc.dag.render import mermaid, render_plan  # noqa: E402
 from cl_hpc.dag.resume import plan_resume  # noqa: E402
 from cl_hpc.errors import ClHpcError, ConfigError, ExecutorError, ResourceError  # noqa: E402
@@ -61,6 +62,9 @@ def launch(cfg: DictConfig, console: Console) -> int:
 
 def _launch(cfg: DictConfig, console: Console) -> int:
     resolved = _resolve(cfg)
+    run_id = resolved["launch"]["run_id"]
+    if run_id is not None and run_id_problem(run_id):  # a folder under run_root: never ../x
+        raise ConfigError(f"{run_id_problem(run_id)}. Nothing was submitted.")
     executor = make_executor(cfg.cluster)
     run_root = Path(resolved["run_root"]).resolve()
     plan = build_plan(resolved["pipeline"], executor.capacity(), workdir=os.getcwd())

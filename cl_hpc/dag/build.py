@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 from cl_hpc.config.resources import Resources
 from cl_hpc.dag.capacity import Capacity
 from cl_hpc.dag.model import Edge, EdgeKind, Plan, TaskSpec, Unit, unit_key
+from cl_hpc.dag.names import pipeline_name_problem, task_name_problem
 from cl_hpc.dag.targets import target_problem
 from cl_hpc.errors import DagError, ResourceError
 
@@ -22,7 +23,7 @@ def build_plan(pipeline: Mapping[str, Any], capacity: Capacity | None, workdir: 
     tasks = {name: _spec(name, conf) for name, conf in (pipeline.get("tasks") or {}).items()}
     if not tasks:
         raise DagError(f"pipeline {pipeline.get('name')!r} has no tasks; add some under {_WHERE}")
-    problems = _structure_problems(tasks)
+    problems = [p for p in (pipeline_name_problem(pipeline.get("name")),) if p] + _structure_problems(tasks)
     if problems:  # a cycle or a dangling edge makes every later check meaningless
         raise DagError(report("the pipeline's graph is invalid", problems))
     order = topological_order(tasks)
@@ -54,7 +55,7 @@ def _spec(name: str, conf: Mapping[str, Any]) -> TaskSpec:
 
 
 def _structure_problems(tasks: Mapping[str, TaskSpec]) -> list[str]:
-    problems = []
+    problems = [p for name in tasks if (p := task_name_problem(name, f"{_WHERE}.{name}"))]
     for spec in tasks.values():
         for dep in spec.depends_on:
             if dep == spec.name:
