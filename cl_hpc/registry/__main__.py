@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from cl_hpc.errors import ClHpcError
 from cl_hpc.registry.diff import diff_versions
-from cl_hpc.registry.store import ModelRegistry
+from cl_hpc.registry.store import UNCHECKED, ModelRegistry
 from cl_hpc.registry.versions import RegistryError
 from cl_hpc.registry.view import events_table, event_line, print_diff, version_table, versions_table
 from cl_hpc.ui import make_console
@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     _add(sub, common, "show", "every field of one version", json_flag=True).add_argument("ref", help="X.Y or alias")
     promote = _add(sub, common, "promote", "point an alias at a verified version")
     promote.add_argument("ref", help="X.Y (or an alias, e.g. challenger)")
+    promote.add_argument("--expect", default=None, metavar="X.Y",
+                         help="move only if the alias still points at X.Y (what you compared against)")
     _alias_args(promote)
     rollback = _add(sub, common, "rollback", "undo the alias's latest change, or move it --to a version")
     rollback.add_argument("--to", default=None, help="X.Y to point at (default: undo the latest change)")
@@ -118,7 +120,8 @@ def _show(registry: ModelRegistry, args: argparse.Namespace) -> None:
 
 def _promote(registry: ModelRegistry, args: argparse.Namespace) -> None:
     name = _model(registry, args.name)
-    event = registry.promote(name, args.ref, args.alias, reason=args.reason, actor=args.actor)
+    expect = UNCHECKED if args.expect is None else args.expect
+    event = registry.promote(name, args.ref, args.alias, reason=args.reason, actor=args.actor, expect=expect)
     if event is None:
         print(f"{args.alias} of {name} already points at {registry.resolve(name, args.alias)}; nothing changed")
     else:

@@ -9,6 +9,7 @@ checkpoint (slow for big files) happens before the transaction, never while hold
 from __future__ import annotations
 
 import dataclasses
+import enum
 import getpass
 import json
 import socket
@@ -23,6 +24,23 @@ from cl_hpc.registry.records import AliasEvent, ModelVersion, rollback_target
 from cl_hpc.registry.versions import (RegistryError, Version, check_alias, check_name, is_version, next_stateful,
                                       next_stateless, parse_version, strategy_kind)
 from cl_hpc.store.db import Store
+
+class Unchecked(enum.Enum):
+    """``promote(expect=UNCHECKED)``: move the alias wherever it points now (a move by hand)."""
+
+    ANY = "any"
+
+
+UNCHECKED = Unchecked.ANY
+
+
+class AliasMoved(RegistryError):
+    """The alias no longer points at the version the caller's decision was made against."""
+
+    def __init__(self, message: str, expected: Version | None, current: Version | None) -> None:
+        super().__init__(message)
+        self.expected, self.current = expected, current
+
 
 _MAX_LISTED = 12  # versions named in an "unknown version" error; the newest ones
 
@@ -189,11 +207,20 @@ class ModelRegistry:
     # ---- aliases ----------------------------------------------------------------------------
 
     def promote(self, name: str, ref: str | Version, alias: str = "champion", *, reason: str,
-                actor: str | None = None, run_id: str | None = None) -> AliasEvent | None:
-        """Point ``alias`` at a verified version and log it; None if it already pointed there."""
+                actor: str | None = None, run_id: str | None = None,
+                expect: str | Version | None | Unchecked = UNCHECKED) -> AliasEvent | None:
+        """Point ``alias`` at a verified version and log it; None if it already pointed there.
+
+        ``expect``: the version the decision to promote was made against (the champion the gate
+        compared the challenger with; None: the alias was unset). The move is then a
+        compare-and-set inside the write transaction: AliasMoved if the alias points elsewhere by
+        then, so a concurrent promotion is never replaced by a version never compared with it.
+        """
         check_alias(alias)
+        expected = expect if expect is UNCHECKED or expect is None else _as_version(expect)
         record = self._trusted(name, ref)
-        return self._move(record, alias, "promote", _reason(reason), actor, run_id, expect_last=None)
+        return self._move(record, alias, "promote", _reason(reason), actor, run_id, expect_last=None,
+                          expect_current=expected)
 
     def rollback(self, name: str, alias: str = "champion", *, reason: str, to: str | Version | None = None,
                  actor: str | None = None, run_id: str | None = None) -> AliasEvent:
@@ -228,12 +255,15 @@ class ModelRegistry:
         return self.verify(name, record.version)
 
     def _move(self, record: ModelVersion, alias: str, action: str, reason: str, actor: str | None,
-              run_id: str | None, expect_last: int | None) -> AliasEvent | None:
+              run_id: str | None, expect_last: int | None,
+              expect_current: Version | None | Unchecked = UNCHECKED) -> AliasEvent | None:
         def work() -> AliasEvent | None:
             self._still_movable(record, alias, expect_last)
             current = self.aliases(record.name).get(alias)
             if current == record.version:
                 return None
+            if expect_current is not UNCHECKED and current != expect_current:
+                raise self._moved(record, alias, expect_current, current)
             return self._write_event(record, alias, action, current, reason, actor or _actor(), run_id)
 
         return self.store._transaction(work)
@@ -248,6 +278,21 @@ class ModelRegistry:
                 raise RegistryError(f"alias {alias!r} of model {record.name!r} was changed meanwhile (event "
                                     f"#{events[-1].id}: {events[-1].action} -> {events[-1].to_version}); "
                                     f"look at the log and roll back again if still needed")
+
+    def _moved(self, record: ModelVersion, alias: str, expected: Version | None, current: Version | None) -> AliasMoved:
+        events = self.events(record.name, alias)
+        moved = "it was never set"
+        if events:
+            last = events[-1]
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.at))
+            moved = (f"event #{last.id} at {when} by {last.actor}: {last.action} {last.from_version or '(new)'} -> "
+                     f"{last.to_version}, {last.reason!r}")
+        return AliasMoved(
+            f"{record.label} was not promoted: it was judged against {alias} {expected or '(none: cold start)'}, "
+            f"but {alias} now points at {current or 'nothing'} ({moved}). {record.label} stays registered; "
+            f"compare it with {alias} {current or ''} (run the pipeline again), or promote it by hand: "
+            f"python -m cl_hpc.registry promote {record.version} --alias {alias} --reason ...",
+            expected, current)
 
     def _write_event(self, record: ModelVersion, alias: str, action: str, current: Version | None,
                      reason: str, actor: str, run_id: str | None) -> AliasEvent:
@@ -296,6 +341,10 @@ def _checked_sha(path: Path, expected: str | None) -> str:
         raise ChecksumError(f"checkpoint {path} has sha256 {actual}, but training recorded {expected}: the file "
                             f"changed after training; nothing was registered (re-run the train task)")
     return actual
+
+
+def _as_version(value: str | Version) -> Version:
+    return value if isinstance(value, Version) else parse_version(value)
 
 
 def _existing(record: ModelVersion) -> Path:

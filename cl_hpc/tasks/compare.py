@@ -49,7 +49,7 @@ def run(ctx: TaskContext, gate: Optional[Mapping[str, Any]] = None, registry: Op
     previous = _previous(feats, challenger, chal_payload, champ)
     prior = np.asarray(feats["train_class_counts"], dtype=float)
     verdict = decide(conf, new, previous, prior=list(prior / prior.sum()))
-    data = verdict.to_dict()
+    data = {**verdict.to_dict(), "champion": champ[0] if champ else None}  # promote moves the alias only from it
     write_bytes_atomic(ctx.task_dir / "verdict.json", json.dumps(data, indent=1, default=str).encode())
     ref_probs = new.champion
     return {"passed": verdict.passed, "reasons": data["reasons"], "champion": champ[0] if champ else None,
@@ -66,9 +66,9 @@ def _probs(net: torch.nn.Module, payload: Mapping[str, Any], x: np.ndarray, feat
 def _refused(ctx: TaskContext, why: str) -> dict[str, Any]:
     reason = (f"label space: {why}; the challenger cannot be compared with the champion, so it is not promoted "
               f"(pipeline.tasks.compare.params.allow_label_space_change=true judges it against the baseline)")
-    data = {"passed": False, "reasons": [reason]}
+    data = {"passed": False, "reasons": [reason], "champion": None}
     write_bytes_atomic(ctx.task_dir / "verdict.json", json.dumps(data, indent=1).encode())
-    return {**data, "champion": None, "challenger_accuracy": None, "champion_accuracy": None,
+    return {**data, "challenger_accuracy": None, "champion_accuracy": None,
             "verdict_path": str(ctx.task_dir / "verdict.json"), "eval_rows": 0}
 
 

@@ -5,6 +5,11 @@ Every challenger becomes a version (stateless: (X+1).0; a fine-tune of champion 
 its lineage, checkpoint checksum, resolved config, data window, code and package versions, and its
 metrics; a rejected one is tagged ``rejected`` and the champion stays. The alias move and its
 reason (the gate's own) go to the registry's append-only alias log.
+
+The alias moves only if it still points at the champion the gate compared the challenger with
+(``compare``'s ``champion``; none at a cold start): a promotion made meanwhile, by hand or by
+another run, is never silently replaced by a version that was not compared with it. Such a
+challenger stays registered, tagged ``stale-gate``, with the reason in this task's outputs.
 """
 
 from __future__ import annotations
@@ -12,12 +17,12 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from cl_hpc.context import TaskContext
-from cl_hpc.registry.store import ModelRegistry
+from cl_hpc.registry.store import AliasMoved, ModelRegistry
 from cl_hpc.tasks._common import upstream
 from cl_hpc.tasks._registry import registry_ref
 
 _TRAIN = ("checkpoint_path", "checkpoint_sha256", "strategy", "parent", "window_end", "train_rows", "strategy_reason")
-_COMPARE = ("passed", "reasons", "challenger_accuracy")
+_COMPARE = ("passed", "reasons", "challenger_accuracy", "champion")
 _INGEST = ("train_partitions", "train_digest", "train_labels", "eval_partitions")
 
 
@@ -38,10 +43,17 @@ def run(ctx: TaskContext, registry: Optional[Mapping[str, Any]] = None,
                               config=dict(config or {}), window_partitions=list(ingest["train_partitions"]),
                               window_digest=ingest["train_digest"], metrics=metrics, run_id=ctx.run_id,
                               task_key="train")
-        if compared["passed"]:
+        promoted, reasons = bool(compared["passed"]), list(compared["reasons"])
+        if promoted:
             reason = "gate passed: " + "; ".join(compared["reasons"])
-            reg.promote(ref.name, record.version, ref.alias, reason=reason, run_id=ctx.run_id)
+            try:
+                reg.promote(ref.name, record.version, ref.alias, reason=reason, run_id=ctx.run_id,
+                            expect=compared["champion"])
+            except AliasMoved as exc:
+                reg.tag(ref.name, record.version, ["stale-gate"])
+                print(f"promote: {exc}", flush=True)  # the task log says it too, not only outputs.json
+                promoted, reasons = False, [*reasons, str(exc)]
         else:
             reg.tag(ref.name, record.version, ["rejected"])
-    return {"version": str(record.version), "promoted": bool(compared["passed"]), "strategy": trained["strategy"],
-            "parent": trained["parent"], "reasons": compared["reasons"]}
+    return {"version": str(record.version), "promoted": promoted, "strategy": trained["strategy"],
+            "parent": trained["parent"], "reasons": reasons, "compared_with": compared["champion"]}

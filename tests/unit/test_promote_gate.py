@@ -1,0 +1,131 @@
+"""The promote task moves the champion alias only from the champion the gate compared against.
+
+Real SQLite files, real torch checkpoints, the real promote task and registry CLI, and real
+processes for the concurrent case.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cl_hpc.context import TaskContext
+from cl_hpc.registry import ModelRegistry, RegistryError
+from cl_hpc.registry.__main__ import main as registry_cli
+from tests.unit.test_registry import make_checkpoint
+
+
+def _champion_1_0(root: Path, tmp_path: Path) -> None:
+    sha = make_checkpoint(tmp_path / "champ.pt", seed=0)
+    with ModelRegistry.open(root) as reg:
+        record = reg.register("m", tmp_path / "champ.pt", strategy="stateless", checkpoint_sha256=sha)
+        reg.promote("m", record.version, reason="first model")
+
+
+def _promote_task(root: Path, run_dir: Path, checkpoint: Path, sha: str, champion: str | None) -> dict[str, Any]:
+    """Run the promote task of a run whose gate passed its challenger against ``champion``."""
+    from cl_hpc.tasks import promote
+
+    upstream = {
+        "train": {"checkpoint_path": str(checkpoint), "checkpoint_sha256": sha, "strategy": "stateless",
+                  "parent": None, "window_end": "2026-01-01T00:00:00", "train_rows": 10,
+                  "strategy_reason": "test"},
+        "compare": {"passed": True, "reasons": [f"beats champion {champion}"], "challenger_accuracy": 0.9,
+                    "champion_accuracy": 0.8, "champion": champion},
+        "ingest": {"train_partitions": ["p0"], "train_digest": "d", "train_labels": 10, "eval_partitions": ["p1"]},
+    }
+    task_dir = run_dir / "tasks" / "promote"
+    task_dir.mkdir(parents=True, exist_ok=True)
+    ctx = TaskContext(run_dir.name, "promote", "promote", task_dir, run_dir, 1, upstream=upstream)
+    return promote.run(ctx, registry={"root": str(root), "name": "m"})
+
+
+def test_a_challenger_judged_against_a_champion_replaced_meanwhile_is_not_promoted(tmp_path: Path) -> None:
+    """The gate compared 2.0 with champion 1.0; meanwhile 1.1 was promoted by hand: 2.0 must not
+    replace 1.1, which it was never compared with."""
+    root = tmp_path / "store"
+    _champion_1_0(root, tmp_path)
+    hotfix_sha = make_checkpoint(tmp_path / "hotfix.pt", seed=1)
+    with ModelRegistry.open(root) as reg:
+        reg.register("m", tmp_path / "hotfix.pt", strategy="stateful", parent="1.0", checkpoint_sha256=hotfix_sha)
+    assert registry_cli(["--store-root", str(root), "promote", "1.1", "--reason", "hotfix by hand"]) == 0
+    sha = make_checkpoint(tmp_path / "challenger.pt", seed=2)
+
+    out = _promote_task(root, tmp_path / "run", tmp_path / "challenger.pt", sha, champion="1.0")
+
+    assert out["version"] == "2.0" and out["promoted"] is False
+    assert "judged against champion 1.0, but champion now points at 1.1" in out["reasons"][-1]
+    assert "hotfix by hand" in out["reasons"][-1]
+    with ModelRegistry.open(root) as reg:
+        assert str(reg.resolve("m", "champion")) == "1.1"
+        assert "stale-gate" in reg.get("m", "2.0").tags  # registered, and why it is not the champion
+        assert [str(e.to_version) for e in reg.events("m")] == ["1.0", "1.1"]
+
+
+def test_a_challenger_judged_against_the_current_champion_is_promoted(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _champion_1_0(root, tmp_path)
+    sha = make_checkpoint(tmp_path / "challenger.pt", seed=2)
+    out = _promote_task(root, tmp_path / "run", tmp_path / "challenger.pt", sha, champion="1.0")
+    assert out["promoted"] is True and out["compared_with"] == "1.0"
+    with ModelRegistry.open(root) as reg:
+        assert str(reg.resolve("m", "champion")) == "2.0"
+
+
+def test_a_cold_start_gate_does_not_replace_a_champion_promoted_meanwhile(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _champion_1_0(root, tmp_path)
+    sha = make_checkpoint(tmp_path / "challenger.pt", seed=2)
+    out = _promote_task(root, tmp_path / "run", tmp_path / "challenger.pt", sha, champion=None)
+    assert out["promoted"] is False and "judged against champion (none: cold start)" in out["reasons"][-1]
+
+
+def _racer(root: str, run_dir: str, checkpoint: str, sha: str, barrier: Any, results: Any) -> None:
+    barrier.wait(timeout=60)  # both runs reach promote at once
+    results.put(_promote_task(Path(root), Path(run_dir), Path(checkpoint), sha, champion="1.0"))
+
+
+def test_two_concurrent_promotions_judged_against_one_champion_promote_only_one(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _champion_1_0(root, tmp_path)
+    shas = [make_checkpoint(tmp_path / f"c{i}.pt", seed=10 + i) for i in range(2)]
+    ctx = mp.get_context("spawn")  # fresh processes, like two runs' jobs on different nodes
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_racer, args=(str(root), str(tmp_path / f"run{i}"), str(tmp_path / f"c{i}.pt"),
+                                             shas[i], barrier, results)) for i in range(2)]
+    for proc in procs:
+        proc.start()
+    outs = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    winner = [o for o in outs if o["promoted"]]
+    loser = [o for o in outs if not o["promoted"]]
+    assert len(winner) == 1 and len(loser) == 1
+    assert f"champion now points at {winner[0]['version']}" in loser[0]["reasons"][-1]
+    with ModelRegistry.open(root) as reg:
+        assert str(reg.resolve("m", "champion")) == winner[0]["version"]
+        log = [(str(e.from_version), str(e.to_version)) for e in reg.events("m")]
+        assert log == [("None", "1.0"), ("1.0", winner[0]["version"])]  # nothing replaced it unseen
+
+
+def test_registry_promote_by_hand_with_expect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "store"
+    _champion_1_0(root, tmp_path)
+    for seed, parent in ((1, "1.0"), (2, "1.1")):
+        sha = make_checkpoint(tmp_path / f"v{seed}.pt", seed=seed)
+        with ModelRegistry.open(root) as reg:
+            reg.register("m", tmp_path / f"v{seed}.pt", strategy="stateful", parent=parent, checkpoint_sha256=sha)
+    base = ["--store-root", str(root), "promote"]
+    assert registry_cli([*base, "1.1", "--reason", "by hand"]) == 0  # without --expect: as before
+    assert registry_cli([*base, "1.2", "--expect", "1.0", "--reason", "compared with 1.0"]) == 2
+    assert "1.2 was not promoted: it was judged against champion 1.0, but champion now points at 1.1" in \
+        capsys.readouterr().err
+    assert registry_cli([*base, "1.2", "--expect", "1.1", "--reason", "compared with 1.1"]) == 0
+    with ModelRegistry.open(root) as reg:
+        assert str(reg.resolve("m", "champion")) == "1.2"
+        with pytest.raises(RegistryError, match="is not a model version"):
+            reg.promote("m", "1.0", reason="r", expect="champion")
