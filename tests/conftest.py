@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.fakes.slurm"]  # the fake_slurm fixture: the fake Slurm CLI first on PATH
 
 
 @dataclass

@@ -2,20 +2,19 @@
 merge job that waits for the whole array (``afterok`` on the array id) and writes the report.
 
 The scripts come from the project's pure renderer (cl_hpc/execute/slurm/sbatch.py) and are kept in
-``OUT/slurm/``; submission is a plain ``sbatch --parsable``. No torch is imported here.
+``OUT/slurm/``; submission goes through the one Slurm command layer (cl_hpc/execute/slurm/commands.py). No torch is imported here.
 """
 
 from __future__ import annotations
 
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from cl_hpc.backtest.conf import BacktestConf
 from cl_hpc.config.resources import Resources
-from cl_hpc.errors import ExecutorError
+from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch
 
 CELLS_SCRIPT, MERGE_SCRIPT = "cells.sbatch", "merge.sbatch"
@@ -51,14 +50,6 @@ def render_jobs(conf: BacktestConf, n_cells: int, out: Path, overrides: Sequence
     return render_sbatch(cells), render_sbatch(merge)
 
 
-def parse_job_id(stdout: str) -> str:
-    """``sbatch --parsable`` prints ``<id>`` or ``<id>;<cluster>``."""
-    job_id = stdout.strip().split(";")[0]
-    if not job_id.isdigit():
-        raise ExecutorError(f"sbatch printed {stdout.strip()!r}, not a job id")
-    return job_id
-
-
 def submit(cells_script: str, merge_script: str, out: Path) -> tuple[str, str]:
     """Write both scripts into OUT/slurm and submit them; returns (array job id, merge job id)."""
     folder = out / "slurm"
@@ -70,10 +61,4 @@ def submit(cells_script: str, merge_script: str, out: Path) -> tuple[str, str]:
 
 
 def _sbatch(script: Path) -> str:
-    try:
-        proc = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ExecutorError(f"could not run sbatch for {script} ({exc}); is Slurm's client on PATH?") from exc
-    if proc.returncode != 0:
-        raise ExecutorError(f"sbatch {script} failed (exit {proc.returncode}): {proc.stderr.strip()}")
-    return parse_job_id(proc.stdout)
+    return commands.sbatch(script)

@@ -20,7 +20,7 @@ import sys
 import time
 
 from cl_hpc.context import Preempted, TaskContext
-from cl_hpc.errors import TaskFailedError
+from cl_hpc.errors import ClHpcError, TaskFailedError
 from cl_hpc.rundir.layout import RunDir
 
 TYPE_CHECKING = False
@@ -166,9 +166,12 @@ def _request_requeue() -> None:
     if os.environ.get("SLURM_ARRAY_JOB_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     if job:
-        import subprocess
+        from cl_hpc.execute.slurm.commands import scontrol
 
-        subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
+        try:
+            scontrol("requeue", job)
+        except ClHpcError as exc:  # the attempt stays recorded as preempted; the log says why no requeue
+            print(f"cl_hpc: could not requeue job {job}: {exc}", file=sys.stderr, flush=True)
 
 
 def _record(run: RunDir, key: str, record: dict[str, Any]) -> None:

@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 import socket
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -64,22 +63,19 @@ class Taken:
 
 def live_slurm_jobs(job_ids: Sequence[str]) -> dict[str, str]:
     """{base id: state} of the ``job_ids`` that ``squeue`` still lists (pending, running, ...)."""
+    from cl_hpc.execute.slurm import commands
     from cl_hpc.execute.slurm.parse import parse_squeue
 
     bases = sorted({str(j).split("_")[0] for j in job_ids})
     if not bases:
         return {}
-    argv = ["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(bases)]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
-        raise ExecutorError(f"`{' '.join(argv)}` failed ({exc}); cannot tell whether the run still goes") from exc
-    if proc.returncode != 0:
-        if "Invalid job id" in proc.stderr:  # squeue's answer when the only id asked for is gone
+        out = commands.run(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(bases)])
+    except commands.SlurmCommandError as exc:
+        if "Invalid job id" in exc.stderr:  # squeue's answer when the only id asked for is gone
             return {}
-        raise ExecutorError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {proc.stderr.strip()}; "
-                            f"check the cluster with `sinfo`")
-    return {e.base_id: e.state for e in parse_squeue(proc.stdout) if e.base_id in bases}
+        raise
+    return {e.base_id: e.state for e in parse_squeue(out) if e.base_id in bases}
 
 
 def pid_alive(pid: Any, started: Any) -> bool:

@@ -18,9 +18,9 @@ from cl_hpc.backtest.conf import BacktestConf, Cell, backtest_conf, cells, exclu
 from cl_hpc.backtest.history import History, load_history
 from cl_hpc.backtest.replay import run_cell
 from cl_hpc.backtest.report import build_report, cell_summary, freshness, recommend
-from cl_hpc.backtest.slurm import parse_job_id, render_jobs
+from cl_hpc.backtest.slurm import render_jobs
 from cl_hpc.config.ml import DataConf, ModelConf
-from cl_hpc.errors import ConfigError, DataError, ExecutorError
+from cl_hpc.errors import ConfigError, DataError
 
 N, ROWS, WINDOW = 12, 300, 3
 FIRST = WINDOW - 1  # the warm-up model is trained after this window
@@ -282,6 +282,3 @@ def test_the_grid_is_one_job_array_plus_a_merge_that_waits_for_it(tmp_path: Path
     assert command.startswith("exec ") and "--only-cell $SLURM_ARRAY_TASK_ID" in command
     assert shlex.split(command)[-2:] == ["model.hidden=16", "backtest.exclude=[1, 2]"]
     assert "--dependency='afterok:{array_job}'" in merge and "--merge" in merge and "--array" not in merge
-    assert parse_job_id("1234\n") == "1234" and parse_job_id("77;cluster") == "77"
-    with pytest.raises(ExecutorError, match="not a job id"):
-        parse_job_id("sbatch: error")

@@ -8,13 +8,11 @@ cannot show (hostlists, UNLIMITED, several GPU types, features, account limits).
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 
 from cl_hpc.config.resources import Resources
-from cl_hpc.errors import ExecutorError
-from cl_hpc.execute.slurm.cluster import ClusterInfo, resource_problems, run_slurm
+from cl_hpc.execute.slurm.cluster import ClusterInfo, resource_problems
 from cl_hpc.execute.slurm.parse import (
     Association,
     SqueueEntry,
@@ -454,19 +452,6 @@ def test_resource_problems_user_without_associations() -> None:
 def test_resource_problems_without_enforced_accounting() -> None:
     info = ClusterInfo(LOCAL.partitions, LOCAL.nodes, "root", None, None, frozenset())
     assert resource_problems("t", Resources(account="anything", qos="any"), info) == []
-
-
-# ---------------------------------------------------------------- the runner's errors (real processes)
-
-def test_run_slurm_errors_name_the_command() -> None:
-    with pytest.raises(ExecutorError, match=r"`sinfo-not-installed -h` failed: sinfo-not-installed is not on PATH"):
-        run_slurm(["sinfo-not-installed", "-h"])
-    with pytest.raises(ExecutorError, match=r"failed \(exit 3\): boom; check that the cluster is up with `sinfo`"):
-        run_slurm([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
-    with pytest.raises(ExecutorError, match=r"failed \(exit 1\): Partition x not found;"):  # scontrol's way
-        run_slurm([sys.executable, "-c", "import sys; print('Partition x not found'); sys.exit(1)"])
-    with pytest.raises(ExecutorError, match=r"did not answer within 0.2 s"):
-        run_slurm([sys.executable, "-c", "import time; time.sleep(5)"], timeout_s=0.2)
 
 
 # scontrol show assoc_mgr users=root flags=assoc (Slurm 22.05.8, the local test cluster; trimmed)

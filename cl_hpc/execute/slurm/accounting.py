@@ -9,12 +9,13 @@ it), once per profile, after the job ended.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from cl_hpc.atomic import read_json, write_json_atomic
+from cl_hpc.errors import ExecutorError
+from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.parse import LIVE_STATES, mem_mb_or_none, parse_sacct, parse_time_min
 from cl_hpc.rundir.layout import RunDir
 
@@ -65,11 +66,11 @@ def _cpu_seconds(text: str) -> float | None:
 def query_accounting(job_ids: list[str]) -> dict[str, dict[str, Any]]:
     if not job_ids:
         return {}
-    cmd = ["sacct", "-n", "-P", "-o", ",".join(FIELDS), "-j", ",".join(sorted(set(job_ids)))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
+    try:
+        out = commands.run(["sacct", "-n", "-P", "-o", ",".join(FIELDS), "-j", ",".join(sorted(set(job_ids)))])
+    except ExecutorError:
         return {}  # accounting is a bonus on the profile: a missing slurmdbd must not fail status
-    return fold_sacct(parse_sacct(proc.stdout, FIELDS))
+    return fold_sacct(parse_sacct(out, FIELDS))
 
 
 def attach_sacct(run: RunDir) -> int:

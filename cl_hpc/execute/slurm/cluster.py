@@ -11,14 +11,12 @@ import difflib
 import os
 import pwd
 import re
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from cl_hpc.config.resources import Resources
-from cl_hpc.errors import ExecutorError
-from cl_hpc.execute.slurm import parse
+from cl_hpc.execute.slurm import commands, parse
 from cl_hpc.execute.slurm.parse import Association, NodeInfo, PartitionInfo
 from cl_hpc.execute.slurm.sbatch import slurm_mem, slurm_time
 
@@ -55,23 +53,11 @@ class ClusterInfo:
         return out
 
 
-# ---------------------------------------------------------------- runners: thin, one command each
+# ---------------------------------------------------------------- runners: one line each, through commands.py
 
 def run_slurm(argv: Sequence[str], timeout_s: float = TIMEOUT_S) -> str:
-    """stdout of one Slurm client command; ExecutorError naming the command if it does not answer."""
-    cmd = " ".join(argv)
-    hint = "check that the cluster is up with `sinfo` (local test cluster: sudo scripts/slurm-local-up.sh)"
-    try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, check=False)
-    except FileNotFoundError:
-        raise ExecutorError(f"`{cmd}` failed: {argv[0]} is not on PATH; cluster=slurm needs the Slurm client commands") from None
-    except subprocess.TimeoutExpired:
-        raise ExecutorError(f"`{cmd}` did not answer within {timeout_s:g} s; {hint}") from None
-    if proc.returncode != 0:
-        # scontrol prints some errors ("Partition x not found") on stdout, not stderr.
-        detail = proc.stderr.strip() or proc.stdout.strip() or "(no output)"
-        raise ExecutorError(f"`{cmd}` failed (exit {proc.returncode}): {detail}; {hint}")
-    return proc.stdout
+    """stdout of one query, through the one Slurm command layer (timeouts, transient retries)."""
+    return commands.run(argv, timeout_s)
 
 
 def current_user() -> str:

@@ -8,7 +8,6 @@ failure end CANCELLED instead of pending forever. The launcher can then exit: Sl
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -21,6 +20,7 @@ from cl_hpc.dag.model import Plan, TaskSpec, Unit
 from cl_hpc.dag.render import format_resources
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.base import Executor
+from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.accounting import attach_sacct
 from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.execute.slurm.sbatch import SbatchJob
@@ -174,7 +174,8 @@ def dependency(plan: Plan, spec: TaskSpec, shards: tuple[int | None, ...] | None
 
 
 def scancel(job_ids: Sequence[str]) -> None:
-    if job_ids:
-        proc = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
-        if proc.returncode != 0:
-            print(f"cl_hpc: warning: scancel {' '.join(job_ids)} failed: {proc.stderr.strip()}", file=sys.stderr)
+    """Cancel, and warn rather than raise: it runs while another error is being reported."""
+    try:
+        commands.scancel(job_ids)
+    except ExecutorError as exc:
+        print(f"cl_hpc: warning: {exc}", file=sys.stderr)

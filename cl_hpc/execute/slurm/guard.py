@@ -8,7 +8,6 @@ dependents, which ``status`` then shows CANCELLED with this task as their root c
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from typing import Any, Callable
@@ -17,6 +16,7 @@ from cl_hpc.atomic import read_json
 from cl_hpc.config.schema import Resources, SlurmClusterConf
 from cl_hpc.dag.model import Plan
 from cl_hpc.errors import ExecutorError
+from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.accounting import query_accounting
 from cl_hpc.execute.slurm.escalate import escalate
 from cl_hpc.execute.slurm.executor import (JOBS_FILE, SlurmExecutor, dependency, launch_jobs, save_launch, scancel,
@@ -72,8 +72,7 @@ def _repoint(plan: Plan, jobs: dict[str, Any], task: str, statuses: Any) -> None
         if task in spec.depends_on and name in jobs:
             shards = tuple(jobs[name]["array"]) if jobs[name]["array"] is not None else None
             condition = dependency(plan, spec, shards, pending)
-            subprocess.run(["scontrol", "update", f"JobId={jobs[name]['job_id']}", f"Dependency={condition}"],
-                           check=True, capture_output=True, text=True, timeout=60)
+            commands.scontrol("update", f"JobId={jobs[name]['job_id']}", f"Dependency={condition}")
 
 
 def wait_accounted(job_ids: list[str], timeout_s: float = 120.0, poll_s: float = 1.0,

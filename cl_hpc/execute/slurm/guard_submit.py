@@ -10,12 +10,12 @@ no attempts are left. See cl_hpc/execute/slurm/guard.py.
 from __future__ import annotations
 
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 from cl_hpc.config.resources import Resources
 from cl_hpc.errors import ExecutorError
+from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch
 from cl_hpc.rundir.layout import RunDir
 
@@ -32,7 +32,7 @@ def submit_guard(run: RunDir, task: str, epoch: int, job_id: str, job: SbatchJob
     path = Path(job.folder) / f"guard-{job_id}.sh"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_sbatch(guard))
-    proc = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise ExecutorError(f"sbatch of the retry guard {path} failed: {proc.stderr.strip()}")
-    return proc.stdout.strip().split(";")[0]
+    try:
+        return commands.sbatch(path)
+    except ExecutorError as exc:
+        raise ExecutorError(f"the retry guard of {task} could not be submitted: {exc}") from exc

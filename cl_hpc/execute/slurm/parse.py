@@ -234,6 +234,15 @@ def parse_sacct(text: str, fields: Sequence[str]) -> list[dict[str, str]]:
     return rows
 
 
+def parse_job_id(stdout: str) -> str:
+    """`sbatch --parsable`: ``<id>`` or ``<id>;<cluster>`` (a federation or multi-cluster setup)."""
+    lines = stdout.strip().splitlines()
+    job_id = lines[-1].split(";")[0].strip() if lines else ""  # a site's submit plugin may print lines before it
+    if not job_id.isdigit():
+        raise ValueError(f"sbatch --parsable printed {stdout.strip()!r}, not a job id (`<id>` or `<id>;<cluster>`)")
+    return job_id
+
+
 @dataclass(frozen=True)
 class SqueueEntry:
     job_id: str  # as squeue prints it: `123`, `123_4`, `123_[5-9%2]`

@@ -9,13 +9,12 @@ stays the one source of truth and ``status`` works long after the launcher has g
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Mapping
 
 from cl_hpc.dag.model import Plan
-from cl_hpc.errors import ExecutorError
+from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.parse import parse_sacct
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import State, UnitStatus, run_status, unit_status
@@ -30,11 +29,8 @@ def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     """Job id ("123", "123_4") -> (State, ExitCode) for every allocation sacct knows of."""
     if not job_ids:
         return {}
-    cmd = ["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", ",".join(sorted(set(job_ids)))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise ExecutorError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()}; is slurmdbd up (sacct needs it)?")
-    return parse_sacct_states(proc.stdout)
+    return parse_sacct_states(commands.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
+                                            "-j", ",".join(sorted(set(job_ids)))]))
 
 
 def parse_sacct_states(text: str) -> dict[str, tuple[str, str]]:

@@ -1,8 +1,9 @@
 """Submit one task (a job, or a job array for a fan-out) through submitit, with cl_hpc's renderer.
 
-submitit keeps doing what it is good at on the login node: writing the script into its folder,
-calling sbatch, parsing the job id, spacing the calls. The job itself runs cl_hpc's light entry
-(cl_hpc/execute/slurm/job.py) rather than submitit's pickle loader, which costs 0.2 s per job.
+submitit keeps doing what it is good at on the login node: writing the script into its folder and
+spacing the calls; sbatch itself runs through cl_hpc's one Slurm command layer (commands.py). The
+job runs cl_hpc's light entry (cl_hpc/execute/slurm/job.py) rather than submitit's pickle loader,
+which costs 0.2 s per job.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import math
 import shlex
 import time
+import uuid
 from dataclasses import replace
 
 import submitit
 from submitit.core import utils
 
 from cl_hpc.errors import ExecutorError
+from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.job import format_attempts
 from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch
 
@@ -38,6 +41,17 @@ class Submitter(submitit.SlurmExecutor):
 
     def _make_submission_file_text(self, command: str, uid: str) -> str:
         return render_sbatch(replace(self.job, command=command))
+
+    def _submit_command(self, command: str) -> submitit.SlurmJob:  # type: ignore[override]
+        """submitit's own steps (script in its folder, then kept beside the job's logs), with the
+        sbatch call through the one Slurm command layer (timeouts, transient retries, job id)."""
+        uid = uuid.uuid4().hex
+        path = utils.JobPaths.get_first_id_independent_folder(self.folder) / f".submission_file_{uid}.sh"
+        path.write_text(self._make_submission_file_text(command, uid))
+        job_id = commands.sbatch(path)
+        job: submitit.SlurmJob = self.job_class(folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks())))
+        job.paths.move_temporary_file(path, "submission_file", keep_as_symlink=True)
+        return job
 
     def submit_units(self, run_dir: str, task: str, epoch: int, attempts: dict[int | None, int]) -> list[str]:
         """One sbatch for the task (the whole fan-out as one array); the job id of each unit, in
