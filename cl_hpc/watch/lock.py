@@ -43,6 +43,7 @@ from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import State, run_status
 
 GRACE_S = 600.0  # trust a lock holder on another host (not a Slurm job) for this long
+GUARD_TIMEOUT_S = 120.0  # the longest wait for the guard's flock before naming its holder
 LiveJobs = Callable[[Sequence[str]], dict[str, str]]  # job ids -> {base id: state} of those in squeue
 
 
@@ -172,9 +173,11 @@ class WatchLock:
     """One lock file; ``acquire`` takes it (or says who holds it), ``update`` and ``release`` are
     for the holder only (they check the token it wrote)."""
 
-    def __init__(self, path: Path, live_jobs: LiveJobs = live_slurm_jobs) -> None:
+    def __init__(self, path: Path, live_jobs: LiveJobs = live_slurm_jobs,
+                 guard_timeout_s: float = GUARD_TIMEOUT_S) -> None:
         self.path = Path(path)
         self.live_jobs = live_jobs
+        self.guard_timeout_s = guard_timeout_s
         self.token: Optional[str] = None
 
     def read(self) -> Optional[dict[str, Any]]:
@@ -241,13 +244,63 @@ class WatchLock:
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
+        """The side file's exclusive flock, for judging and replacing the lock.
+
+        flock needs only an open file, not write access, so a guard others may read is one any of
+        them can hold forever: it is the owner's alone (0600), and a guard of another owner is
+        refused. A holder is waited for at most ``guard_timeout_s`` (judging takes seconds), then
+        named: a hung process must not stall every later watch without a word.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(f"{self.path}.guard", os.O_RDWR | os.O_CREAT, 0o644)
+        guard = Path(f"{self.path}.guard")
+        fd = os.open(guard, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, even if this process dies
+            _own_privately(fd, guard)
+            _flock_within(fd, guard, self.guard_timeout_s)  # released when fd closes, even if this process dies
             yield
         finally:
             os.close(fd)
+
+
+def _own_privately(fd: int, guard: Path) -> None:
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid():
+        raise ExecutorError(f"{guard} belongs to uid {info.st_uid}, not to this user ({os.geteuid()}); another "
+                            f"user could hold it and block the watch. Remove it, or give the watch a lock path "
+                            f"of its own (--lock)")
+    if info.st_mode & 0o077:  # made by an older version (0644): others could open it and flock it
+        os.fchmod(fd, 0o600)
+
+
+def _flock_within(fd: int, guard: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holders = ", ".join(f"pid {p}" for p in flock_holders(fd)) or "a process this host cannot name"
+                raise ExecutorError(f"{guard} has been locked for over {timeout_s:g} s by {holders}; a watch "
+                                    f"judges a lock in seconds, so that process is hung or not a watch. Stop "
+                                    f"it, then run the watch again") from None
+            time.sleep(0.05)
+
+
+def flock_holders(fd: int) -> list[int]:
+    """Pids that hold a flock on the file open at ``fd`` (from /proc/locks; empty where there is none)."""
+    info = os.fstat(fd)
+    inode = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF"; "->" marks a waiter
+        fields = line.split()
+        if "->" not in fields and len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode:
+            pids.append(int(fields[4]))
+    return sorted(set(pids) - {os.getpid()})
 
 
 def _record(run_dir: Path, backend: str) -> dict[str, Any]:
