@@ -23,6 +23,20 @@ def unit_key(task: str, shard: int | None) -> str:
     return task if shard is None else f"{task}[{shard}]"
 
 
+def expand_deps(entries: list[Any]) -> list[str]:
+    """The unit keys of plan.json's ``deps``: each entry is a unit key, or ``{"fanout": task,
+    "shards": n}`` for all n shards of an upstream fan-out in shard order. An all-to-all edge
+    between fan-outs of widths N and M would otherwise list N keys in each of M units: plan.json
+    N x M in size, parsed by every job. Plans written before (keys only) read the same."""
+    keys: list[str] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            keys.append(entry)
+        else:
+            keys.extend(unit_key(entry["fanout"], i) for i in range(entry["shards"]))
+    return keys
+
+
 class UnitCall:
     """What running unit ``key`` needs: its callable, params, resources and upstream units."""
 

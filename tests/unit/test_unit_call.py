@@ -134,3 +134,38 @@ def test_a_task_context_is_read_only_and_survives_pickle_and_deepcopy(tmp_path: 
     assert "key='train[2]'" in repr(ctx)
     ctx.progress(1, 2, force=True)  # its own throttle state still works behind the read-only front
     assert json.loads((tmp_path / "progress.json").read_text())["done"] == 1
+
+
+def _crossed(n: int, m: int) -> Plan:
+    """Two fan-outs of widths n and m (n != m: an all-to-all edge, not shard-to-shard) and a join."""
+    return build_plan({"name": "crossed", "tasks": {
+        "a": {"target": "tests.tasks.emit", "foreach": list(range(n))},
+        "b": {"target": "tests.tasks.emit", "foreach": list(range(m)), "depends_on": ["a"]},
+        "join": {"target": "tests.tasks.emit", "depends_on": ["a", "b"]},
+    }}, None)
+
+
+def test_an_all_to_all_edge_between_fan_outs_keeps_plan_json_linear_in_the_widths() -> None:
+    """plan.json grows with N + M, not N x M: every job parses it."""
+    small, large = (len(json.dumps(_crossed(n, n + 1).to_dict())) for n in (50, 100))
+    assert large / small < 2.5  # linear: ~2; listing every key per unit: ~4
+    assert large < 400 * (100 + 101)  # bytes per unit, whatever the widths
+
+
+@pytest.mark.parametrize("plan", [_crossed(100, 101), *(_plan(p) for p in PIPELINES)],
+                         ids=["crossed", *(p.stem for p in PIPELINES)])
+def test_plan_json_reads_back_every_units_upstream_keys(plan: Plan) -> None:
+    data = json.loads(json.dumps(plan.to_dict()))
+    assert Plan.from_dict(data).units == plan.units  # deps included, in order
+    old = {**data, "units": [{**u, "deps": list(plan.units[u["key"]].deps)} for u in data["units"]]}
+    assert Plan.from_dict(old).units == plan.units  # a plan.json written before: every key listed
+
+
+def test_a_job_of_a_crossed_plan_sees_every_upstream_shard() -> None:
+    plan = _crossed(100, 101)
+    data = json.loads(json.dumps(plan.to_dict()))
+    call = UnitCall(data, "b[7]")
+    assert call.upstream == {"a": [f"a[{i}]" for i in range(100)]}
+    assert UnitCall(data, "join").upstream == {"a": [f"a[{i}]" for i in range(100)],
+                                               "b": [f"b[{i}]" for i in range(101)]}
+    assert plan.units["b[7]"].deps == tuple(f"a[{i}]" for i in range(100))
