@@ -74,11 +74,14 @@ class SlurmExecutor(Executor):
                 if units:
                     submitted[spec.name] = self.submit_task(run, plan, spec, units, submitted, epoch)
                     save_launch(run, epoch, submitted, self.conf)
-        except Exception as exc:
-            # Never leave half a DAG behind: what was submitted waits on what never will be.
-            scancel([j for s in submitted.values() for j in (s["job_id"], s.get("guard")) if j])
-            raise ExecutorError(f"submitting task {spec.name!r} failed, so the {len(submitted)} job(s) already "
-                                f"submitted were cancelled: {exc}") from exc
+        except BaseException as exc:  # Ctrl-C mid-submission too: the same half DAG is left
+            reason = f"submitting task {spec.name!r} failed, so the {len(submitted)} job(s) already submitted " \
+                     f"were cancelled: {exc}"
+            abandon(run, todo, submitted, reason)
+            if not isinstance(exc, Exception):
+                raise
+            raise ExecutorError(f"{reason}\nEvery unit of this launch is marked CANCELLED; fix the cause and "
+                                f"resume with launch.resume={run.run_id}") from exc
 
     def submit_task(self, run: RunDir, plan: Plan, spec: TaskSpec, units: list[Unit],
                     submitted: Mapping[str, Mapping[str, Any]], epoch: int,
@@ -125,6 +128,20 @@ class SlurmExecutor(Executor):
         return [f"the retry guard of {task} (job {job}) ended {states[job][0]}; see "
                 f"{run.path / 'tasks' / task / 'logs' / f'{job}_0_log.err'}"
                 for job, task in guards.items() if job in states and states[job][0] not in ("COMPLETED", "PENDING", "RUNNING")]
+
+
+def abandon(run: RunDir, todo: Sequence[str], submitted: Mapping[str, Any], reason: str) -> None:
+    """Cancel a launch that could not be submitted whole, and say so in the run dir.
+
+    What was submitted waits on what never will be, so it is cancelled; every unit of the launch
+    is then marked CANCELLED with the reason. Otherwise the units never submitted would read
+    PENDING forever: no job of theirs exists for status to ask about, and resume would refuse a
+    run that looks still going.
+    """
+    scancel([j for s in submitted.values() for j in (s["job_id"], s.get("guard")) if j])
+    for key in todo:
+        if run.cancelled(key) is None and run.outputs(key) is None:  # a unit that already completed keeps it
+            run.mark_cancelled(key, reason, None)
 
 
 def save_launch(run: RunDir, epoch: int, submitted: Mapping[str, Any], conf: SlurmClusterConf) -> None:

@@ -1,0 +1,41 @@
+"""Submission faults on the real local cluster (the fake CLI tests the same in tests/test_slurm_fake.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from tests.conftest import Launcher
+from tests.slurm.test_backend import _wait_state
+
+
+def _sacct_state(job_id: str, timeout_s: float = 60) -> str:
+    """The job's end as slurmdbd records it (polled: its row lags the cancel by a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "State", "-j", job_id], capture_output=True, text=True)
+        state = out.stdout.strip().split(" ")[0]
+        if state not in ("", "PENDING", "RUNNING") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)
+
+
+def test_a_submission_slurm_refuses_midway_is_cancelled_whole_and_resumes(launcher: Launcher) -> None:
+    """sbatch refuses task c (an account the user has no association with; the pre-check is off,
+    as on a cluster whose limits it cannot read): a and b are cancelled, every unit reads
+    CANCELLED, and launch.resume without the bad account completes the run (issue 10, defect 4)."""
+    bad = launcher("cluster=slurm", "pipeline=diamond", "cluster.check_limits=false",
+                   "pipeline.tasks.c.resources.account=no_such_account", "launch.follow=false")
+    assert bad.proc.returncode == 2, bad.output
+    assert "Invalid account" in bad.output and "launch.resume=" in bad.output
+    run = bad.run_dir()
+    submitted = json.loads((run / "slurm.json").read_text())["launches"]["0"]
+    assert sorted(submitted) == ["a", "b"]
+    assert {_sacct_state(e["job_id"]) for e in submitted.values()} == {"CANCELLED"}
+    info = _wait_state(launcher, run.name, {"CANCELLED", "FAILED", "COMPLETED"}, timeout_s=30)
+    assert {u["state"] for u in info["units"].values()} == {"CANCELLED"}, info
+
+    resumed = launcher("cluster=slurm", "pipeline=diamond", f"launch.resume={run.name}")
+    assert resumed.proc.returncode == 0, resumed.output
+    assert resumed.outputs("d", run)["value"] == 1 + 10 + 1 + 100
