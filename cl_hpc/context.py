@@ -67,6 +67,19 @@ class TaskContext:
 
     __slots__ = ("run_id", "task", "key", "task_dir", "run_dir", "attempt", "upstream", "item", "shard",
                  "resources", "profiler", "_last_progress", "__weakref__")
+    # The slots' types, for type checkers and readers: annotations alone make no class attributes.
+    run_id: str
+    task: str
+    key: str
+    task_dir: Path
+    run_dir: Path
+    attempt: int
+    upstream: Mapping[str, Any]
+    item: Any
+    shard: int | None
+    resources: Mapping[str, Any]
+    profiler: Any
+    _last_progress: list[float]
 
     def __init__(self, run_id: str, task: str, key: str, task_dir: Path, run_dir: Path, attempt: int,
                  upstream: Mapping[str, Any] | None = None, item: Any = None, shard: int | None = None,

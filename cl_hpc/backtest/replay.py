@@ -206,8 +206,10 @@ class _Replay:
         result = fit(x, plan.y, len(self.s.history.classes), conf, self.s.root, threads=self.s.conf.threads,
                      init_state=init)
         self._count_flops(result.module, x, plan.y)
-        version = (served.version[0], served.version[1] + 1) if init is not None else \
-            ((served.version[0] + 1) if served else 1, 0)
+        if init is not None and served is not None:  # a fine-tune of the served model: X.(Y+1)
+            version = (served.version[0], served.version[1] + 1)
+        else:
+            version = ((served.version[0] + 1) if served else 1, 0)
         return Served(result.module.net, plan.moments, s, version, result.train_accuracy, plan.x, len(plan.y)), result
 
     def _count_flops(self, module: Any, x: np.ndarray, y: np.ndarray) -> None:

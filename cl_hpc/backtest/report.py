@@ -112,7 +112,7 @@ def plot_freshness(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for strategy in sorted({r["strategy"] for r in rows}):
         points = sorted((r["staleness"], r["mean_accuracy"]) for r in rows if r["strategy"] == strategy)
-        style = {"color": "0.4", "linestyle": "--"} if strategy == "all" else {}
+        style: dict[str, Any] = {"color": "0.4", "linestyle": "--"} if strategy == "all" else {}
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=strategy, **style)
     ax.set(xlabel="staleness (windows since the model's last training)", ylabel="mean accuracy",
            title="Freshness: accuracy vs. model age")

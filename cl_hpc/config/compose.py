@@ -75,7 +75,8 @@ def describe_field(owner: Any, key: str) -> Optional[str]:
 
 def _schema_cause(exc: BaseException) -> Any:
     """The innermost OmegaConf error that names a key, or None."""
-    found, seen = None, exc
+    found: Any = None
+    seen: Optional[BaseException] = exc
     while seen is not None:
         if getattr(seen, "full_key", None):
             found = seen

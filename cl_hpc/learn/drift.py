@@ -318,8 +318,8 @@ def _scaled_wasserstein(ref: np.ndarray, cur: np.ndarray, conf: DriftConf) -> tu
 
 def _numeric(name: str, ref: _Column, cur: _Column, level: float, conf: DriftConf) -> FeatureDrift:
     psi_value = psi_numeric(ref.values, cur.values, conf.psi_bins, conf.psi_epsilon)
-    common = dict(feature=name, kind="numeric", psi=psi_value, psi_level=psi_level(psi_value, conf),
-                  n_reference=ref.n, n_current=cur.n, sampled=max(ref.n, cur.n) > conf.sample_rows)
+    common: dict[str, Any] = dict(feature=name, kind="numeric", psi=psi_value, psi_level=psi_level(psi_value, conf),
+                                  n_reference=ref.n, n_current=cur.n, sampled=max(ref.n, cur.n) > conf.sample_rows)
     if ref.n > conf.large_reference_rows:
         distance, note = _scaled_wasserstein(ref.values, cur.values, conf)
         threshold = 0.0 if note else conf.wasserstein_threshold  # unscaled: any difference is drift

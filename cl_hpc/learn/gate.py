@@ -166,12 +166,12 @@ def decide(conf: GateConf, new: Scored, previous: Optional[Scored] = None,
     k = _n_classes(new, previous, prior)
     y, chal = _labels(new.y), _as_probs(new.challenger, k, "challenger", len(new.y))
     cold = new.champion is None
-    ref = _prior_probs(prior, y, k) if cold else _as_probs(new.champion, k, "champion", len(y))
+    ref = _prior_probs(prior, y, k) if new.champion is None else _as_probs(new.champion, k, "champion", len(y))
     main = _must_compare(conf.metric, y, chal, ref, conf.margin, "new window")
     test = significance(conf, y, chal, ref)
     forgetting = None if cold or previous is None else _forgetting(conf, previous, k)
     slices = tuple(_slices(conf, new, y, chal, ref))
-    checks = [main, test, *([forgetting] if forgetting else []), *slices]
+    checks: list[Comparison | Significance | SliceResult] = [main, test, *([forgetting] if forgetting else []), *slices]
     reference = "champion" if not cold else f"baseline (class prior, majority class {int(ref[0].argmax())})"
     reasons = _reasons(conf, cold, reference, main, test, forgetting, slices)
     return Verdict(all(c.passed for c in checks), conf.metric, cold, reference, main, conf.margin, test,

@@ -17,7 +17,7 @@ class Classifier(pl.LightningModule):
     def __init__(self, n_features: int, n_classes: int, hidden: int = 64, layers: int = 2,
                  dropout: float = 0.1, lr: float = 3e-3, weight_decay: float = 1e-4) -> None:
         super().__init__()
-        self.net_hparams = {"n_features": n_features, "n_classes": n_classes, "hidden": hidden,
+        self.net_hparams: dict[str, Any] = {"n_features": n_features, "n_classes": n_classes, "hidden": hidden,
                             "layers": layers, "dropout": dropout}
         self.net = MLP(**self.net_hparams)
         self.lr, self.weight_decay = lr, weight_decay

@@ -146,7 +146,7 @@ class TriggerState:
     metric_at_promotion: Optional[float] = None  # the serving model's metric when it was promoted
     metric_now: Optional[float] = None  # the same metric on data labelled since then
     labelled_rows: int = 0  # rows behind metric_now
-    errors: Sequence[int] = ()  # the serving model's 0/1 errors since promotion (1 = wrong), oldest first
+    errors: Sequence[int] | np.ndarray = ()  # the serving model's 0/1 errors since promotion (1 = wrong), oldest first
     drift: Union[DatasetDrift, Mapping[str, Any], None] = None  # drift.detect_drift's result or its to_dict()
 
 
@@ -222,7 +222,7 @@ def make_detector(name: str, params: Mapping[str, Any]) -> Any:
                           f"https://riverml.xyz/latest/api/drift/{cls_name}/") from exc
 
 
-def _error_stream(errors: Sequence[int]) -> np.ndarray:
+def _error_stream(errors: Sequence[int] | np.ndarray) -> np.ndarray:
     values = np.asarray(errors)
     if values.dtype.kind not in "biuf" and values.size:
         raise DataError(f"errors must be 0/1 numbers (1 = the model was wrong); got dtype {values.dtype}")
