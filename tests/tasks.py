@@ -101,3 +101,16 @@ def gc_state(ctx: TaskContext, value: int = 1) -> dict[str, Any]:
     import gc
 
     return {"value": value, "gc_enabled": gc.isenabled(), "pid": os.getpid()}
+
+
+def fill_disk(ctx: TaskContext, chunk_kb: int = 1024) -> dict[str, Any]:
+    """Fill the file system of the task dir to the last byte, keep it full, then return outputs
+    (whose write then fails with ENOSPC, as on a full scratch disk)."""
+    with open(ctx.task_dir / "ballast", "wb", buffering=0) as handle:
+        for size in (chunk_kb << 10, 4096, 1):  # big chunks, then the last pages, then the last bytes
+            try:
+                while True:
+                    handle.write(b"x" * size)
+            except OSError:
+                continue
+    return {"value": 1}

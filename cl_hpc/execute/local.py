@@ -7,24 +7,23 @@ only when its dependencies completed and its declared cpus, memory and GPUs fit 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from typing import Mapping, Sequence
 
-import psutil
-
+from cl_hpc import procs
 from cl_hpc.config.schema import LocalClusterConf
 from cl_hpc.dag.capacity import Capacity
 from cl_hpc.dag.model import Plan
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.base import Executor
+from cl_hpc.execute.local_orphans import SCHEDULER_FILE, stop_orphans
 from cl_hpc.execute.machine import machine_capacity
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.rundir.layout import RunDir
+from cl_hpc.rundir.state import run_status
 
-SCHEDULER_FILE = "scheduler.json"
 CANCEL_FILE = "cancel.request"
 
 
@@ -33,6 +32,7 @@ class LocalExecutor(Executor):
 
     def __init__(self, conf: LocalClusterConf) -> None:
         self.conf = conf
+        self._scheduler: subprocess.Popen[bytes] | None = None  # the scheduler this process started
 
     def capacity(self) -> Capacity:
         return machine_capacity(self.conf.mode, self.conf.cpus, self.conf.mem_gb, self.conf.gpus)
@@ -47,8 +47,13 @@ class LocalExecutor(Executor):
         }
 
     def submit(self, run: RunDir, plan: Plan, todo: Sequence[str], epoch: int) -> None:
+        self._reap()
         if scheduler_alive(run):
             raise ExecutorError(f"run {run.run_id} already has a live local scheduler; wait or cancel it first")
+        # Tasks of a scheduler that died still run: stop them before their units run again.
+        for orphan in stop_orphans(run, list(plan.units), "its local scheduler died; stopped before the resume"):
+            if orphan.key in todo:
+                run.reset_for_rerun(orphan.key)  # what it wrote after the launch reset its dir
         (run.path / CANCEL_FILE).unlink(missing_ok=True)
         cap = self.capacity()
         write_json_atomic(run.path / SCHEDULER_FILE, {
@@ -56,34 +61,53 @@ class LocalExecutor(Executor):
             "capacity": {"cpus": cap.cpus, "mem_gb": cap.mem_gb, "gpus": cap.gpus},
         })
         with open(run.path / "scheduler.log", "ab") as log:
-            proc = subprocess.Popen(
+            self._scheduler = subprocess.Popen(
                 [sys.executable, "-m", "cl_hpc.execute.local_agent", str(run.path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the launcher and its terminal's Ctrl-C
                 cwd=plan.workdir or None,
             )
-        _wait_started(run, proc)
+        _wait_started(run, self._scheduler)
 
     def cancel(self, run: RunDir) -> None:
-        (run.path / CANCEL_FILE).write_text(f"{time.time()}\n")
+        if scheduler_alive(run):
+            (run.path / CANCEL_FILE).write_text(f"{time.time()}\n")
+            return
+        # Nobody would read a request: stop what still runs and mark the rest, from the run dir.
+        statuses = run_status(run)
+        open_keys = [k for k, s in statuses.items() if not s.state.terminal]
+        stop_orphans(run, open_keys, "cancelled (python -m cl_hpc.cancel) after its local scheduler died")
+        for key in open_keys:
+            run.mark_cancelled(key, "cancelled by request (cl_hpc.cancel), without a live scheduler", None)
+        info = read_json(run.path / SCHEDULER_FILE)
+        if info and info.get("state") in _LIVE:
+            write_json_atomic(run.path / SCHEDULER_FILE, {**info, "state": "finished", "ended": time.time(),
+                                                          "note": "cancelled after the scheduler died"})
 
     def problems(self, run: RunDir) -> list[str]:
+        self._reap()
         info = read_json(run.path / SCHEDULER_FILE) or {}
-        if info.get("state") in ("starting", "running") and not scheduler_alive(run):
-            return [f"the local scheduler (pid {info.get('pid')}) is gone before the run finished; "
-                    f"see {run.path / 'scheduler.log'} and continue with launch.resume={run.run_id}"]
+        if info.get("state") in _LIVE and not scheduler_alive(run):
+            return [f"the local scheduler (pid {info.get('pid')}) is gone before the run finished; see "
+                    f"{run.path / 'scheduler.log'}, and continue it with `python -m cl_hpc.launch "
+                    f"launch.resume={run.run_id}` (its tasks still running are stopped first) or stop it with "
+                    f"`python -m cl_hpc.cancel {run.run_id}`"]
         return []
+
+    def _reap(self) -> None:
+        """Collect the scheduler this process started, once it ended: unreaped, it stays a zombie."""
+        if self._scheduler is not None and self._scheduler.poll() is not None:
+            self._scheduler = None
+
+
+_LIVE = ("starting", "running")
 
 
 def scheduler_alive(run: RunDir) -> bool:
     info = read_json(run.path / SCHEDULER_FILE) or {}
-    pid, started = info.get("pid"), info.get("pid_started")
-    if not pid or info.get("state") == "finished":
+    if info.get("state") == "finished":
         return False
-    try:  # a pid alone can be reused by another process: compare its start time too
-        return abs(psutil.Process(int(pid)).create_time() - float(started)) < 1.0
-    except (psutil.Error, TypeError, ValueError):
-        return False
+    return procs.alive(info.get("pid"), info.get("pid_started"))  # a zombie is dead; a reused pid is not it
 
 
 def _wait_started(run: RunDir, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:

@@ -2,8 +2,13 @@
 
 It plays Slurm's part on one machine: admits units whose dependencies completed while their
 declared resources fit, runs each in a submitit subprocess with its time limit and its own GPU ids,
-retries failures up to ``retries``, and cancels the dependents of a unit that failed for good.
+kills one whose processes use more memory than it declared (as Slurm's OverMemoryKill does),
+retries failures up to ``retries`` (with more memory or time where that was the cause, as the Slurm
+retry guard does), and cancels the dependents of a unit that failed for good.
 It keeps no state the run directory does not also hold, so ``status`` never needs it.
+
+A full disk must not leave the run stuck: the scheduler keeps a small reserve file in the run dir
+and frees it when a record of its own cannot be written for lack of space (local_io.py).
 """
 
 from __future__ import annotations
@@ -13,20 +18,24 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psutil
 import submitit
 
+from cl_hpc import procs
 from cl_hpc.config.resources import Resources
 from cl_hpc.dag.capacity import Capacity
 from cl_hpc.dag.model import Plan
 from cl_hpc.execute.local import CANCEL_FILE, SCHEDULER_FILE
+from cl_hpc.execute.local_io import Recorder, disk_note
 from cl_hpc.execute.runner import run_unit, timeout_message
 from cl_hpc.execute.schedule import Pool, cancel_dependents, ready
-from cl_hpc.atomic import read_json, write_json_atomic
+from cl_hpc.execute.slurm.escalate import escalate
+from cl_hpc.atomic import read_json
 from cl_hpc.rundir.layout import RunDir
+
+GB = 1024**3
 
 
 @dataclass
@@ -36,6 +45,9 @@ class Running:
     gpu_ids: list[int]
     attempt: int
     started: float
+    root: psutil.Process | None  # the submitit controller; the task runs as its child
+    peak_rss: int = 0  # bytes, the largest sum over the task's processes seen so far
+    oom: str | None = None  # why the scheduler killed it for memory
 
 
 @dataclass
@@ -46,9 +58,12 @@ class Agent:
     epoch: int
     pool: Pool
     poll_s: float
+    io: Recorder
+    max_mem_gb: float | None = None
     done: set[str] = field(default_factory=set)
     running: dict[str, Running] = field(default_factory=dict)
     tries: dict[str, int] = field(default_factory=dict)
+    resources: dict[str, Resources] = field(default_factory=dict)  # escalated for a retry
 
     def loop(self) -> None:
         self.done = {k for k in self.plan.units if k not in self.todo}
@@ -56,6 +71,7 @@ class Agent:
             if (self.run.path / CANCEL_FILE).exists():
                 self.cancel_all("cancelled by request (cl_hpc.cancel)")
                 return
+            self.enforce_memory()
             self.reap()
             self.admit()
             if not self.running and not ready(self.plan, self.todo, self.done):
@@ -64,14 +80,19 @@ class Agent:
             time.sleep(self.poll_s)
 
     def admit(self) -> None:
+        launched = False
         for key in ready(self.plan, self.todo, self.done):
-            res = self.plan.spec(key).resources
+            res = self.resources.get(key, self.plan.spec(key).resources)
             if key in self.running or not self.pool.fits(res):
                 continue
             gpu_ids = self.pool.take(res)
             attempt = len(self.run.attempts(key)) + 1
             self.tries[key] = self.tries.get(key, 0) + 1
-            self.running[key] = Running(self.launch(key, res, gpu_ids, attempt), res, gpu_ids, attempt, time.time())
+            job = self.launch(key, res, gpu_ids, attempt)
+            self.running[key] = Running(job, res, gpu_ids, attempt, time.time(), _controller(job))
+            launched = True
+        if launched:
+            self.save_running()
 
     def launch(self, key: str, res: Resources, gpu_ids: list[int], attempt: int) -> Any:
         executor = submitit.LocalExecutor(folder=self.run.log_dir(key))
@@ -81,68 +102,137 @@ class Agent:
         )
         return executor.submit(run_unit, str(self.run.path), key, attempt, self.epoch)
 
+    def save_running(self) -> None:
+        """Each running unit's controller in scheduler.json: if this process dies, a resume or a
+        cancel finds and stops them from there (local_orphans.py)."""
+        running = {k: {"attempt": e.attempt, "epoch": self.epoch, **_identity(e.root)} for k, e in self.running.items()}
+        self.io.update_scheduler(running=running)
+
+    def enforce_memory(self) -> None:
+        """Kill a unit whose processes together hold more than its mem_gb, as Slurm's OverMemoryKill
+        does with --mem (per node: every task process of the unit shares it)."""
+        for key, entry in self.running.items():
+            if entry.root is None or entry.oom:
+                continue
+            rss = procs.rss_bytes(procs.tree(entry.root, with_root=False))  # the controller is Slurm's stepd
+            entry.peak_rss = max(entry.peak_rss, rss)
+            limit = entry.res.mem_gb * GB
+            if rss > limit:
+                entry.oom = (f"OUT_OF_MEMORY: Exceeded job memory limit: its processes used {rss / 2**20:.0f} MB, "
+                             f"over its mem_gb={entry.res.mem_gb:g} ({limit / 2**20:.0f} MB, resources.mem_gb); "
+                             f"killed by the local scheduler, as Slurm's OverMemoryKill would")
+                self.io.log(f"{key}: {entry.oom}")
+                procs.kill(procs.tree(entry.root))
+
     def reap(self) -> None:
+        changed = False
         for key, entry in list(self.running.items()):
             if not entry.job.done():
                 continue
             del self.running[key]
+            changed = True
             self.pool.give_back(entry.res, entry.gpu_ids)
             if self._completed(key, entry):
                 self.todo.remove(key)
                 self.done.add(key)
             elif self.tries[key] > self.plan.spec(key).retries:
                 self.todo.remove(key)
-                for dep in cancel_dependents(self.run, self.plan, key):
-                    if dep in self.todo:
-                        self.todo.remove(dep)
+                self.io.write(f"the cancellation of what depends on {key}",
+                              lambda key=key: cancel_dependents(self.run, self.plan, key))
+                gone = set(self.plan.descendants(key))
+                self.todo[:] = [k for k in self.todo if k not in gone]
+            else:
+                self._escalate(key, entry)
+        if changed:
+            self.save_running()
 
     def _completed(self, key: str, entry: Running) -> bool:
         attempts = self.run.attempts(key)
         last = attempts[-1] if attempts else None
         if last and last["attempt"] == entry.attempt and last["state"] == "COMPLETED":
-            return True
-        if not last or last["attempt"] != entry.attempt or last["state"] == "RUNNING":
-            # The process died without recording its end (killed, out of memory, time limit).
-            self.run.write_attempt(key, _lost_record(entry, last, key))
+            return True  # it recorded its end before a memory kill could land: done, as on Slurm
+        if not last or last["attempt"] != entry.attempt or last["state"] == "RUNNING" or entry.oom:
+            # The process ended without recording its end (killed, out of memory, time limit, or
+            # its record could not be written): record it here, so the run never waits for it.
+            record = _lost_record(self.run, entry, last, key, self.epoch)
+            self.io.write(f"attempt {entry.attempt} of {key} as FAILED ({record['error']})",
+                          lambda: self.run.write_attempt(key, record))
         return False
+
+    def _escalate(self, key: str, entry: Running) -> None:
+        """The next attempt asks for more memory or time when that is what ended this one."""
+        last = (self.run.attempts(key) or [{}])[-1]
+        peak_mb = entry.peak_rss / 2**20 if entry.peak_rss else None
+        res, reasons = escalate(entry.res, [last.get("error") or ""], peak_mb, self.max_mem_gb)
+        if reasons:
+            self.resources[key] = res
+            self.io.log(f"{key}: retrying with " + "; ".join(reasons))
 
     def cancel_all(self, reason: str) -> None:
         for key, entry in self.running.items():
             entry.job.cancel()
         for key in list(self.todo):
-            self.run.mark_cancelled(key, reason, None)
+            self.io.write(f"the cancellation of {key}", lambda key=key: self.run.mark_cancelled(key, reason, None))
         self.todo.clear()
         self.running.clear()
+        self.save_running()
 
 
-def _lost_record(entry: Running, last: dict[str, Any] | None, key: str) -> dict[str, Any]:
+def _controller(job: Any) -> psutil.Process | None:
+    try:
+        return psutil.Process(job._process.pid)
+    except (psutil.Error, AttributeError):
+        return None
+
+
+def _identity(proc: psutil.Process | None) -> dict[str, Any]:
+    try:
+        return {"pid": proc.pid, "pid_started": proc.create_time()} if proc else {}
+    except psutil.Error:
+        return {}
+
+
+def _lost_record(run: RunDir, entry: Running, last: dict[str, Any] | None, key: str, epoch: int) -> dict[str, Any]:
     elapsed_min = (time.time() - entry.started) / 60
-    if elapsed_min >= entry.res.time_min:
+    if entry.oom:
+        error = entry.oom
+    elif elapsed_min >= entry.res.time_min:
         error = timeout_message(entry.res.time_min)
     else:
         code = entry.job._process.poll() if entry.job._process else None
         error = f"the process of {key} died with exit code {code} before recording its end (killed? out of memory?)"
-    base = last if last and last["attempt"] == entry.attempt else {"attempt": entry.attempt, "started": entry.started}
-    return {**base, "state": "FAILED", "ended": time.time(), "error": error}
+        full = disk_note(run.path)
+        if full:
+            error = f"the process of {key} ended without recording its end: {full}"
+    base = last if last and last["attempt"] == entry.attempt else {"attempt": entry.attempt, "epoch": epoch,
+                                                                    "started": entry.started}
+    record = {**base, "state": "FAILED", "ended": time.time(), "error": error}
+    if entry.peak_rss:
+        record["max_rss_mb"] = round(entry.peak_rss / 2**20, 1)
+    return record
 
 
 def main(run_dir: str) -> int:
     run = RunDir(run_dir)
     info = read_json(run.path / SCHEDULER_FILE) or {}
+    io = Recorder(run)
     me = psutil.Process(os.getpid())
-    write_json_atomic(run.path / SCHEDULER_FILE, {**info, "pid": me.pid, "pid_started": me.create_time(), "state": "running"})
+    io.update_scheduler(pid=me.pid, pid_started=me.create_time(), state="running")
+    io.reserve()
     signal.signal(signal.SIGTERM, lambda *_: (run.path / CANCEL_FILE).write_text("SIGTERM\n"))
     cap = info["capacity"]
     agent = Agent(run, run.load_plan(), list(info["todo"]), int(info.get("epoch", 0)),
-                  Pool.of(Capacity("local", cap["cpus"], cap["mem_gb"], cap["gpus"])), float(info.get("poll_s", 0.2)))
+                  Pool.of(Capacity("local", cap["cpus"], cap["mem_gb"], cap["gpus"])), float(info.get("poll_s", 0.2)),
+                  io, max_mem_gb=float(cap["mem_gb"]))
     try:
         agent.loop()
     finally:
-        write_json_atomic(run.path / SCHEDULER_FILE, {**read_json(run.path / SCHEDULER_FILE), "state": "finished", "ended": time.time()})
+        io.update_scheduler(state="finished", ended=time.time(), running={})
+        io.release()
         if agent.plan.meta.get("store"):  # a detached run is indexed when it ends, asked or not
             from cl_hpc.store.sync import index_run
 
-            index_run(run, agent.plan.meta["store"])
+            io.write("the run's rows in the store", lambda: index_run(run, agent.plan.meta["store"]))
     return 0
 
 

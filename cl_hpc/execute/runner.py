@@ -71,7 +71,7 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
     finally:
         if profiler is not None:
             _finish_profile(profiler, record)
-        _record(run, key, record)
+        _record_end(run, key, record)
 
 
 def _profiler(call: UnitCall, run: RunDir, record: dict[str, Any]) -> Any:
@@ -179,6 +179,22 @@ def _record(run: RunDir, key: str, record: dict[str, Any]) -> None:
     # sync it from the run dir (DESIGN: the DB is an index rebuilt from task dirs), which keeps
     # sqlite-utils' import and the write lock off every job's start-up on a busy cluster.
     run.write_attempt(key, record)
+
+
+def _record_end(run: RunDir, key: str, record: dict[str, Any]) -> None:
+    """The attempt's last record. If even that cannot be written (a full disk), say so on stderr
+    and fail: the attempt's record then still says RUNNING, and the scheduler (the local one, or
+    the Slurm reconcile from sacct) records the end of a process that ended without recording it."""
+    try:
+        _record(run, key, record)
+    except OSError as exc:
+        try:
+            sys.stderr.write(f"cl_hpc: could not record attempt {record['attempt']} of {key} as {record['state']} "
+                             f"({exc}); its error was: {record.get('error')}\n")
+            sys.stderr.flush()
+        except OSError:  # the log is on the same full disk
+            pass
+        raise
 
 
 def _job_identity() -> tuple[str | None, str | None]:

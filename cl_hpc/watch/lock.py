@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import psutil
 
+from cl_hpc import procs
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.errors import ExecutorError
 from cl_hpc.rundir.layout import RunDir
@@ -80,11 +81,8 @@ def live_slurm_jobs(job_ids: Sequence[str]) -> dict[str, str]:
 
 
 def pid_alive(pid: Any, started: Any) -> bool:
-    """The process lives and is the same one (a pid can be reused: its start time must match)."""
-    try:
-        return abs(psutil.Process(int(pid)).create_time() - float(started)) < 1.0
-    except (psutil.Error, TypeError, ValueError):
-        return False
+    """The process lives, is no zombie, and is the same one (a pid can be reused: its start time must match)."""
+    return procs.alive(pid, started)
 
 
 def run_ended(run: RunDir) -> Optional[str]:

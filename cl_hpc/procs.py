@@ -1,0 +1,116 @@
+"""Processes on this machine, by pid and start time: alive or not, their trees, their memory, stopping them.
+
+A pid alone can be reused by an unrelated process, so a process is named by its pid and its start
+time (psutil's ``create_time``). A zombie (exited, not yet reaped by its parent) still has both,
+but runs nothing: it is dead here. The local scheduler, the run's tasks and the watch's lock
+holder are judged by these functions alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from typing import Any, Iterable
+
+import psutil
+
+_DEAD = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+# psutil derives create_time from the boot time, which /proc/stat gives in whole seconds.
+START_TOLERANCE_S = 1.0
+
+
+def process(pid: Any, started: Any = None, before: Any = None) -> psutil.Process | None:
+    """The live process ``pid``, if it is the one meant: started at ``started`` (to the tolerance),
+    or, given ``before`` instead, started no later than that time (a process that recorded
+    ``before`` while running was created before it; one that reused its pid later was not)."""
+    try:
+        proc = psutil.Process(int(pid))
+        created = proc.create_time()
+        if started is not None and abs(created - float(started)) >= START_TOLERANCE_S:
+            return None
+        if before is not None and created > float(before) + START_TOLERANCE_S:
+            return None
+        return None if proc.status() in _DEAD else proc
+    except (psutil.Error, TypeError, ValueError):
+        return None
+
+
+def alive(pid: Any, started: Any) -> bool:
+    """The process lives, runs (not a zombie) and is the same one (its start time matches)."""
+    return started is not None and process(pid, started=started) is not None
+
+
+def identity(pid: int) -> dict[str, float | int]:
+    """What names this process later: its pid and start time."""
+    return {"pid": pid, "pid_started": psutil.Process(pid).create_time()}
+
+
+def tree(root: psutil.Process, with_root: bool = True) -> list[psutil.Process]:
+    """``root`` and every descendant that still exists."""
+    try:
+        kids = root.children(recursive=True)
+    except psutil.Error:
+        kids = []
+    return ([root] if with_root else []) + kids
+
+
+def rss_bytes(procs: Iterable[psutil.Process]) -> int:
+    """The summed resident set of ``procs``, as Slurm's jobacct_gather/linux sums a step's processes
+    (pages shared between them count once per process, as there)."""
+    total = 0
+    for proc in procs:
+        try:
+            if proc.status() not in _DEAD:
+                total += proc.memory_info().rss
+        except psutil.Error:  # ended between the listing and the reading
+            pass
+    return total
+
+
+def stop(procs: Iterable[psutil.Process], grace_s: float = 5.0) -> None:
+    """SIGTERM ``procs``, then SIGKILL those still there after ``grace_s`` (as scancel does); returns
+    once every one has exited."""
+    procs = list(procs)
+    for sig in ("terminate", "kill"):
+        for proc in procs:
+            try:
+                getattr(proc, sig)()
+            except psutil.Error:
+                pass
+        _, procs = psutil.wait_procs(procs, timeout=grace_s if sig == "terminate" else 30.0)
+        procs = [p for p in procs if _running(p)]
+        if not procs:
+            return
+
+
+def kill(procs: Iterable[psutil.Process]) -> None:
+    """SIGKILL ``procs`` at once (Slurm's OverMemoryKill gives no grace) and wait for them."""
+    procs = list(procs)
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=30.0)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() not in _DEAD
+    except psutil.Error:
+        return False
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def wait_gone(procs: Iterable[psutil.Process], timeout_s: float) -> bool:
+    """Poll until none of ``procs`` runs; False at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    procs = list(procs)
+    while any(_running(p) for p in procs):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
