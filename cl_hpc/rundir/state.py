@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from cl_hpc.dag.model import Plan
 from cl_hpc.rundir.layout import RunDir
+from cl_hpc.states import AttemptState, State
 
-
-class State(str, enum.Enum):
-    PENDING = "PENDING"  # waiting for its dependencies or for resources
-    RUNNING = "RUNNING"
-    RETRYING = "RETRYING"  # the last attempt failed and another one is due
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"  # failed, no attempts left
-    CANCELLED = "CANCELLED"  # never ran to the end because an upstream failed, or by request
-
-    @property
-    def terminal(self) -> bool:
-        return self in (State.COMPLETED, State.FAILED, State.CANCELLED)
+__all__ = ["State", "UnitStatus", "run_status", "unit_status", "root_cause"]
 
 
 @dataclass(frozen=True)
@@ -76,9 +65,9 @@ def _state(attempts: tuple[Mapping[str, Any], ...], cancelled: Mapping[str, Any]
     if not attempts:
         return State.PENDING
     last = attempts[-1]["state"]
-    if last == "FAILED":
+    if last == AttemptState.FAILED:
         return State.RETRYING if len(attempts) <= retries else State.FAILED
-    if last == "PREEMPTED":  # saved its state; the requeued job resumes the same attempt
+    if last == AttemptState.PREEMPTED:  # saved its state; the requeued job resumes the same attempt
         return State.RUNNING
     return State(last)
 
