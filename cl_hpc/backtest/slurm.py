@@ -8,14 +8,13 @@ The scripts come from the project's pure renderer (cl_hpc/execute/slurm/sbatch.p
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from cl_hpc.backtest.conf import BacktestConf
 from cl_hpc.config.resources import Resources
 from cl_hpc.execute.slurm import commands
-from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch
+from cl_hpc.execute.slurm.sbatch import SbatchJob, interpreter, render_sbatch
 
 CELLS_SCRIPT, MERGE_SCRIPT = "cells.sbatch", "merge.sbatch"
 
@@ -30,8 +29,8 @@ def cluster_settings(cluster: Mapping[str, Any]) -> dict[str, Any]:
 def command(out: Path, overrides: Sequence[str], python: Optional[str], mode: str) -> str:
     """The job's command line; ``mode`` is ``--only-cell $SLURM_ARRAY_TASK_ID`` (left unquoted so the
     batch shell expands it) or ``--merge``."""
-    argv = [python or sys.executable, "-m", "cl_hpc.backtest", "--out", str(out)]
-    return " ".join([*map(shlex.quote, argv), mode, *map(shlex.quote, overrides)])
+    argv = ["-m", "cl_hpc.backtest", "--out", str(out)]
+    return " ".join([interpreter(python), *map(shlex.quote, argv), mode, *map(shlex.quote, overrides)])
 
 
 def render_jobs(conf: BacktestConf, n_cells: int, out: Path, overrides: Sequence[str],

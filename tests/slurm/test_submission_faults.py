@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 from tests.conftest import Launcher
@@ -39,3 +40,20 @@ def test_a_submission_slurm_refuses_midway_is_cancelled_whole_and_resumes(launch
     resumed = launcher("cluster=slurm", "pipeline=diamond", f"launch.resume={run.name}")
     assert resumed.proc.returncode == 0, resumed.output
     assert resumed.outputs("d", run)["value"] == 1 + 10 + 1 + 100
+
+
+def test_a_multi_word_cluster_python_runs_the_tasks_and_the_retry_guard(launcher: Launcher) -> None:
+    """cluster.python as a command line: the task jobs and the retry guard start with the same
+    words, so the failed first attempt of `once` is retried and `after` runs (defect 5 of issue 10:
+    the guard quoted it as one word, could not start, and `after` waited forever)."""
+    python = f"env PYTHONUNBUFFERED=1 {sys.executable}"
+    result = launcher("cluster=slurm", "pipeline=retry", f"cluster.python='{python}'", "launch.follow=false")
+    assert result.proc.returncode == 0, result.output
+    run = result.run_dir()
+    info = _wait_state(launcher, run.name, {"COMPLETED", "FAILED", "CANCELLED"}, timeout_s=180)
+    assert info.get("state") == "COMPLETED", (info, launcher.status(run.name).stdout)
+    assert [a["state"] for a in info["units"]["once"]["attempts"]] == ["FAILED", "COMPLETED"]
+    guard = json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]["history"][0]["job_id"]
+    assert guard  # the first job of `once` was replaced by the guard's re-submission
+    script = next((run / "tasks" / "once" / "logs").glob("guard-*.sh")).read_text()
+    assert f"exec env PYTHONUNBUFFERED=1 {sys.executable} -m cl_hpc.execute.slurm.guard" in script

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
 
 from cl_hpc.config.resources import Resources
-from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch, resource_options, slurm_mem, slurm_time
+from cl_hpc.errors import ConfigError
+from cl_hpc.execute.slurm.sbatch import (SbatchJob, interpreter, render_sbatch, resource_options, slurm_mem,
+                                         slurm_time)
 
 EXPECTED = Path(__file__).parent / "expected"
 CMD = "/venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 train 0 0:1,1:1,2:1,3:2"
@@ -96,3 +99,57 @@ def test_the_submit_interval_waits_only_for_what_is_left_of_it(monkeypatch: pyte
     monkeypatch.setattr(submit.time, "sleep", slept.append)
     submit.wait_interval(now - since_last_s, 0.5)
     assert slept == ([] if expected_sleep_s is None else [pytest.approx(expected_sleep_s)])
+
+
+# ---------------------------------------------------------------- cluster.python: one rendering for every job
+
+@pytest.mark.parametrize("python,expected", [
+    ("/venv/bin/python", "/venv/bin/python"),
+    ("apptainer exec img.sif python3", "apptainer exec img.sif python3"),
+    ("env PYTHONUNBUFFERED=1 /venv/bin/python", "env PYTHONUNBUFFERED=1 /venv/bin/python"),
+    ("'/opt/my env/bin/python'", "'/opt/my env/bin/python'"),  # a path with a space, quoted by the user
+    ("apptainer exec --bind '/a b:/data' img.sif python3", "apptainer exec --bind '/a b:/data' img.sif python3"),
+    ("python3 $(rm -rf ~)", "python3 '$(rm' -rf '~)'"),  # words, never shell code
+])
+def test_the_interpreter_is_split_into_words_each_quoted(python: str, expected: str) -> None:
+    assert interpreter(python) == expected
+    assert shlex.split(interpreter(python)) == shlex.split(python)
+
+
+def test_no_interpreter_is_the_launchers_own() -> None:
+    assert interpreter(None) == shlex.quote(sys.executable)
+
+
+@pytest.mark.parametrize("python,match", [("", "cluster.python is empty"),
+                                          ("apptainer exec 'img.sif python3", "not a valid command line")])
+def test_a_bad_interpreter_is_a_config_error(python: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        interpreter(python)
+
+
+MULTIWORD = "apptainer exec img.sif python3"
+
+
+def test_task_jobs_guards_and_backtests_start_with_the_same_words() -> None:
+    """Defect 5 of issue 10: the guard and the backtest quoted cluster.python as one word, so with a
+    command line their jobs could not start, retries never happened and dependents waited forever."""
+    from cl_hpc.backtest.slurm import command as backtest_command
+    from cl_hpc.execute.slurm.guard_submit import guard_job
+    from cl_hpc.execute.slurm.submit import job_command
+
+    task = job_command(MULTIWORD, "/runs/r1", "train", 0, {None: 1})
+    guard = guard_job("/runs/r1", "train", 0, "123", CASES["plain_task"], MULTIWORD).command
+    backtest = backtest_command(Path("/out"), [], MULTIWORD, "--merge")
+    for line in (task, guard, backtest):
+        assert shlex.split(line)[:4] == ["apptainer", "exec", "img.sif", "python3"], line
+
+
+def test_render_guard_matches_the_stored_script() -> None:
+    from cl_hpc.execute.slurm.guard_submit import guard_job
+
+    rendered = render_sbatch(guard_job("/runs/r1", "train", 2, "123", CASES["gpu_array_with_deps"],
+                                       "env PYTHONUNBUFFERED=1 /venv/bin/python"))
+    expected = EXPECTED / "sbatch_guard_multiword_python.sh"
+    if os.environ.get("CL_HPC_UPDATE_EXPECTED") == "1":
+        expected.write_text(rendered)
+    assert rendered == expected.read_text()

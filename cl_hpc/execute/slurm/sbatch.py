@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import shlex
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cl_hpc.config.resources import Resources
+from cl_hpc.errors import ConfigError
 
 USR_SIG = "USR2"  # the pre-timeout signal: PreemptionCheckpoint saves on it (submitit uses the same)
 
@@ -32,6 +34,24 @@ class SbatchJob:
     setup: tuple[str, ...] = ()  # shell lines before the task (module load, venv activation)
     use_srun: bool | None = None  # srun gives each process its SLURM_PROCID; None = only for several
     extra: Mapping[str, Any] = field(default_factory=dict)  # cluster-wide extra sbatch options
+
+
+def interpreter(python: str | None) -> str:
+    """``cluster.python`` as the shell words every job starts with: task jobs, retry guards and
+    backtest cells alike. A command line (``apptainer exec img.sif python3``) is split as a shell
+    would split it and each word quoted again; None is the launcher's own interpreter."""
+    if python is None:
+        return shlex.quote(sys.executable)
+    try:
+        words = shlex.split(python)
+    except ValueError as exc:
+        raise ConfigError(f"cluster.python={python!r} is not a valid command line ({exc}); give the compute "
+                          f"nodes' interpreter, e.g. /path/to/.venv/bin/python or 'apptainer exec img.sif python3' "
+                          f"(quote a path that holds spaces)") from None
+    if not words:
+        raise ConfigError("cluster.python is empty; leave it unset (null) for the launcher's own interpreter, "
+                          "or give the compute nodes' one, e.g. /path/to/.venv/bin/python")
+    return " ".join(map(shlex.quote, words))
 
 
 def slurm_time(minutes: float) -> str:

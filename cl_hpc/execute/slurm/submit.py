@@ -20,7 +20,7 @@ from submitit.core import utils
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.job import format_attempts
-from cl_hpc.execute.slurm.sbatch import SbatchJob, render_sbatch
+from cl_hpc.execute.slurm.sbatch import SbatchJob, interpreter, render_sbatch
 
 
 class Submitter(submitit.SlurmExecutor):
@@ -31,6 +31,7 @@ class Submitter(submitit.SlurmExecutor):
         except RuntimeError as exc:  # submitit's "Could not detect srun"
             raise ExecutorError(f"cluster=slurm needs the Slurm client commands (srun, sbatch) on PATH: {exc}") from exc
         self.job = job
+        self.job_python = python  # cluster.python as given: rendered by sbatch.interpreter, as guards and backtests do
         # At least interval_s between sbatch calls, to be gentle with slurmctld. Each task gets its
         # own Submitter, so the time of the launch's previous sbatch comes in.
         self._throttling = interval_s
@@ -56,9 +57,7 @@ class Submitter(submitit.SlurmExecutor):
     def submit_units(self, run_dir: str, task: str, epoch: int, attempts: dict[int | None, int]) -> list[str]:
         """One sbatch for the task (the whole fan-out as one array); the job id of each unit, in
         the order of ``attempts`` ("123", or "123_4" for shard 4)."""
-        args = ["-u", "-m", "cl_hpc.execute.slurm.job", run_dir, task, str(epoch), format_attempts(attempts)]
-        # submitit's self.python is a shell word already (quoted by it, or the user's own command)
-        command = " ".join([self.python, *map(shlex.quote, args)])
+        command = job_command(self.job_python, run_dir, task, epoch, attempts)
         utils.JobPaths.get_first_id_independent_folder(self.folder).mkdir(parents=True, exist_ok=True)
         self._throttle()
         self._last_job_submitted = time.time()
@@ -74,6 +73,12 @@ class Submitter(submitit.SlurmExecutor):
     def last_submitted(self) -> float:
         """When this submitter last called sbatch (epoch seconds; 0.0 before it did)."""
         return self._last_job_submitted
+
+
+def job_command(python: str | None, run_dir: str, task: str, epoch: int, attempts: dict[int | None, int]) -> str:
+    """The task job's command line: cl_hpc's light job entry under ``cluster.python``."""
+    args = ["-u", "-m", "cl_hpc.execute.slurm.job", run_dir, task, str(epoch), format_attempts(attempts)]
+    return " ".join([interpreter(python), *map(shlex.quote, args)])
 
 
 def wait_interval(last: float, interval_s: float) -> None:
