@@ -45,6 +45,7 @@ from cl_hpc.dag.resume import plan_resume  # noqa: E402
 from cl_hpc.errors import ClHpcError, ConfigError, ExecutorError, ResourceError  # noqa: E402
 from cl_hpc.execute import Executor, make_executor  # noqa: E402
 from cl_hpc.atomic import write_text_atomic  # noqa: E402
+from cl_hpc.rundir import launch_lock  # noqa: E402
 from cl_hpc.rundir.layout import RunDir, new_run_id, resolve_run  # noqa: E402
 from cl_hpc.rundir.state import State, run_status  # noqa: E402
 from cl_hpc.ui import explain, follow, make_console, status_table  # noqa: E402
@@ -58,6 +59,7 @@ def launch(cfg: DictConfig, console: Console) -> int:
         return _launch(cfg, console)
     finally:  # a dry run, nothing to run or an error: the next combination of a sweep gets it on
         _resume_gc()
+        launch_lock.release_all()  # a dry run or nothing to run: the run dir's lock was taken to read it
 
 
 def _launch(cfg: DictConfig, console: Console) -> int:
@@ -91,7 +93,10 @@ def _launch(cfg: DictConfig, console: Console) -> int:
     if not executor.detaches:  # inprocess: the tasks run in this very process, for as long as they take
         _resume_gc()
     started = time.monotonic()
-    executor.submit(run, plan, todo, epoch)
+    try:
+        executor.submit(run, plan, todo, epoch)
+    finally:  # submitted (or given up): another launcher may read the run's states now
+        launch_lock.release(run.path)
     _resume_gc()
     if executor.detaches:  # from here on the run no longer needs this process
         console.print(f"run {run.run_id}: submitted in {time.monotonic() - started:.2f} s", highlight=False)
@@ -171,13 +176,16 @@ def _store_meta(resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def _prepare(run_root: Path, plan: Plan, resume: str | None, run_id: str | None, executor: Executor) -> tuple[RunDir, list[str], int]:
-    """The run dir, the units to run, and the launch epoch; nothing is written yet."""
+    """The run dir, the units to run, and the launch epoch; nothing is written yet. A resumed run's
+    launch lock is taken before its states are read, and held until its units are submitted: two
+    resumes at once would otherwise both submit the same units (cl_hpc/rundir/launch_lock.py)."""
     if not resume:
         run = RunDir(run_root / (run_id or new_run_id()))
         if run.path.exists():
             raise ExecutorError(f"run directory {run.path} already exists; pick another launch.run_id or resume it")
         return run, list(plan.units), 0
     run = resolve_run(run_root, resume)
+    launch_lock.acquire(run.path)
     statuses = run_status(run)
     live = [k for k, s in statuses.items() if not s.state.terminal]
     if live and not executor.problems(run):
@@ -188,7 +196,11 @@ def _prepare(run_root: Path, plan: Plan, resume: str | None, run_id: str | None,
 
 
 def _write_run(run: RunDir, plan: Plan, cfg: DictConfig, executor: Executor, epoch: int, todo: list[str]) -> None:
-    run.path.mkdir(parents=True, exist_ok=True)
+    try:
+        run.path.mkdir(parents=True, exist_ok=epoch > 0)
+    except FileExistsError:  # another launch with the same launch.run_id got there first
+        raise ExecutorError(f"run directory {run.path} already exists; pick another launch.run_id or resume it") from None
+    launch_lock.acquire(run.path)
     for key in todo:
         run.reset_for_rerun(key)
     name = "config.yaml" if epoch == 0 else f"config.{epoch}.yaml"

@@ -63,8 +63,45 @@ def explain(statuses: Mapping[str, UnitStatus]) -> list[str]:
     return lines
 
 
+def headline(plan: Plan, statuses: Mapping[str, UnitStatus], run: RunDir) -> list[str]:
+    """One line per completed final unit (one nothing depends on): its outputs that fit in a line,
+    numbers and short strings (e.g. evaluate's accuracy beside its baseline), as outputs.json orders them."""
+    needed = {d for unit in plan.units.values() for d in unit.deps}
+    lines = []
+    for key in plan.units:
+        if key in needed or statuses[key].state is not State.COMPLETED:
+            continue
+        outputs = run.outputs(key)
+        shown = [f"{name} {_short(value)}" for name, value in (outputs or {}).items() if _short(value)]
+        if shown:
+            lines.append(f"{key}: " + " · ".join(shown[:HEADLINE_VALUES]))
+    return lines
+
+
+HEADLINE_VALUES = 8  # a line, not a dump: outputs.json holds the rest
+_SHORT_TEXT = 32  # longer strings are paths and digests, not results
+
+
+def _short(value: object) -> str:
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str) and value and len(value) <= _SHORT_TEXT and "\n" not in value:
+        return value
+    return ""
+
+
+def interrupted(run: RunDir) -> list[str]:
+    """What a user who pressed Ctrl-C while following must know: the run goes on without them."""
+    return [f"stopped following; run {run.run_id} goes on in the background ({run.path})",
+            f"  follow it: python -m cl_hpc.status {run.run_id}",
+            f"  cancel it: python -m cl_hpc.cancel {run.run_id}"]
+
+
 def follow(run: RunDir, executor: Executor, console: Console) -> dict[str, UnitStatus]:
-    """Show progress until every unit is final (or the backend reports a problem); returns the states."""
+    """Show progress until every unit is final (or the backend reports a problem); returns the states.
+    Ctrl-C raises KeyboardInterrupt out of here; the caller says the run goes on (``interrupted``)."""
     plan = run.load_plan()
     interval_s = executor.follow_interval_s
     if not console.is_terminal:

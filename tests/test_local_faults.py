@@ -237,3 +237,26 @@ def test_a_task_over_its_memory_fails_like_on_slurm(launcher: Launcher) -> None:
 
     assert outcome_of(only["state"], only["error"]) == "OOM", "the right-sizer reads it as Slurm's OOM"
     assert "root cause: hog failed" in result.output
+
+
+# --- defect 15: Ctrl-C stops the follow, not the run, and says so ------------------------------
+
+def test_ctrl_c_while_following_says_the_run_goes_on(launcher: Launcher, follows: Callable[..., Follow]) -> None:
+    follow = follows("pipeline=slow", "pipeline.tasks.sleeper.params.sleep_s=8", "launch.follow=true")
+    run = follow.run_dir()
+    assert _wait_for(lambda: _running_attempt(run, "sleeper"), 60), follow.output
+    follow.proc.send_signal(signal.SIGINT)
+    assert follow.exit_code(60) == 130, follow.output
+    assert f"run {run.name} goes on in the background" in follow.output, follow.output
+    assert f"python -m cl_hpc.status {run.name}" in follow.output and f"python -m cl_hpc.cancel {run.name}" in follow.output
+    assert _wait_for(lambda: _status(launcher, run).get("state") == "COMPLETED", 90), _status(launcher, run)
+
+
+# --- a followed run ends with its result --------------------------------------------------------
+
+def test_a_followed_run_ends_with_its_final_outputs(launcher: Launcher) -> None:
+    result = launcher("pipeline=diamond")
+    assert result.proc.returncode == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("d: ")]
+    assert f"value {(1 + 10) + (1 + 100)}" in line.split(" · "), result.output
+    assert "b: value" not in result.output, "only the final tasks' outputs: the others fed them"

@@ -4,8 +4,13 @@ rarely shows, fast and without root. The same behaviours run on the real cluster
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from tests.conftest import Launcher
+from tests.conftest import REPO, Launcher, _env
 from tests.fakes.slurm import FakeSlurm
 
 SLURM = ("cluster=slurm", "cluster.check_limits=false", "launch.follow=false")
@@ -66,3 +71,35 @@ def test_reconcile_waits_for_a_lagging_sacct_then_records_what_slurm_saw(launche
     assert states["a"] == "FAILED", states
     record = json.loads((run / "tasks" / "a" / "attempts" / "1.json").read_text())
     assert record["slurm_state"] == "NODE_FAIL" and "NODE_FAIL" in record["error"]
+
+
+def test_a_second_resume_of_a_run_being_resumed_is_refused_naming_the_first(launcher: Launcher,
+                                                                            fake_slurm: FakeSlurm,
+                                                                            tmp_path: Path) -> None:
+    """Two `launch.resume` of one run at once (issue 10: 'would submit it twice'). The retry guard of
+    `once` failed, so `after` waits forever and the run may be resumed. The first resume is held in
+    the sacct call that finds the failed guard, after it read the states and before it wrote
+    anything: the second must fail at once, naming the first's pid and host, not submit again."""
+    run = launcher("pipeline=retry", *SLURM).run_dir()
+    once, guard = (lambda e: (e["job_id"], e["guard"]))(json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"])
+    fake_slurm.set_state(once, "FAILED", "1:0")
+    fake_slurm.set_state(guard, "FAILED", "1:0")
+    gate = tmp_path / "gate"
+    args = [sys.executable, "-m", "cl_hpc.launch", "hydra.searchpath=[file://tests/conf]", f"run_root={launcher.run_root}",
+            f"store.root={launcher.store_root}", "pipeline=retry", *SLURM, f"launch.resume={run.name}"]
+    env = {**_env(), "CL_HPC_FAKE_SLURM_GATE": str(gate), "CL_HPC_FAKE_SLURM_GATE_COMMAND": "sacct"}
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(f"{gate}.waiting").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0] if first.poll() else "timeout"
+            time.sleep(0.05)
+        second = launcher("pipeline=retry", *SLURM, f"launch.resume={run.name}")
+        assert second.proc.returncode == 2, second.output
+        assert f"is being launched by another process (pid {first.pid} on {os.uname().nodename}" in second.output
+    finally:
+        gate.touch()
+        out = first.communicate(timeout=120)[0]
+    assert first.returncode == 0, out
+    names = sorted(j["name"].rsplit(".", 1)[-1] for j in fake_slurm.jobs().values())
+    assert names == ["after", "after", "guard", "guard", "once", "once"], names  # the first launch, then one resume

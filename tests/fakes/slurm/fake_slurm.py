@@ -10,6 +10,10 @@ count of calls per command, every call's argv, and the faults to inject:
         "queue": true an sbatch still queues its job first (an answer lost after slurmctld acted);
     "sacct_lag": K    a job's rows appear in sacct only from the K-th sacct call after its submission.
 
+With $CL_HPC_FAKE_SLURM_GATE set, the first call of $CL_HPC_FAKE_SLURM_GATE_COMMAND (default
+sbatch) touches ``<gate>.waiting`` and waits for ``<gate>`` to exist: a test holds one process at
+that point that way, without timing it.
+
 Jobs never run: a test moves them on with :func:`set_state` (tests/fakes/slurm/__init__.py).
 Only what cl_hpc asks of these commands is emulated, with Slurm 22.05's own messages. The real
 commands are tested on the local cluster (tests/slurm/); this is beside them, never instead.
@@ -31,6 +35,9 @@ LIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDE
 
 def main(name: str, args: list[str]) -> int:
     path = Path(os.environ["CL_HPC_FAKE_SLURM_STATE"])
+    gate = os.environ.get("CL_HPC_FAKE_SLURM_GATE")
+    if gate and name == os.environ.get("CL_HPC_FAKE_SLURM_GATE_COMMAND", "sbatch"):
+        _wait_at(Path(gate))
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one command at a time, as slurmctld serialises its state
         state = json.loads(path.read_text()) if path.exists() else {}
@@ -48,6 +55,14 @@ def main(name: str, args: list[str]) -> int:
     if fault is not None and fault.get("hang_s"):
         time.sleep(fault["hang_s"])  # a controller that does not answer (after the lock: others go on)
     return code
+
+
+def _wait_at(gate: Path) -> None:
+    """Hold this sbatch until the test creates ``gate``; ``<gate>.waiting`` says it got here."""
+    Path(f"{gate}.waiting").touch()
+    deadline = time.monotonic() + 300
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _fault(state: dict[str, Any], name: str, args: list[str], fault: dict[str, Any]) -> int:

@@ -1,0 +1,76 @@
+"""One launcher at a time per run dir: an exclusive flock on ``RUN_DIR/.launch.lock``.
+
+A resume reads the units' states, decides what to run and submits it; two resumes of one run at
+once would both find the same units to run and submit each twice. The lock is taken before the
+states are read and held until the units are submitted (cl_hpc/launch.py); the second launcher
+does not wait for it but fails at once, naming the holder. The kernel drops a flock when its
+holder exits, however it exits, so a crashed launcher never leaves the run locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from cl_hpc.errors import ExecutorError
+
+LOCK_NAME = ".launch.lock"
+_held: dict[Path, int] = {}  # lock path -> the open file that holds it (closing it drops the lock)
+
+
+def acquire(run_path: Path) -> None:
+    """Take the run's launch lock for this process, or raise naming whoever holds it."""
+    path = (run_path / LOCK_NAME).resolve()
+    if path in _held:
+        return
+    try:
+        # 0600: a user who can only read the run dir cannot take (and so block) it
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ExecutorError(f"cannot open the launch lock {path} ({exc.strerror}); a run can be launched and "
+                            f"resumed only by a user who can write its directory") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read(fd)
+        os.close(fd)
+        raise ExecutorError(f"run {run_path.name} is being launched by another process ({_describe(holder)}); "
+                            f"wait until it has submitted, then see `python -m cl_hpc.status {run_path.name}` "
+                            f"(lock: {path})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "time": time.time(),
+                             "argv": sys.argv[1:]}).encode())
+    _held[path] = fd
+
+
+def release(run_path: Path) -> None:
+    """Drop the lock (if this process holds it). The file stays: deleting a lock file races with
+    a process that has just opened it."""
+    fd = _held.pop((run_path / LOCK_NAME).resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def release_all() -> None:
+    for path in list(_held):
+        release(path.parent)
+
+
+def _read(fd: int) -> dict[str, object]:
+    try:
+        return json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:  # the holder has opened it but not written yet
+        return {}
+
+
+def _describe(holder: dict[str, object]) -> str:
+    if not holder:
+        return "it has not written its pid yet"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(str(holder.get("time", 0)))))
+    argv = holder.get("argv")
+    args = " ".join(map(str, argv))[:300] if isinstance(argv, list) else ""
+    return f"pid {holder.get('pid')} on {holder.get('host')}, since {since}: {args or '(no arguments)'}"
