@@ -48,7 +48,7 @@ from cl_hpc.atomic import write_text_atomic  # noqa: E402
 from cl_hpc.rundir import launch_lock  # noqa: E402
 from cl_hpc.rundir.layout import RunDir, new_run_id, resolve_run  # noqa: E402
 from cl_hpc.rundir.state import State, run_status  # noqa: E402
-from cl_hpc.ui import explain, follow, make_console, status_table  # noqa: E402
+from cl_hpc.ui import explain, follow, headline, interrupted, make_console, status_table  # noqa: E402
 
 register()
 
@@ -224,12 +224,21 @@ def _after_submit(run: RunDir, plan: Plan, executor: Executor, resolved: dict[st
     if not wanted and executor.detaches:
         console.print(f"detached; follow it with: python -m cl_hpc.status {run.run_id}", highlight=False)
         return 0
-    statuses = follow(run, executor, console) if executor.detaches else executor.status(run)
-    if not console.is_terminal or not executor.detaches:
-        console.print(status_table(run, plan, statuses))
-    _index(run, plan)
+    try:
+        statuses = follow(run, executor, console) if executor.detaches else executor.status(run)
+        if not console.is_terminal or not executor.detaches:
+            console.print(status_table(run, plan, statuses))
+        _index(run, plan)
+    except KeyboardInterrupt:
+        if not executor.detaches:  # inprocess: the run was this process, and it is over
+            raise
+        for line in interrupted(run):  # Ctrl-C stops the follow, never the detached run: say so
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        return 130  # the shell's code for a SIGINT exit
     for line in explain(statuses) + executor.problems(run):
         console.print(line, style="red", highlight=False, markup=False)
+    for line in headline(plan, statuses, run):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     ok = all(s.state is State.COMPLETED for s in statuses.values())
     console.print(f"run {run.run_id} {'completed' if ok else 'did not complete'}: {run.path}", highlight=False)
     return 0 if ok else 1
