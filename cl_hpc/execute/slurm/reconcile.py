@@ -23,6 +23,7 @@ from cl_hpc.rundir.state import State, UnitStatus, run_status, unit_status
 SELF_REPORTING = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
           "CONFIGURING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD", "COMPLETED"}
 OOM_MARKERS = ("Exceeded job memory limit", "oom-kill", "OUT_OF_MEMORY")
+TAIL_BYTES = 64 * 1024  # Slurm writes its kill message last; a task's log may be gigabytes before it
 
 
 def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -109,9 +110,20 @@ def _record_death(run: RunDir, status: UnitStatus, launch: Mapping | None, job_i
 
 def _reason(state: str, exit_code: str, stderr: Path) -> str:
     # Without cgroups a memory kill ends FAILED (signal 9); only the job's stderr says why.
-    text = stderr.read_text(errors="replace")[-20000:] if stderr.exists() else ""
+    text = read_tail(stderr)
     if state == "OUT_OF_MEMORY" or any(m in text for m in OOM_MARKERS):
         return f"OUT_OF_MEMORY: killed for using more than its --mem (resources.mem_gb); Slurm state {state}, exit {exit_code}"
     if state == "TIMEOUT":
         return "TIMEOUT: killed at its time limit (resources.time_min)"
     return f"Slurm ended the job {state} (exit code {exit_code}) before it recorded its end"
+
+
+def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of a log as text ("" if there is none): a job's stderr can be as
+    large as its task made it, and the guard runs in a 1 GB job."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, 2) - limit))
+            return f.read(limit).decode(errors="replace")
+    except FileNotFoundError:
+        return ""
