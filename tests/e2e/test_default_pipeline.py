@@ -27,6 +27,11 @@ def test_default_pipeline_trains_and_evaluates_an_honest_model(launcher: Launche
     # Held-out accuracy well above the majority-class baseline: the model learned something real.
     assert evaluate["accuracy"] > evaluate["baseline_accuracy"] + 0.15, evaluate
     assert evaluate["rows"] > 0 and 0 < evaluate["roc_auc"] <= 1
+    # ... and the followed run ends by saying so, not only in outputs.json
+    (line,) = [line for line in result.output.splitlines() if line.startswith("evaluate: ")]
+    shown = dict(item.split(" ", 1) for item in line.removeprefix("evaluate: ").split(" · "))
+    assert float(shown["accuracy"]) == pytest.approx(evaluate["accuracy"], rel=1e-3), line
+    assert float(shown["baseline_accuracy"]) == pytest.approx(evaluate["baseline_accuracy"], rel=1e-3), line
 
     config = (result.run_dir() / "config.yaml").read_text()
     assert "landing_dir: " + str(landing) in config, "the resolved config is saved with the run"
