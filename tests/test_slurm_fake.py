@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,3 +104,37 @@ def test_a_second_resume_of_a_run_being_resumed_is_refused_naming_the_first(laun
     assert first.returncode == 0, out
     names = sorted(j["name"].rsplit(".", 1)[-1] for j in fake_slurm.jobs().values())
     assert names == ["after", "after", "guard", "guard", "once", "once"], names  # the first launch, then one resume
+
+
+def test_a_launcher_killed_mid_submission_leaves_a_run_that_resume_completes(launcher: Launcher,
+                                                                            fake_slurm: FakeSlurm,
+                                                                            tmp_path: Path) -> None:
+    """SIGKILL while c's sbatch runs: no error path runs, so status names the units never
+    submitted, and resume cancels the jobs left queued before it submits the run again."""
+    gate = tmp_path / "gate"
+    args = [sys.executable, "-m", "cl_hpc.launch", "hydra.searchpath=[file://tests/conf]", f"run_root={launcher.run_root}",
+            f"store.root={launcher.store_root}", "pipeline=diamond", *SLURM]
+    env = {**_env(), "CL_HPC_FAKE_SLURM_GATE": str(gate), "CL_HPC_FAKE_SLURM_GATE_AFTER": "2"}
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)  # its own group: the kill takes its sbatch too
+    deadline = time.monotonic() + 120
+    while not Path(f"{gate}.waiting").exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0] if first.poll() else "timeout"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    run = next(launcher.run_root.iterdir())
+    assert sorted(fake_slurm.jobs()) == ["100", "101"]  # a and b queued, c and d never
+
+    proc = launcher.status(run.name, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    info = json.loads(proc.stdout)
+    assert any(p.startswith("c, d were never submitted") and f"launch.resume={run.name}" in p
+               for p in info["problems"]), info["problems"]
+
+    again = launcher("pipeline=diamond", *SLURM, f"launch.resume={run.name}")
+    assert again.proc.returncode == 0, again.output
+    jobs = fake_slurm.jobs()
+    assert [jobs[j]["states"][""][0] for j in ("100", "101")] == ["CANCELLED", "CANCELLED"]
+    assert sorted(j["name"].rsplit(".", 1)[-1] for j in jobs.values() if j["states"][""][0] == "PENDING") == \
+        ["a", "b", "c", "d"]

@@ -55,6 +55,24 @@ def release(run_path: Path) -> None:
         os.close(fd)
 
 
+def busy(run_path: Path) -> bool:
+    """Does another process hold the run's launch lock now (is it submitting)?"""
+    path = (run_path / LOCK_NAME).resolve()
+    if path in _held:
+        return False  # this very process: nobody else is
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # never launched with a lock, or not ours to read
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a probe: held only for this call
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def release_all() -> None:
     for path in list(_held):
         release(path.parent)

@@ -65,19 +65,9 @@ class Taken:
 
 def live_slurm_jobs(job_ids: Sequence[str]) -> dict[str, str]:
     """{base id: state} of the ``job_ids`` that ``squeue`` still lists (pending, running, ...)."""
-    from cl_hpc.execute.slurm import commands
-    from cl_hpc.execute.slurm.parse import parse_squeue
+    from cl_hpc.execute.slurm.commands import live_jobs
 
-    bases = sorted({str(j).split("_")[0] for j in job_ids})
-    if not bases:
-        return {}
-    try:
-        out = commands.run(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(bases)])
-    except commands.SlurmCommandError as exc:
-        if "Invalid job id" in exc.stderr:  # squeue's answer when the only id asked for is gone
-            return {}
-        raise
-    return {e.base_id: e.state for e in parse_squeue(out) if e.base_id in bases}
+    return live_jobs(job_ids)
 
 
 def pid_alive(pid: Any, started: Any) -> bool:

@@ -144,6 +144,22 @@ def find_submitted(script: str) -> str | None:
     return max(ids, key=lambda j: int(j.split("_")[0])).split("_")[0] if ids else None
 
 
+def live_jobs(job_ids: Sequence[str]) -> dict[str, str]:
+    """{base id: state} of the ``job_ids`` that ``squeue`` still lists (pending, running, ...)."""
+    from cl_hpc.execute.slurm.parse import parse_squeue
+
+    bases = sorted({str(j).split("_")[0] for j in job_ids})
+    if not bases:
+        return {}
+    try:
+        out = run(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(bases)])
+    except SlurmCommandError as exc:
+        if "Invalid job id" in exc.stderr:  # squeue's answer when the only id asked for is gone
+            return {}
+        raise
+    return {e.base_id: e.state for e in parse_squeue(out) if e.base_id in bases}
+
+
 def scancel(job_ids: Sequence[str]) -> None:
     """Cancel these jobs (array ids cancel every shard); nothing to do for none."""
     if job_ids:

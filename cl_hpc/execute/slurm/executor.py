@@ -26,6 +26,7 @@ from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.execute.slurm.sbatch import SbatchJob
 from cl_hpc.execute.slurm.guard_submit import submit_guard
 from cl_hpc.execute.slurm.submit import Submitter, job_id_of, wait_interval
+from cl_hpc.rundir import launch_lock
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import UnitStatus, run_status
 
@@ -68,6 +69,8 @@ class SlurmExecutor(Executor):
     def submit(self, run: RunDir, plan: Plan, todo: Sequence[str], epoch: int) -> None:
         wanted = set(todo)
         submitted: dict[str, dict[str, Any]] = {}
+        if epoch > 0:  # a resume: what earlier launches left queued would run beside the new jobs
+            scancel(sorted(commands.live_jobs(all_job_ids(run))))
         try:
             for spec in plan.tasks.values():
                 units = [u for u in plan.units_of(spec.name) if u.key in wanted]
@@ -121,13 +124,21 @@ class SlurmExecutor(Executor):
         scancel(all_job_ids(run))
 
     def problems(self, run: RunDir) -> list[str]:
-        """A retry guard that failed leaves its task's dependents waiting: say so, with its log."""
+        """What leaves units waiting forever: a retry guard that failed (its task's dependents wait),
+        or a launcher that stopped mid-submission (the units it never submitted). Each makes the
+        run resumable."""
         launches = (read_json(run.path / JOBS_FILE) or {}).get("launches") or {}
         guards = {e["guard"]: t for launch in launches.values() for t, e in launch.items() if e.get("guard")}
         states = sacct_states(list(guards))
-        return [f"the retry guard of {task} (job {job}) ended {states[job][0]}; see "
-                f"{run.path / 'tasks' / task / 'logs' / f'{job}_0_log.err'}"
-                for job, task in guards.items() if job in states and states[job][0] not in ("COMPLETED", "PENDING", "RUNNING")]
+        out = [f"the retry guard of {task} (job {job}) ended {states[job][0]}; see "
+               f"{run.path / 'tasks' / task / 'logs' / f'{job}_0_log.err'}"
+               for job, task in guards.items() if job in states and states[job][0] not in ("COMPLETED", "PENDING", "RUNNING")]
+        missing = never_submitted(run)
+        if missing:
+            out.append(f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} were never submitted: the "
+                       f"launcher stopped mid-submission; `python -m cl_hpc.launch launch.resume={run.run_id}` "
+                       f"cancels what it left queued and submits the run again")
+        return out
 
 
 def abandon(run: RunDir, todo: Sequence[str], submitted: Mapping[str, Any], reason: str) -> None:
@@ -142,6 +153,17 @@ def abandon(run: RunDir, todo: Sequence[str], submitted: Mapping[str, Any], reas
     for key in todo:
         if run.cancelled(key) is None and run.outputs(key) is None:  # a unit that already completed keeps it
             run.mark_cancelled(key, reason, None)
+
+
+def never_submitted(run: RunDir) -> list[str]:
+    """Units of the latest launch with no Slurm job, while no launcher is submitting: its launcher
+    was killed midway (SIGKILL, a lost login node), so nothing will ever run or cancel them."""
+    launch = (run.meta().get("launches") or [None])[-1]
+    if not launch or launch_lock.busy(run.path):
+        return []
+    jobs = launch_jobs(run, int(launch.get("epoch", 0)))
+    have = {k for entry in jobs.values() for k in entry["units"]}
+    return [k for k in launch.get("units", ()) if k not in have and run.cancelled(k) is None and run.outputs(k) is None]
 
 
 def save_launch(run: RunDir, epoch: int, submitted: Mapping[str, Any], conf: SlurmClusterConf) -> None:

@@ -10,9 +10,9 @@ count of calls per command, every call's argv, and the faults to inject:
         "queue": true an sbatch still queues its job first (an answer lost after slurmctld acted);
     "sacct_lag": K    a job's rows appear in sacct only from the K-th sacct call after its submission.
 
-With $CL_HPC_FAKE_SLURM_GATE set, the first call of $CL_HPC_FAKE_SLURM_GATE_COMMAND (default
-sbatch) touches ``<gate>.waiting`` and waits for ``<gate>`` to exist: a test holds one process at
-that point that way, without timing it.
+With $CL_HPC_FAKE_SLURM_GATE set, each call of $CL_HPC_FAKE_SLURM_GATE_COMMAND (default sbatch)
+after the first $CL_HPC_FAKE_SLURM_GATE_AFTER (default 0) touches ``<gate>.waiting`` and waits for
+``<gate>`` to exist: a test holds a process at that point that way, without timing it.
 
 Jobs never run: a test moves them on with :func:`set_state` (tests/fakes/slurm/__init__.py).
 Only what cl_hpc asks of these commands is emulated, with Slurm 22.05's own messages. The real
@@ -37,7 +37,9 @@ def main(name: str, args: list[str]) -> int:
     path = Path(os.environ["CL_HPC_FAKE_SLURM_STATE"])
     gate = os.environ.get("CL_HPC_FAKE_SLURM_GATE")
     if gate and name == os.environ.get("CL_HPC_FAKE_SLURM_GATE_COMMAND", "sbatch"):
-        _wait_at(Path(gate))
+        before = json.loads(path.read_text()).get("calls", {}).get(name, 0) if path.exists() else 0
+        if before >= int(os.environ.get("CL_HPC_FAKE_SLURM_GATE_AFTER", "0")):
+            _wait_at(Path(gate))
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one command at a time, as slurmctld serialises its state
         state = json.loads(path.read_text()) if path.exists() else {}
