@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
+
+from cl_hpc.execute.slurm import commands
 from tests.conftest import Launcher
 from tests.slurm.test_backend import _wait_state
 
@@ -57,3 +61,23 @@ def test_a_multi_word_cluster_python_runs_the_tasks_and_the_retry_guard(launcher
     assert guard  # the first job of `once` was replaced by the guard's re-submission
     script = next((run / "tasks" / "once" / "logs").glob("guard-*.sh")).read_text()
     assert f"exec env PYTHONUNBUFFERED=1 {sys.executable} -m cl_hpc.execute.slurm.guard" in script
+
+
+def test_the_command_layer_on_the_real_cluster(tmp_path: Path) -> None:
+    """What the fake CLI assumes of the real one: sbatch --parsable's id, squeue's %o is the absolute
+    script path (the lookup after a lost answer), an unknown id's error, and scancel."""
+    script = tmp_path / "hold.sh"
+    script.write_text("#!/bin/bash\n#SBATCH --job-name=cl_hpc.test.hold\n#SBATCH --time=1\n#SBATCH --mem=50M\n"
+                      "#SBATCH --begin=now+1hour\nsleep 60\n")  # held: it must stay queued while we look
+    job = commands.sbatch(script)
+    try:
+        assert job.isdigit()
+        assert commands.find_submitted(str(script)) == job
+        assert commands.live_jobs([job, "99999998"]) == {job: "PENDING"}
+        assert commands.live_jobs(["99999998"]) == {}  # squeue exits 1, "Invalid job id specified"
+    finally:
+        commands.scancel([job])
+    assert _sacct_state(job) == "CANCELLED"
+    with pytest.raises(commands.SlurmCommandError, match=r"`scontrol show job 99999998` failed \(exit 1\): "
+                                                         r".*Invalid job id specified"):
+        commands.scontrol("show", "job", "99999998")
