@@ -9,7 +9,6 @@ holder are judged by these functions alone.
 from __future__ import annotations
 
 import errno
-import time
 from typing import Any, Iterable
 
 import psutil
@@ -38,11 +37,6 @@ def process(pid: Any, started: Any = None, before: Any = None) -> psutil.Process
 def alive(pid: Any, started: Any) -> bool:
     """The process lives, runs (not a zombie) and is the same one (its start time matches)."""
     return started is not None and process(pid, started=started) is not None
-
-
-def identity(pid: int) -> dict[str, float | int]:
-    """What names this process later: its pid and start time."""
-    return {"pid": pid, "pid_started": psutil.Process(pid).create_time()}
 
 
 def tree(root: psutil.Process, with_root: bool = True) -> list[psutil.Process]:
@@ -104,13 +98,3 @@ def _running(proc: psutil.Process) -> bool:
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
-
-def wait_gone(procs: Iterable[psutil.Process], timeout_s: float) -> bool:
-    """Poll until none of ``procs`` runs; False at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    procs = list(procs)
-    while any(_running(p) for p in procs):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

@@ -83,7 +83,7 @@ _SHORT_TEXT = 32  # longer strings are paths and digests, not results
 
 
 def _short(value: object) -> str:
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, (bool, int)):
         return str(value)
     if isinstance(value, float):
         return f"{value:.4g}"

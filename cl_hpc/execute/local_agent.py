@@ -13,6 +13,7 @@ and frees it when a record of its own cannot be written for lack of space (local
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -34,8 +35,10 @@ from cl_hpc.execute.schedule import Pool, cancel_dependents, ready
 from cl_hpc.execute.slurm.escalate import escalate
 from cl_hpc.atomic import read_json
 from cl_hpc.rundir.layout import RunDir
+from cl_hpc.states import AttemptState
 
 GB = 1024**3
+MEM_SAMPLE_S = 1.0  # as often as the local Slurm cluster's JobAcctGatherFrequency; a sample reads /proc
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Agent:
     running: dict[str, Running] = field(default_factory=dict)
     tries: dict[str, int] = field(default_factory=dict)
     resources: dict[str, Resources] = field(default_factory=dict)  # escalated for a retry
+    sampled: float = 0.0  # when enforce_memory last read the processes' memory (monotonic)
 
     def loop(self) -> None:
         self.done = {k for k in self.plan.units if k not in self.todo}
@@ -111,6 +115,9 @@ class Agent:
     def enforce_memory(self) -> None:
         """Kill a unit whose processes together hold more than its mem_gb, as Slurm's OverMemoryKill
         does with --mem (per node: every task process of the unit shares it)."""
+        if time.monotonic() - self.sampled < MEM_SAMPLE_S:
+            return
+        self.sampled = time.monotonic()
         for key, entry in self.running.items():
             if entry.root is None or entry.oom:
                 continue
@@ -138,7 +145,7 @@ class Agent:
             elif self.tries[key] > self.plan.spec(key).retries:
                 self.todo.remove(key)
                 self.io.write(f"the cancellation of what depends on {key}",
-                              lambda key=key: cancel_dependents(self.run, self.plan, key))
+                              functools.partial(cancel_dependents, self.run, self.plan, key))
                 gone = set(self.plan.descendants(key))
                 self.todo[:] = [k for k in self.todo if k not in gone]
             else:
@@ -149,14 +156,14 @@ class Agent:
     def _completed(self, key: str, entry: Running) -> bool:
         attempts = self.run.attempts(key)
         last = attempts[-1] if attempts else None
-        if last and last["attempt"] == entry.attempt and last["state"] == "COMPLETED":
+        if last and last["attempt"] == entry.attempt and last["state"] == AttemptState.COMPLETED:
             return True  # it recorded its end before a memory kill could land: done, as on Slurm
-        if not last or last["attempt"] != entry.attempt or last["state"] == "RUNNING" or entry.oom:
+        if not last or last["attempt"] != entry.attempt or last["state"] == AttemptState.RUNNING or entry.oom:
             # The process ended without recording its end (killed, out of memory, time limit, or
             # its record could not be written): record it here, so the run never waits for it.
             record = _lost_record(self.run, entry, last, key, self.epoch)
             self.io.write(f"attempt {entry.attempt} of {key} as FAILED ({record['error']})",
-                          lambda: self.run.write_attempt(key, record))
+                          functools.partial(self.run.write_attempt, key, record))
         return False
 
     def _escalate(self, key: str, entry: Running) -> None:
@@ -172,7 +179,7 @@ class Agent:
         for key, entry in self.running.items():
             entry.job.cancel()
         for key in list(self.todo):
-            self.io.write(f"the cancellation of {key}", lambda key=key: self.run.mark_cancelled(key, reason, None))
+            self.io.write(f"the cancellation of {key}", functools.partial(self.run.mark_cancelled, key, reason, None))
         self.todo.clear()
         self.running.clear()
         self.save_running()
@@ -206,7 +213,7 @@ def _lost_record(run: RunDir, entry: Running, last: dict[str, Any] | None, key: 
             error = f"the process of {key} ended without recording its end: {full}"
     base = last if last and last["attempt"] == entry.attempt else {"attempt": entry.attempt, "epoch": epoch,
                                                                     "started": entry.started}
-    record = {**base, "state": "FAILED", "ended": time.time(), "error": error}
+    record = {**base, "state": AttemptState.FAILED, "ended": time.time(), "error": error}
     if entry.peak_rss:
         record["max_rss_mb"] = round(entry.peak_rss / 2**20, 1)
     return record

@@ -23,9 +23,10 @@ import psutil
 from cl_hpc import procs
 from cl_hpc.atomic import read_json
 from cl_hpc.rundir.layout import RunDir
+from cl_hpc.states import AttemptState
 
 SCHEDULER_FILE = "scheduler.json"
-_UNFINISHED = ("RUNNING", "PREEMPTED")
+_UNFINISHED = (AttemptState.RUNNING, AttemptState.PREEMPTED)
 
 
 @dataclass
@@ -78,6 +79,6 @@ def stop_orphans(run: RunDir, keys: list[str], why: str) -> list[Orphan]:
         base = orphan.record or {"attempt": orphan.attempt, "epoch": orphan.epoch, "started": None,
                                  "host": os.uname().nodename}
         pids = ", ".join(str(p.pid) for p in orphan.processes)
-        run.write_attempt(orphan.key, {**base, "state": "FAILED", "ended": time.time(),
+        run.write_attempt(orphan.key, {**base, "state": AttemptState.FAILED, "ended": time.time(),
                                        "error": f"orphaned: {why}; stopped its processes (pid {pids})"})
     return orphans
