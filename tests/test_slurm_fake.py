@@ -82,7 +82,8 @@ def test_a_second_resume_of_a_run_being_resumed_is_refused_naming_the_first(laun
     the sacct call that finds the failed guard, after it read the states and before it wrote
     anything: the second must fail at once, naming the first's pid and host, not submit again."""
     run = launcher("pipeline=retry", *SLURM).run_dir()
-    once, guard = (lambda e: (e["job_id"], e["guard"]))(json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"])
+    entry = json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]
+    once, guard = entry["job_id"], entry["guard"]
     fake_slurm.set_state(once, "FAILED", "1:0")
     fake_slurm.set_state(guard, "FAILED", "1:0")
     gate = tmp_path / "gate"

@@ -21,7 +21,7 @@ CELLS_SCRIPT, MERGE_SCRIPT = "cells.sbatch", "merge.sbatch"
 
 def cluster_settings(cluster: Mapping[str, Any]) -> dict[str, Any]:
     """The cluster group's Slurm settings; with cluster=local (no such keys) Slurm's own defaults."""
-    keys = {"partition": None, "account": None, "qos": None, "setup": [], "python": None, "extra": {},
+    keys: dict[str, Any] = {"partition": None, "account": None, "qos": None, "setup": [], "python": None, "extra": {},
             "array_parallelism": None}
     return {k: cluster.get(k, default) if cluster.get(k) is not None else default for k, default in keys.items()}
 
@@ -37,7 +37,7 @@ def render_jobs(conf: BacktestConf, n_cells: int, out: Path, overrides: Sequence
                 cluster: Mapping[str, Any]) -> tuple[str, str]:
     """(array script, merge script); the merge script's dependency is filled in at submission."""
     site = cluster_settings(cluster)
-    common = dict(comment=f"cl_hpc backtest out={out}", folder=str(out / "slurm"), setup=tuple(site["setup"]),
+    common: dict[str, Any] = dict(comment=f"cl_hpc backtest out={out}", folder=str(out / "slurm"), setup=tuple(site["setup"]),
                   extra=dict(site["extra"]), use_srun=False)
     res = Resources(cpus=conf.threads, mem_gb=conf.slurm_mem_gb, time_min=conf.slurm_time_min,
                     partition=site["partition"], account=site["account"], qos=site["qos"])

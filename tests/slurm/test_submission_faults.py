@@ -19,7 +19,8 @@ def _sacct_state(job_id: str, timeout_s: float = 60) -> str:
     """The job's end as slurmdbd records it (polled: its row lags the cancel by a moment)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "State", "-j", job_id], capture_output=True, text=True)
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "State", "-j", job_id], capture_output=True, text=True,
+                             check=False)
         state = out.stdout.strip().split(" ")[0]
         if state not in ("", "PENDING", "RUNNING") or time.monotonic() > deadline:
             return state

@@ -11,8 +11,14 @@ import pytest
 
 from cl_hpc.config.resources import Resources
 from cl_hpc.errors import ConfigError
-from cl_hpc.execute.slurm.sbatch import (SbatchJob, interpreter, render_sbatch, resource_options, slurm_mem,
-                                         slurm_time)
+from cl_hpc.execute.slurm.sbatch import (
+    SbatchJob,
+    interpreter,
+    render_sbatch,
+    resource_options,
+    slurm_mem,
+    slurm_time,
+)
 
 EXPECTED = Path(__file__).parent / "expected"
 CMD = "/venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 train 0 0:1,1:1,2:1,3:2"

@@ -22,9 +22,9 @@ from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.base import Executor
 from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.accounting import attach_sacct
+from cl_hpc.execute.slurm.guard_submit import submit_guard
 from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.execute.slurm.sbatch import SbatchJob
-from cl_hpc.execute.slurm.guard_submit import submit_guard
 from cl_hpc.execute.slurm.submit import Submitter, job_id_of, wait_interval
 from cl_hpc.rundir import launch_lock
 from cl_hpc.rundir.layout import RunDir
@@ -90,7 +90,7 @@ class SlurmExecutor(Executor):
                     submitted: Mapping[str, Mapping[str, Any]], epoch: int,
                     resources: Resources | None = None) -> dict[str, Any]:
         """Submit ``units`` of one task (a job, or an array for a fan-out), and its retry guard."""
-        shards = tuple(u.shard for u in units) if spec.foreach is not None else None
+        shards = tuple(u.shard for u in units if u.shard is not None) if spec.foreach is not None else None
         job = SbatchJob(
             name=f"cl_hpc.{run.run_id}.{spec.name}", comment=f"cl_hpc run={run.run_id} task={spec.name}",
             resources=resources or self.resources(spec), folder=str(run.path / "tasks" / spec.name / "logs"),

@@ -19,8 +19,15 @@ from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.accounting import query_accounting
 from cl_hpc.execute.slurm.escalate import escalate
-from cl_hpc.execute.slurm.executor import (JOBS_FILE, SlurmExecutor, dependency, launch_jobs, save_launch, scancel,
-                                           unit_jobs)
+from cl_hpc.execute.slurm.executor import (
+    JOBS_FILE,
+    SlurmExecutor,
+    dependency,
+    launch_jobs,
+    save_launch,
+    scancel,
+    unit_jobs,
+)
 from cl_hpc.execute.slurm.parse import LIVE_STATES
 from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.rundir.layout import RunDir
@@ -46,7 +53,7 @@ def guard(run: RunDir, task: str, epoch: int) -> str:
     if not retry:
         return f"every unit of {task} completed: nothing to do"
     executor = SlurmExecutor(conf)
-    errors = [statuses[u.key].last.get("error") or "" for u in retry]
+    errors = [(statuses[u.key].last or {}).get("error") or "" for u in retry]
     peak = _peak_mb(task_jobs) if any(e.startswith("OUT_OF_MEMORY") for e in errors) else None
     res, reasons = escalate(Resources(**jobs[task]["resources"]), errors, peak, *_caps(executor, plan, task))
     entry = executor.submit_task(run, plan, plan.tasks[task], retry, {}, epoch, resources=res)

@@ -48,7 +48,7 @@ def _expand_array(job_id: str) -> list[str]:
     match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
     if not match:
         return [job_id]
-    out = []
+    out: list[str] = []
     for part in match[2].split("%")[0].split(","):
         lo, _, hi = part.partition("-")
         out.extend(f"{match[1]}_{i}" for i in range(int(lo), int(hi or lo) + 1))

@@ -163,7 +163,7 @@ def _squeue(state: dict[str, Any], args: list[str]) -> int:
     for job in jobs:
         for unit in _units(job):
             if unit[1] in LIVE:
-                print(re.sub(r"%[a-zA-Z]", lambda m: str(fields.get(m[0], lambda j, u: "")(job, unit)), fmt))
+                print(re.sub(r"%[a-zA-Z]", lambda m, j=job, u=unit: str(fields.get(m[0], lambda j, u: "")(j, u)), fmt))
     return 0
 
 
