@@ -7,12 +7,13 @@ ingested into the store's ``profiles`` table. On Slurm the ingestion adds the jo
 
 from __future__ import annotations
 
+from cl_hpc.profile.diagnosis import diagnose
+
 TYPE_CHECKING = False  # on the job path: no typing at run time (cl_hpc/execute/runner.py)
 if TYPE_CHECKING:
     from typing import Any, Mapping
 
 VERSION = 1
-STALL_THRESHOLD = 0.10  # below this share of step time, data loading is not the bottleneck
 
 
 def best_memory(cgroup_peak_mb: float | None, hwm_mb: float | None, rss_mb: float | None) -> dict[str, Any]:
@@ -32,42 +33,32 @@ def mfu(flops_per_step: float | None, step_s: float | None, peak: float | None) 
     return flops_per_step / step_s / peak
 
 
-def diagnose_stall(stall: float | None, workers: int, workers_cpu_pct: float | None,
-                   iowait_pct: float | None) -> str:
-    """Why the training loop waits for data, and what would help."""
-    if stall is None:
-        return "no step timing: the task reported no training steps"
-    if stall < STALL_THRESHOLD:
-        return f"compute-bound: data loading takes {stall:.0%} of step time"
-    if workers == 0:
-        return (f"data-bound ({stall:.0%} of step time waiting) with no DataLoader workers: loading runs "
-                f"in the training process; set num_workers > 0 (and cpus to match)")
-    busy = (workers_cpu_pct or 0.0) / (100.0 * workers)
-    if busy >= 0.8:
-        return (f"preprocessing-bound: {workers} workers {busy:.0%} busy while the loop waits {stall:.0%} "
-                f"of step time; add workers and CPUs")
-    if (iowait_pct or 0.0) >= 10.0 or busy < 0.5:
-        return (f"storage-bound: the loop waits {stall:.0%} of step time while {workers} workers are only "
-                f"{busy:.0%} busy (iowait {iowait_pct or 0:.0f}%); more workers will not help: stage or "
-                f"cache the data on node-local disk or in memory")
-    return f"data-bound ({stall:.0%} of step time waiting), workers {busy:.0%} busy: profile the loader"
-
-
 def build_record(identity: Mapping[str, Any], timing: Mapping[str, Any], steps: Mapping[str, Any] | None,
                  host: Mapping[str, Any], memory: Mapping[str, Any], gpus: list[Mapping[str, Any]],
                  compute: Mapping[str, Any] | None, notes: Mapping[str, Any],
-                 series: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Assemble the record. ``compute``: flops per step and the peaks they are measured against."""
-    stall = steps.get("stall_fraction") if steps else None
-    workers = int(notes["num_workers"] if notes.get("num_workers") is not None else host.get("workers_max") or 0)
+                 series: Mapping[str, Any] | None, probe: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Assemble the record. ``compute``: flops per step and the peaks they are measured against;
+    ``probe``: what workers would cost this fit's loader (cl_hpc/profile/loader.py), when measured."""
     return {
         "version": VERSION, **identity, **timing, "steps": steps, "host": dict(host), "memory": dict(memory),
         "gpus": gpus, "compute": _with_mfu(compute, steps), "notes": dict(notes),
-        "stall": {"fraction": stall,
-                  "diagnosis": diagnose_stall(stall, workers, host.get("workers_cpu_pct_mean"),
-                                              host.get("iowait_pct_mean"))},
-        "series": series, "sacct": None,
+        "stall": stall_section(steps, host, notes, probe), "series": series, "sacct": None,
     }
+
+
+def stall_section(steps: Mapping[str, Any] | None, host: Mapping[str, Any], notes: Mapping[str, Any],
+                  probe: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The stall fraction with cl_hpc/profile/diagnosis.py's verdict on it, from the record's measures."""
+    stall = steps.get("stall_fraction") if steps else None
+    workers = int(notes["num_workers"] if notes.get("num_workers") is not None else host.get("workers_max") or 0)
+    busy = (host.get("workers_cpu_pct_mean") or 0.0) / (100.0 * workers) if workers else None
+    iowait = host.get("iowait_pct_mean")
+    steady = steps.get("steady_steps") if steps else None
+    found = diagnose(stall, workers, busy, iowait / 100.0 if iowait is not None else None, probe,
+                     steps.get("steps") if steps else None,
+                     steps["data_wait_s"] / steady if steps and steady else None)
+    return {"fraction": stall, "verdict": found.verdict.value, "diagnosis": found.text,
+            "probe": dict(probe) if probe else None}
 
 
 def _with_mfu(compute: Mapping[str, Any] | None, steps: Mapping[str, Any] | None) -> dict[str, Any] | None:

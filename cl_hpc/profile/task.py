@@ -62,6 +62,7 @@ class TaskProfiler:
         self._meter: StepMeter | None = None
         self.notes: dict[str, Any] = {}
         self.compute: dict[str, Any] | None = None
+        self.probe: dict[str, Any] | None = None  # what loader workers would cost (profile/loader.py)
         self._timer: Any = None
         self._gpus: Any = None
         self._cgroup = this_job_cgroup()
@@ -115,6 +116,22 @@ class TaskProfiler:
 
         self.compute = fit_compute(module, timer.example_batch, timer.device, timer.precision,
                                    int(getattr(trainer, "world_size", 1)), self.settings.ceiling)
+        self._probe_loader(getattr(trainer, "train_dataloader", None))
+
+    def _probe_loader(self, loader: Any) -> None:
+        """A stalled fit without workers: measure whether workers would help (the diagnosis advises
+        them only then). Never for a compute-bound fit: the probe starts a worker process."""
+        from cl_hpc.profile.diagnosis import STALL_THRESHOLD
+
+        stall = self.meter.compute().stall_fraction
+        if stall is None or stall < STALL_THRESHOLD or getattr(loader, "num_workers", 0):
+            return
+        try:
+            from cl_hpc.profile.loader import probe
+
+            self.probe = probe(loader)
+        except Exception as exc:  # the task succeeded whatever the probe says
+            self.notes["probe_error"] = f"{type(exc).__name__}: {exc}"
 
     def steps(self, iterable: Iterable[Any]) -> Iterator[Any]:
         """Yield from ``iterable``, timing each ``next()`` as data-wait and the loop body as compute."""
@@ -166,7 +183,7 @@ class TaskProfiler:
                 zip(getattr(self._gpus, "devices", ()), host.pop("gpus", []))]
         return record.build_record(self.identity, timing, stats.to_dict() if stats and stats.steps else None, host, memory,
                                    gpus, self.compute, {**self.notes, "sampler_errors": sampler.errors if sampler else []},
-                                   sampler.series.to_dict() if sampler else None)
+                                   sampler.series.to_dict() if sampler else None, self.probe)
 
     def _write(self, data: dict[str, Any]) -> None:
         name = f"{int(self.identity.get('attempt', 0))}-{int(self.identity.get('segment', 0))}.json"

@@ -66,6 +66,7 @@ def _observation(segments: list[Mapping[str, Any]], attempt: Mapping[str, Any]) 
         peak_mem_gb=peak / 1024 if peak else None, peak_mem_exact=all(s["peak_exact"] for s in segments),
         elapsed_s=elapsed or None, setup_s=segments[0]["setup_s"], steps=last["steps"],
         step_time_p95_s=last["step_p95_s"], stall_fraction=last["stall_fraction"],
+        loader_verdict=last.get("stall_verdict"),
         worker_cpu_util=_clip((last["workers_cpu_pct_mean"] or 0.0) / (100 * workers)) if workers else None,
         cpu_util=_clip(cpu / (100 * req.cpus)) if last["cpu_pct_mean"] is not None else None,
         iowait_fraction=_clip((last["iowait_pct_mean"] or 0.0) / 100) if last["iowait_pct_mean"] is not None else None,

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from cl_hpc.config.resources import Resources
 from cl_hpc.errors import DataError
+from cl_hpc.profile.diagnosis import Verdict
 
 OUTCOMES = ("COMPLETED", "OOM", "TIMEOUT", "FAILED", "PREEMPTED")
 _FRACTIONS = ("stall_fraction", "worker_cpu_util", "cpu_util", "iowait_fraction")
@@ -39,6 +40,9 @@ class Observation:
     steps: Optional[int] = None  # optimizer steps run
     step_time_p95_s: Optional[float] = None  # 95th percentile of the step time over the steady state
     stall_fraction: Optional[float] = None  # data-wait / step time over the steady state, 0-1
+    # the profile's diagnosis of the stall (a cl_hpc.profile.diagnosis.Verdict value); None for a
+    # record that predates it, which the loader rule then diagnoses from the measures here
+    loader_verdict: Optional[str] = None
     worker_cpu_util: Optional[float] = None  # busy share of the data-loader workers' CPU, 0-1
     cpu_util: Optional[float] = None  # busy share of the allocated cpus, 0-1
     iowait_fraction: Optional[float] = None  # share of CPU time spent waiting on I/O, 0-1
@@ -49,6 +53,10 @@ class Observation:
     def __post_init__(self) -> None:
         if self.outcome is not None and self.outcome not in OUTCOMES:
             raise DataError(f"observation outcome {self.outcome!r} is not one of {', '.join(OUTCOMES)}")
+        verdicts = [v.value for v in Verdict]
+        if self.loader_verdict is not None and self.loader_verdict not in verdicts:
+            raise DataError(f"observation loader_verdict {self.loader_verdict!r} is not one of {', '.join(verdicts)} "
+                            "(cl_hpc/profile/diagnosis.py)")
         for name in _NON_NEGATIVE:
             _check(name, getattr(self, name), 0.0, math.inf)
         for name in _FRACTIONS:

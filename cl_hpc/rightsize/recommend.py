@@ -19,12 +19,15 @@ request. The numbers below are ``Policy``'s defaults.
   minutes, >= 1: Slurm keeps limits in minutes and rounds "MM:SS" up (time_str2mins), so seconds
   would buy nothing. Without step statistics the margin gets the short-history widening. A TIMEOUT
   is a lower bound (its limit); until a run completes after it, the limit is >= 2x the one it hit.
-- **CPUs and loader workers** (newest completed run with a stall measure): stall >= 20% with
-  workers >= 80% busy is preprocessing-bound: workers / (1 - stall), +1 at least, 16 at most, and
-  cpus >= workers + 1. Stalled, workers idle, iowait >= 10%: storage-bound, a note says to stage
-  or cache the data. No stall, cpus < 50% busy: cpus shrink to the cores used x 1.25 (>= 1),
-  workers to cpus - 1 (>= 1). Else both stay as the last run had them where that is more than
-  declared: a raise that cured a stall is not undone when the next run no longer stalls.
+- **CPUs and loader workers** (newest completed run with a stall measure): the profile's own
+  diagnosis decides (cl_hpc/profile/diagnosis.py, one threshold and one verdict for the report and
+  for this rule). Where it says workers help (saturated workers, or a fetch in process measured to
+  cost more than a worker's IPC): workers / (1 - stall), +1 at least, 16 at most, and cpus >=
+  workers + 1. Any other data-bound verdict (storage-bound, workers would slow the steps, unclear)
+  changes nothing, shrinks nothing, and gets a note. Compute-bound with cpus < 50% busy: cpus shrink
+  to the cores used x 1.25 (>= 1), workers to cpus - 1 (>= 1). Else both stay as the last run had
+  them where that is more than declared: a raise that cured a stall is not undone when the next run
+  no longer stalls.
 - **GPUs**: GPUs under 5% mean utilization are dropped, never below 1 (all idle: 1, and the
   reason suggests gpus=0: 0 changes the device code path, so a person decides), while a run with
   idle GPUs is in the window. Under tasks_per_node > 1 (a DDP rank per GPU) an idle GPU is only
@@ -42,6 +45,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from cl_hpc.config.resources import Resources
 from cl_hpc.errors import ConfigError
+from cl_hpc.profile.diagnosis import STALL_THRESHOLD, Verdict, diagnose
 from cl_hpc.rightsize.history import Observation, decayed_max, newest_first
 
 _MEASURES = ("elapsed_s", "stall_fraction", "gpu_util")  # what completed runs contribute
@@ -66,18 +70,15 @@ class Policy:
     mem_step_gb: float = 1 / 64  # round up to 16 MiB: fine enough to keep the 80% efficiency
     min_time_min: float = 1.0  # Slurm's smallest limit
     time_step_min: float = 1.0  # Slurm keeps limits in whole minutes; finer would round up there anyway
-    stall_threshold: float = 0.2  # data wait / step time at or above this is data-bound
-    worker_busy_threshold: float = 0.8  # loader workers this busy are saturated (preprocessing-bound)
-    iowait_threshold: float = 0.1  # iowait share at or above this, with idle workers, is storage-bound
-    cpu_idle_threshold: float = 0.5  # cpus less busy than this (and no stall) shrink
+    # (what is a stall, and whether workers help, is the profile's diagnosis: cl_hpc/profile/diagnosis.py)
+    cpu_idle_threshold: float = 0.5  # cpus less busy than this (and compute-bound) shrink
     cpu_margin: float = 1.25  # x the cores used when cpus shrink
     max_workers: int = 16  # data-loader workers never grow past this
     gpu_idle_threshold: float = 0.05  # a GPU under this mean utilization is idle
 
     def __post_init__(self) -> None:
         factors = (self.mem_margin, self.time_margin, self.cpu_margin, self.oom_growth, self.timeout_growth)
-        thresholds = (self.stall_threshold, self.worker_busy_threshold, self.iowait_threshold,
-                      self.cpu_idle_threshold, self.gpu_idle_threshold)
+        thresholds = (self.cpu_idle_threshold, self.gpu_idle_threshold)
         _require(min(factors) >= 1, "margins and growth factors must be >= 1")
         _require(all(0 <= t <= 1 for t in thresholds) and 0 <= self.max_shrink < 1,
                  "thresholds must be in [0, 1] and max_shrink in [0, 1)")
@@ -257,8 +258,9 @@ def _growth_note(recent: Sequence[Observation], rows: Optional[int]) -> str:
 
 def loader_rule(recent: Sequence[Observation], request: Resources, policy: Policy,
                 params: Mapping[str, Any]) -> _Proposal:
-    """Grow workers and cpus when preprocessing stalls the step; shrink cpus that sit idle; else keep
-    what the last run had where it had more than declared (a raise that cured a stall stays)."""
+    """Grow workers and cpus where the diagnosis says workers help; shrink cpus that sit idle in a
+    compute-bound run; else keep what the last run had where it had more than declared (a raise
+    that cured a stall stays)."""
     o = next((o for o in recent if _completed(o) and o.stall_fraction is not None), None)
     if o is None:
         return _Proposal()
@@ -266,8 +268,9 @@ def loader_rule(recent: Sequence[Observation], request: Resources, policy: Polic
     declared_workers = params.get("num_workers", o.num_workers)
     cpus, workers = max(request.cpus, last_cpus), _max_known(declared_workers, o.num_workers)
     notes: tuple[str, ...] = ()
-    if (o.stall_fraction or 0.0) >= policy.stall_threshold:
-        cpus, workers, why, notes = _data_bound(o, policy, cpus, workers)
+    verdict = loader_verdict(o)
+    if verdict not in (Verdict.COMPUTE_BOUND, Verdict.NO_STEPS):
+        cpus, workers, why, notes = _data_bound(o, verdict, policy, cpus, workers)
     elif o.cpu_util is not None and o.cpu_util < policy.cpu_idle_threshold:
         cpus, workers, why = _idle_cpus(o, policy, last_cpus, workers)
     else:
@@ -277,28 +280,35 @@ def loader_rule(recent: Sequence[Observation], request: Resources, policy: Polic
     return replace(changes, notes=notes, more_workers=(workers or 0) > (o.num_workers or 0))
 
 
-def _data_bound(o: Observation, policy: Policy, cpus: int,
+def loader_verdict(o: Observation) -> Verdict:
+    """The verdict the run's profile recorded; for a record that predates it, the same diagnosis
+    on its measures (without a loader probe, so it never advises workers to a loop without them)."""
+    if o.loader_verdict is not None:
+        return Verdict(o.loader_verdict)
+    workers = o.num_workers if o.num_workers is not None else (1 if o.worker_cpu_util is not None else 0)
+    return diagnose(o.stall_fraction, workers, o.worker_cpu_util, o.iowait_fraction).verdict
+
+
+def _data_bound(o: Observation, verdict: Verdict, policy: Policy, cpus: int,
                 workers: Optional[int]) -> tuple[int, Optional[int], str, tuple[str, ...]]:
-    """Preprocessing-bound gets workers and a cpu each; storage-bound and unclear stalls get a note."""
+    """Where workers help: more of them and a cpu each. Every other data-bound verdict: a note."""
     stall, ran = o.stall_fraction or 0.0, o.num_workers
-    saturated = o.worker_cpu_util is not None and o.worker_cpu_util >= policy.worker_busy_threshold
-    storage = o.iowait_fraction is not None and o.iowait_fraction >= policy.iowait_threshold
-    seen = f"stall {stall:.0%} of the step, workers {_pct(o.worker_cpu_util)} busy, iowait {_pct(o.iowait_fraction)}"
-    if ran is None and saturated:
-        return cpus, workers, f"data-bound ({seen}): kept", (f"preprocessing-bound ({seen}) but num_workers "
-                                                             "was not recorded: raise it by hand",)
-    if ran is not None and (saturated or (ran == 0 and not storage)):
+    seen = (f"{verdict.value}: stall {stall:.0%} of the step, workers {_pct(o.worker_cpu_util)} busy, "
+            f"iowait {_pct(o.iowait_fraction)}")
+    if verdict.adds_workers and ran is None:
+        return cpus, workers, f"data-bound ({seen}): kept", (f"{seen} but num_workers was not recorded: "
+                                                             "raise it by hand",)
+    if verdict.adds_workers and ran is not None:
         # The loader delivers (1 - stall) of the batches the step could take: scale the workers by its inverse.
         want = min(policy.max_workers, max(ran + 1, math.ceil(ran / (1 - min(stall, 0.9)) - 1e-9)))
-        why = (f"preprocessing-bound: {seen}: {ran} workers / (1 - {stall:.2f}) -> {want}, "
-               "one cpu per worker plus the main process")
-        note = () if want > ran else (f"preprocessing-bound at max_workers={policy.max_workers}: {seen}",)
+        why = f"{seen}: {ran} workers / (1 - {stall:.2f}) -> {want}, one cpu per worker plus the main process"
+        note = () if want > ran else (f"{verdict.value} at max_workers={policy.max_workers}: {seen}",)
         return max(cpus, want + 1), _max_known(workers, want), why, note
-    if storage:
-        note = f"storage-bound: {seen}: stage or cache the data on node-local storage; more workers would not help"
-    else:
-        note = f"data-bound, cause unclear: {seen}, {ran} workers: profile the data loader"
-    return cpus, workers, f"data-bound ({seen}): kept, never shrunk", (note,)
+    advice = {Verdict.STORAGE_BOUND: "stage or cache the data on node-local storage; more workers would not help",
+              Verdict.WORKERS_WOULD_SLOW: "loader workers would cost more than they save (measured); kept at "
+                                          f"{ran}"}.get(verdict, f"cause unclear with {ran} workers: profile the "
+                                                                 "data loader")
+    return cpus, workers, f"data-bound ({seen}): kept, never shrunk", (f"{seen}: {advice}",)
 
 
 def _idle_cpus(o: Observation, policy: Policy, last_cpus: int,
@@ -306,7 +316,7 @@ def _idle_cpus(o: Observation, policy: Policy, last_cpus: int,
     """Shrink to the cores used x margin; workers to one per remaining cpu (at least one)."""
     used = (o.cpu_util or 0.0) * last_cpus
     cpus = max(1, math.ceil(used * policy.cpu_margin - 1e-9))
-    why = (f"stall {o.stall_fraction:.0%} < {policy.stall_threshold:.0%}, {used:.3g} of {last_cpus} cpus busy "
+    why = (f"stall {o.stall_fraction:.0%} < {STALL_THRESHOLD:.0%}, {used:.3g} of {last_cpus} cpus busy "
            f"x {policy.cpu_margin:g} margin -> {cpus}; one cpu per worker plus the main process")
     return cpus, (min(workers, max(1, cpus - 1)) if workers else workers), why
 

@@ -114,8 +114,14 @@ def _v3(conn: sqlite3.Connection) -> None:
             BEGIN SELECT RAISE(ABORT, 'alias_events is append-only'); END""")
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    # The profile's stall verdict (cl_hpc/profile/diagnosis.py Verdict), which the right-sizer acts
+    # on; NULL in older rows, which the right-sizer diagnoses from their measures instead.
+    conn.execute("ALTER TABLE profiles ADD COLUMN stall_verdict TEXT")
+
+
 # Append only: migration N brings a database from user_version N-1 to N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
 
 
 class Store:

@@ -37,6 +37,7 @@ def profile_row(rec: Mapping[str, Any], path: Path) -> dict[str, Any]:
         "step_p50_s": steps.get("step_p50_s"), "step_p95_s": steps.get("step_p95_s"),
         "stall_fraction": (rec.get("stall") or {}).get("fraction"),
         "stall_diagnosis": (rec.get("stall") or {}).get("diagnosis"),
+        "stall_verdict": (rec.get("stall") or {}).get("verdict"),
         "flops_per_step": compute.get("flops_per_step"), "flops_method": compute.get("flops_method"),
         "mfu_datasheet": compute.get("mfu_datasheet"), "mfu_ceiling": compute.get("mfu_measured_ceiling"),
         "gpu_util_pct": json.dumps([g.get("util_pct_mean") for g in gpus]) if gpus else None,

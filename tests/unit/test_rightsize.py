@@ -9,6 +9,7 @@ import pytest
 
 from cl_hpc.config.resources import Resources
 from cl_hpc.errors import ConfigError, DataError
+from cl_hpc.profile.diagnosis import STALL_THRESHOLD, Verdict, diagnose
 from cl_hpc.rightsize.history import Observation, history_key, rows_bucket
 from cl_hpc.rightsize.recommend import Policy, Recommendation, recommend
 
@@ -156,11 +157,18 @@ LOADER_CASES = [
     # (last run's facts, declared params, expected {field: new}, words in the reasons or notes)
     (dict(num_workers=2, stall_fraction=0.5, worker_cpu_util=0.95, iowait_fraction=0.01), {},
      {"num_workers": 4, "cpus": 5}, ["preprocessing-bound", "2 workers / (1 - 0.50) -> 4"]),
-    (dict(num_workers=0, stall_fraction=0.3), {}, {"num_workers": 1}, ["preprocessing-bound"]),
+    # no workers: the profile's verdict decides (its probe measured whether workers win)
+    (dict(num_workers=0, stall_fraction=0.3, loader_verdict="in-process"), {}, {"num_workers": 1}, ["in-process"]),
+    (dict(num_workers=0, stall_fraction=0.3, loader_verdict="workers-would-slow", cpu_util=0.2), {}, {},
+     ["workers would cost more than they save"]),  # and idle cpus are not cut: data-bound
+    # a record without a verdict (older, or a plain loop): never probed, so no workers
+    (dict(num_workers=0, stall_fraction=0.3), {}, {}, ["in-process-unmeasured", "cause unclear"]),
     (dict(num_workers=16, stall_fraction=0.5, worker_cpu_util=0.99), {}, {"cpus": 17}, ["max_workers=16"]),
     (dict(num_workers=4, stall_fraction=0.4, worker_cpu_util=0.2, iowait_fraction=0.3), {}, {},
      ["storage-bound", "stage or cache the data"]),
-    (dict(num_workers=4, stall_fraction=0.4, worker_cpu_util=0.2, iowait_fraction=0.01), {}, {}, ["cause unclear"]),
+    # idle workers without iowait: the profile's diagnosis calls it storage-bound (the right-sizer once said unclear)
+    (dict(num_workers=4, stall_fraction=0.4, worker_cpu_util=0.2, iowait_fraction=0.01), {}, {}, ["storage-bound"]),
+    (dict(num_workers=4, stall_fraction=0.4, worker_cpu_util=0.65, iowait_fraction=0.01), {}, {}, ["cause unclear"]),
     # idle cpus: 0.2 x 8 = 1.6 cores used, x 1.25 = 2 cpus, one worker
     (dict(requested=replace(REQ, cpus=8), num_workers=7, stall_fraction=0.02, cpu_util=0.2), {"num_workers": 7},
      {"cpus": 2, "num_workers": 1}, ["1.6 of 8 cpus busy"]),
@@ -265,14 +273,14 @@ def test_rows_bucket(rows: int | None, bucket: str) -> None:
 
 
 @pytest.mark.parametrize("bad", [dict(outcome="OUT_OF_MEMORY"), dict(stall_fraction=1.5), dict(peak_mem_gb=-1.0),
-                                 dict(gpu_util=(0.5, 2.0))])
+                                 dict(gpu_util=(0.5, 2.0)), dict(loader_verdict="data-bound")])
 def test_bad_observations_raise(bad: dict) -> None:
     with pytest.raises(DataError):
         Observation(**bad)
 
 
 @pytest.mark.parametrize("bad", [dict(mem_margin=0.9), dict(max_shrink=1.0), dict(window_runs=0),
-                                 dict(stall_threshold=2.0), dict(min_mem_gb=0.0)])
+                                 dict(cpu_idle_threshold=2.0), dict(min_mem_gb=0.0)])
 def test_bad_policies_raise(bad: dict) -> None:
     with pytest.raises(ConfigError):
         Policy(**bad)
@@ -283,6 +291,26 @@ def test_negative_rows_raise() -> None:
         history_key("p", "t", {}, -1)
 
 
+@pytest.mark.parametrize("stall", [0.0, 0.05, 0.1, 0.15, 0.1999, 0.2, 0.25, 0.4, 0.8])
+@pytest.mark.parametrize("workers, busy, iowait, probe", [
+    (0, None, None, None), (0, None, None, {"fetch_s": 0.005, "worker_batch_s": 0.0014, "worker_start_s": 0.01}),
+    (0, None, None, {"fetch_s": 0.00007, "worker_batch_s": 0.0014, "worker_start_s": 0.01}),
+    (2, 0.95, 0.0, None), (2, 0.2, 0.3, None), (2, 0.65, 0.0, None)])
+def test_the_right_sizer_follows_the_profiles_diagnosis(stall: float, workers: int, busy: float | None,
+                                                        iowait: float | None, probe: dict | None) -> None:
+    """Issue 10, defect 14: at a 15% stall the report said "add workers" while the right-sizer cut
+    cpus. Now both read one verdict: cpus shrink only in a compute-bound run, workers grow only
+    where the diagnosis advises them, and the report's text says the same."""
+    found = diagnose(stall, workers, busy, iowait, probe, steps=500, wait_per_step_s=0.004)
+    seen = run(0, requested=replace(REQ, cpus=8), num_workers=workers, stall_fraction=stall, worker_cpu_util=busy,
+               iowait_fraction=iowait, cpu_util=0.1, loader_verdict=found.verdict.value)
+    new = changed(recommend([seen], replace(REQ, cpus=8)))
+    advised = "num_workers > 0" in found.text or "add workers" in found.text
+    assert (new.get("num_workers", workers) > workers) == advised == found.verdict.adds_workers
+    if new.get("cpus", 8) < 8:
+        assert found.verdict is Verdict.COMPUTE_BOUND and stall < STALL_THRESHOLD and not advised
+
+
 def test_saturated_workers_of_unknown_count_get_a_note() -> None:
-    rec = recommend([run(0, stall_fraction=0.5, worker_cpu_util=0.9)], REQ)
+    rec = recommend([run(0, stall_fraction=0.5, worker_cpu_util=0.9, loader_verdict="preprocessing-bound")], REQ)
     assert not rec.params and any("num_workers was not recorded" in n for n in rec.notes)
