@@ -9,7 +9,8 @@ and safe when several task processes (Slurm jobs, local subprocesses) start at o
 ``fcntl`` lock while the others wait, every file is written under a temporary name and renamed into
 place, and the manifest is written last, so a zone without one is never taken as complete. The
 same settings with a larger ``n_partitions`` append the new partitions (data "arrives"), and so does
-:func:`append_partitions` (``python -m cl_hpc.data simulate``). Partition ``i`` always holds rows
+:func:`append_partitions` (``python -m cl_hpc.data simulate``); ``n_partitions`` is the least a
+zone holds, so one that has grown past it is read as it is, newest windows first. Partition ``i`` always holds rows
 ``i * rows_per_partition`` onwards of one seeded river stream, so appending k then m partitions
 writes the same files as generating k + m at once.
 """
@@ -157,17 +158,15 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
 
 
 def _is_complete(root: Path, spec: dict[str, Any], n_partitions: int) -> bool:
-    """True when the manifest covers ``n_partitions`` of the same spec; a different spec is an error."""
+    """True when the manifest covers at least ``n_partitions`` of the same spec; a different spec is
+    an error. A zone holding more has grown (``python -m cl_hpc.data simulate`` appended to it, or a
+    run with a larger n_partitions did): it is complete, and the windows are the newest partitions
+    (or those before data.as_of); nothing is generated or removed."""
     manifest = read_manifest(root)
     if manifest is None:
         return False
     check_spec(root, manifest, spec)
-    have = len(manifest["partitions"])
-    if have > n_partitions:
-        raise ConfigError(f"landing zone {root} holds {have} partitions but data.n_partitions={n_partitions}; "
-                          f"a zone only grows: raise n_partitions, use data.as_of to look at an earlier time, "
-                          f"or read a zone that `python -m cl_hpc.data simulate` grows with data.generator=none")
-    return have == n_partitions
+    return len(manifest["partitions"]) >= n_partitions
 
 
 def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -86,8 +86,27 @@ def test_zone_grows_but_never_silently_changes(tmp_path: Path) -> None:
     assert file_hashes(Path(fresh["landing_dir"])) == after  # appending equals generating at once
     with pytest.raises(ConfigError, match="noise"):
         ensure_landing_zone(data_conf(small(tmp_path, noise=0.2)))
-    with pytest.raises(ConfigError, match="only grows"):
-        ensure_landing_zone(data_conf(small(tmp_path, n_partitions=14)))
+    # n_partitions is the least a zone holds: one that has grown past it is read as it is
+    assert ensure_landing_zone(data_conf(small(tmp_path, n_partitions=14))) == {
+        "landing_dir": str(tmp_path / "landing"), "generated": False, "partitions": 16}
+    assert file_hashes(tmp_path / "landing") == after
+
+
+def test_a_zone_grown_by_simulate_is_read_with_the_defaults(tmp_path: Path) -> None:
+    """Issue 10, defect 12: the README's loop. A run makes the zone (n_partitions), `simulate` appends
+    to it, and the next run with the same settings reads the newest windows instead of refusing a
+    zone that "holds 22 partitions but data.n_partitions=16"."""
+    conf = data_conf(small(tmp_path))
+    ensure_landing_zone(conf)
+    grown = subprocess.run([sys.executable, "-m", "cl_hpc.data", "simulate", "--landing-dir", conf.landing_dir,
+                            "--partitions", "6"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert grown.returncode == 0, grown.stderr
+    before = file_hashes(tmp_path / "landing")
+    assert len(before) == 22
+    out = ingest.run(ctx_for(tmp_path, "ingest"), data=dataclasses.asdict(conf))
+    assert out["generated"] is False and file_hashes(tmp_path / "landing") == before
+    names = sorted(before)
+    assert out["eval_partitions"] == names[-2:] and out["train_partitions"] == names[-8:-2]
 
 
 def test_zone_without_manifest_is_regenerated(tmp_path: Path) -> None:
