@@ -52,7 +52,7 @@ def explain(statuses: Mapping[str, UnitStatus]) -> list[str]:
     """Plain lines naming the root cause of a failed run and where its log is."""
     cause = root_cause(statuses)
     if cause is None:
-        return []
+        return _cancellations(statuses)
     last = cause.last or {}
     lines = [f"root cause: {cause.key} failed after {len(cause.attempts)} attempt(s): {last.get('error')}"]
     if last.get("log"):
@@ -61,6 +61,16 @@ def explain(statuses: Mapping[str, UnitStatus]) -> list[str]:
     if cancelled:
         lines.append(f"  cancelled because of it: {', '.join(cancelled)}")
     return lines
+
+
+def _cancellations(statuses: Mapping[str, UnitStatus]) -> list[str]:
+    """Why units were cancelled when no failed unit caused it (a request, a submission that
+    failed midway): one line per reason."""
+    by_reason: dict[str, list[str]] = {}
+    for key, st in statuses.items():
+        if st.state is State.CANCELLED and st.cancelled and not st.cancelled.get("root_cause"):
+            by_reason.setdefault(str(st.cancelled.get("reason")), []).append(key)
+    return [f"cancelled ({', '.join(keys)}): {reason}" for reason, keys in by_reason.items()]
 
 
 def headline(plan: Plan, statuses: Mapping[str, UnitStatus], run: RunDir) -> list[str]:

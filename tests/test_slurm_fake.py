@@ -39,6 +39,8 @@ def test_a_failed_submission_is_cancelled_whole_and_can_be_resumed(launcher: Lau
     assert states == {"a": "CANCELLED", "b": "CANCELLED", "c": "CANCELLED", "d": "CANCELLED"}, states
     reason = json.loads((run / "tasks" / "d" / "cancelled.json").read_text())["reason"]
     assert "Invalid account" in reason and "task 'c'" in reason
+    shown = launcher.status(run.name).stdout
+    assert "cancelled (a, b, c, d): submitting task 'c' failed" in " ".join(shown.split()), shown
 
     again = launcher("pipeline=diamond", *SLURM, f"launch.resume={run.name}")
     assert again.proc.returncode == 0, again.output
