@@ -202,8 +202,9 @@ def test_a_full_disk_ends_the_run_failed_with_the_reason(small_disk: Path, tmp_p
     code = follow.exit_code(180)
     assert code == 1, f"the run must end, and FAILED (exit {code}):\n{follow.output}"
     run = follow.run_dir()
-    last = _attempts(run, "filler")[-1]
+    last, unstarted = _attempts(run, "filler")  # its retry is not started on a disk that is still full
     assert last["state"] == "FAILED" and "No space left on device" in last["error"], last
+    assert unstarted["state"] == "FAILED" and unstarted["error"].startswith("not started: ENOSPC"), unstarted
     assert "ENOSPC" in last["error"], last
     status = _status(launcher, run)
     assert status["state"] == "FAILED", status

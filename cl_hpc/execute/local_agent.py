@@ -92,7 +92,12 @@ class Agent:
             gpu_ids = self.pool.take(res)
             attempt = len(self.run.attempts(key)) + 1
             self.tries[key] = self.tries.get(key, 0) + 1
-            job = self.launch(key, res, gpu_ids, attempt)
+            try:
+                job = self.launch(key, res, gpu_ids, attempt)
+            except OSError as exc:  # submitit writes its pickles first: a full disk fails here
+                self.pool.give_back(res, gpu_ids)
+                self._not_started(key, res, attempt, exc)
+                continue
             self.running[key] = Running(job, res, gpu_ids, attempt, time.time(), _controller(job))
             launched = True
         if launched:
@@ -142,16 +147,44 @@ class Agent:
             if self._completed(key, entry):
                 self.todo.remove(key)
                 self.done.add(key)
-            elif self.tries[key] > self.plan.spec(key).retries:
-                self.todo.remove(key)
-                self.io.write(f"the cancellation of what depends on {key}",
-                              functools.partial(cancel_dependents, self.run, self.plan, key))
-                gone = set(self.plan.descendants(key))
-                self.todo[:] = [k for k in self.todo if k not in gone]
             else:
-                self._escalate(key, entry)
+                self._failed(key, entry.res, entry.peak_rss)
         if changed:
             self.save_running()
+
+    def _failed(self, key: str, res: Resources, peak_rss: int) -> None:
+        """Retry ``key`` (asking for more where memory or time ended it), or, with no attempts
+        left, give up on it and cancel what depends on it."""
+        full = disk_note(self.run.path)
+        if self.tries[key] <= self.plan.spec(key).retries and not full:
+            self._escalate(key, res, peak_rss)
+            return
+        if full:  # a retry would fail the same way, and use up the room left for the records
+            self._skip_retries(key, full)
+        self.todo.remove(key)
+        self.io.write(f"the cancellation of what depends on {key}",
+                      functools.partial(cancel_dependents, self.run, self.plan, key))
+        gone = set(self.plan.descendants(key))
+        self.todo[:] = [k for k in self.todo if k not in gone]
+
+    def _not_started(self, key: str, res: Resources, attempt: int, exc: OSError) -> None:
+        error = f"the local scheduler could not start it: {exc}"
+        full = disk_note(self.run.path)
+        self._record_unstarted(key, attempt, f"{error}; {full}" if full else error)
+        self._failed(key, res, 0)
+
+    def _skip_retries(self, key: str, why: str) -> None:
+        """Record the attempts left as failed without starting them, so the unit reads FAILED."""
+        first = len(self.run.attempts(key)) + 1
+        for attempt in range(first, first + self.plan.spec(key).retries + 1 - self.tries[key]):
+            self.tries[key] += 1
+            self._record_unstarted(key, attempt, f"not started: {why}")
+
+    def _record_unstarted(self, key: str, attempt: int, error: str) -> None:
+        record = {"attempt": attempt, "epoch": self.epoch, "state": AttemptState.FAILED, "started": time.time(),
+                  "ended": time.time(), "host": os.uname().nodename, "error": error}
+        self.io.log(f"{key}: attempt {attempt}: {error}")
+        self.io.write(f"attempt {attempt} of {key} as FAILED", functools.partial(self.run.write_attempt, key, record))
 
     def _completed(self, key: str, entry: Running) -> bool:
         attempts = self.run.attempts(key)
@@ -166,11 +199,11 @@ class Agent:
                           functools.partial(self.run.write_attempt, key, record))
         return False
 
-    def _escalate(self, key: str, entry: Running) -> None:
+    def _escalate(self, key: str, res: Resources, peak_rss: int) -> None:
         """The next attempt asks for more memory or time when that is what ended this one."""
         last = (self.run.attempts(key) or [{}])[-1]
-        peak_mb = entry.peak_rss / 2**20 if entry.peak_rss else None
-        res, reasons = escalate(entry.res, [last.get("error") or ""], peak_mb, self.max_mem_gb)
+        peak_mb = peak_rss / 2**20 if peak_rss else None
+        res, reasons = escalate(res, [last.get("error") or ""], peak_mb, self.max_mem_gb)
         if reasons:
             self.resources[key] = res
             self.io.log(f"{key}: retrying with " + "; ".join(reasons))
