@@ -141,3 +141,42 @@ def test_a_launcher_killed_mid_submission_leaves_a_run_that_resume_completes(lau
     assert [jobs[j]["states"][""][0] for j in ("100", "101")] == ["CANCELLED", "CANCELLED"]
     assert sorted(j["name"].rsplit(".", 1)[-1] for j in jobs.values() if j["states"][""][0] == "PENDING") == \
         ["a", "b", "c", "d"]
+
+
+def _guard(run: Path, task: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cl_hpc.execute.slurm.guard", str(run), task, "0"], cwd=REPO,
+                          env=_env(), capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_the_retry_guard_waits_for_a_lagging_sacct_then_resubmits_and_repoints(launcher: Launcher,
+                                                                              fake_slurm: FakeSlurm) -> None:
+    """`once` (retries: 1) died without recording its end, and slurmdbd has no row for it yet: the
+    guard must wait for sacct rather than read 'still running' and leave `after` waiting forever."""
+    fake_slurm.update(sacct_lag=3)
+    run = launcher("pipeline=retry", *SLURM).run_dir()
+    jobs = json.loads((run / "slurm.json").read_text())["launches"]["0"]
+    fake_slurm.set_state(jobs["once"]["job_id"], "FAILED", "1:0")
+    before = fake_slurm.calls("sacct")
+    done = _guard(run, "once")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fake_slurm.calls("sacct") - before > 3  # it asked until the row was there
+    new = json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]
+    assert f"re-submitted once as job {new['job_id']}" in done.stdout
+    assert new["job_id"] != jobs["once"]["job_id"] and new["history"][0]["job_id"] == jobs["once"]["job_id"]
+    assert ["update", f"JobId={jobs['after']['job_id']}", f"Dependency=afterok:{new['job_id']}"] in fake_slurm.log("scontrol")
+    attempt = json.loads((run / "tasks" / "once" / "attempts" / "1.json").read_text())
+    assert attempt["state"] == "FAILED" and attempt["slurm_state"] == "FAILED"
+
+
+def test_the_retry_guard_cancels_the_dependents_once_no_attempts_are_left(launcher: Launcher,
+                                                                          fake_slurm: FakeSlurm) -> None:
+    run = launcher("pipeline=retry", *SLURM, "pipeline.tasks.once.retries=0", "pipeline.tasks.after.retries=1").run_dir()
+    jobs = json.loads((run / "slurm.json").read_text())["launches"]["0"]
+    fake_slurm.set_state(jobs["after"]["job_id"], "FAILED", "1:0")  # after's own guard: nothing depends on it
+    done = _guard(run, "after")
+    assert done.returncode == 0 and "re-submitted after" in done.stdout, done.stdout + done.stderr
+    new = json.loads((run / "slurm.json").read_text())["launches"]["0"]["after"]["job_id"]
+    fake_slurm.set_state(new, "FAILED", "1:0")
+    done = _guard(run, "after")
+    assert "after failed with no attempts left" in done.stdout, done.stdout + done.stderr
+    assert _states(launcher, run.name)["after"] == "FAILED"

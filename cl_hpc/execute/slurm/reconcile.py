@@ -100,7 +100,14 @@ def _record_death(run: RunDir, status: UnitStatus, launch: Mapping | None, job_i
                   exit_code: str, stderr: Path) -> None:
     epoch = (launch or {}).get("epoch", 0)
     mine = [a for a in status.attempts if a.get("epoch", 0) == epoch]
-    last = dict(mine[-1]) if mine else {"attempt": len(status.attempts) + 1, "epoch": epoch, "job_id": job_id}
+    last = dict(mine[-1]) if mine else None
+    if last is not None and last.get("job_id") not in (None, job_id):
+        # An earlier job's attempt: this job died before it recorded its start (a failing
+        # cluster.setup line, a node failure). Counted as an attempt of its own, or a retry guard
+        # would find the same one failed attempt after every death and re-submit forever.
+        last = None
+    if last is None:
+        last = {"attempt": len(status.attempts) + 1, "epoch": epoch, "job_id": job_id}
     if last.get("state") in ("COMPLETED", "FAILED"):
         return  # the job wrote its own end; sacct only lags
     reason = _reason(state, exit_code, stderr)

@@ -211,6 +211,19 @@ def _scontrol(state: dict[str, Any], args: list[str]) -> int:
             return 1
         job["dependency"] = fields.get("Dependency", job["dependency"])
         return 0
+    if args[:2] == ["show", "partition"]:
+        for i, name in enumerate(state.get("partitions", ["debug"])):
+            print(f"PartitionName={name} AllowGroups=ALL AllowAccounts=ALL AllowQos=ALL Default={'YES' if i == 0 else 'NO'} "
+                  f"MaxNodes=UNLIMITED MaxTime=01:00:00 Nodes=fake1 State=UP TotalCPUs=8 TotalNodes=1 "
+                  f"MaxMemPerNode=UNLIMITED")
+        return 0
+    if args[:2] == ["show", "node"]:
+        print(f"NodeName=fake1 CPUTot=8 RealMemory=16000 Gres=(null) AvailableFeatures=(null) ActiveFeatures=(null) "
+              f"State=IDLE Partitions={','.join(state.get('partitions', ['debug']))}")
+        return 0
+    if args[:2] == ["show", "config"]:
+        print("Configuration data as of 2026-01-01T00:00:00\nAccountingStorageEnforce = none\nClusterName             = fake")
+        return 0
     sys.stderr.write(f"fake scontrol: {' '.join(args)} is not emulated (tests/fakes/slurm/fake_slurm.py)\n")
     return 1
 
