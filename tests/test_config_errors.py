@@ -21,7 +21,7 @@ CASES = [
       "Resources.cpus in cl_hpc/config/resources.py"]),
     (["launch.dry_run=maybe"], ["launch.dry_run=maybe", "takes true or false", "LaunchConf.dry_run"]),
     (["cluster.cpus=1.5"], ["takes an integer or null", "LocalClusterConf.cpus in cl_hpc/config/schema.py"]),
-    (["data.features=x1"], ["data.features=x1"]),
+    (["data.features=x1"], ["data.features=x1", "takes a list, e.g. [a,b]", "DataConf.features in cl_hpc/config/ml.py"]),
     (["model.hiddn=3"], ["ModelConf has no key 'hiddn'", "did you mean model.hidden?", "model holds:"]),
     (["pipeline.tasks.trian.resources.cpus=2"],
      ["pipeline.tasks has no key 'trian'", "did you mean pipeline.tasks.train?", "ingest, features, train, evaluate"]),

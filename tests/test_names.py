@@ -33,6 +33,12 @@ def test_a_bad_task_name_is_named_with_the_rule(name: str) -> None:
     assert TASK_NAME_RULE in str(caught.value)
 
 
+def test_names_equal_but_for_case_are_refused() -> None:
+    tasks = {"train": {"target": "tests.tasks.emit"}, "Train": {"target": "tests.tasks.emit"}}
+    with pytest.raises(DagError, match="task names 'train' and 'Train' differ only in case"):
+        build_plan({"name": "p", "tasks": tasks}, None)
+
+
 def test_good_names_pass_and_a_bad_pipeline_name_is_named_too() -> None:
     tasks = {n: {"target": "tests.tasks.emit"} for n in ("train", "_prep", "t-2", "Fit_3", "x" * 64)}
     assert list(build_plan({"name": "retrain-2", "tasks": tasks}, None).tasks) == list(tasks)

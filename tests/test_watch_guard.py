@@ -8,9 +8,10 @@ import pwd
 import shutil
 import stat
 import subprocess
+import socket
 import sys
 import tempfile
-import time
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -75,12 +76,23 @@ def test_the_guard_is_private_and_another_user_cannot_hold_it(shared_root: Path)
     lock.release()
 
 
-def test_an_older_world_readable_guard_is_made_private(tmp_path: Path) -> None:
-    guard = tmp_path / ".lock.guard"
-    guard.touch(mode=0o644)
-    os.chmod(guard, 0o644)
-    assert WatchLock(tmp_path / ".lock").acquire(tmp_path / "r1", "local").ok
-    assert stat.S_IMODE(guard.stat().st_mode) == 0o600
+def test_an_older_world_readable_guard_is_replaced_so_an_open_descriptor_cannot_block(shared_root: Path) -> None:
+    """chmod would not revoke a descriptor opened while the guard was 0644: it is replaced instead."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a process as another user") if os.environ.get("CI") != "true" else \
+            pytest.fail("CI runs as root")
+    guard = shared_root / ".lock.guard"
+    guard.touch()
+    os.chmod(guard, 0o644)  # as an older cl_hpc left it
+    old_inode = guard.stat().st_ino
+    intruder = _holder(guard, user="nobody")  # opened and flocked while it was still readable
+    try:
+        assert _wait_held(intruder)
+        assert WatchLock(shared_root / ".lock", guard_timeout_s=5).acquire(shared_root / "r1", "local").ok
+        assert stat.S_IMODE(guard.stat().st_mode) == 0o600 and guard.stat().st_ino != old_inode
+    finally:
+        intruder.kill()
+        intruder.wait(timeout=30)
 
 
 def test_a_guard_of_another_owner_is_refused_with_the_way_out(tmp_path: Path) -> None:
@@ -95,18 +107,30 @@ def test_a_guard_of_another_owner_is_refused_with_the_way_out(tmp_path: Path) ->
 
 
 def test_a_hung_holder_is_named_after_the_timeout_instead_of_blocking_forever(tmp_path: Path) -> None:
-    lock = WatchLock(tmp_path / ".lock", guard_timeout_s=1.0)
+    first = WatchLock(tmp_path / ".lock")
+    assert first.acquire(tmp_path / "r1", "local").ok  # a lock the message can quote
     guard = tmp_path / ".lock.guard"
-    guard.touch(mode=0o600)
     hung = _holder(guard)
+    outcome: list[BaseException | object] = []
+
+    def second_watch() -> None:
+        try:
+            outcome.append(WatchLock(tmp_path / ".lock", guard_timeout_s=1.0).acquire(tmp_path / "r2", "local"))
+        except BaseException as exc:  # noqa: BLE001  (handed to the test's thread)
+            outcome.append(exc)
+
     try:
         assert _wait_held(hung)
-        started = time.monotonic()
-        with pytest.raises(ExecutorError, match=rf"locked for over 1 s by pid {hung.pid}; .* Stop it"):
-            lock.acquire(tmp_path / "r1", "local")
-        assert time.monotonic() - started < 60  # bounded, not forever (the bound itself is 1 s)
-        assert not (tmp_path / ".lock").exists()
+        thread = threading.Thread(target=second_watch, daemon=True)
+        thread.start()
+        thread.join(timeout=120)  # before the fix it waited forever: this join would time out
+        assert not thread.is_alive() and len(outcome) == 1
+        error = outcome[0]
+        assert isinstance(error, ExecutorError), error
+        assert f"locked for over 1 s by pid {hung.pid} on {socket.gethostname()}" in str(error)
+        assert f"the lock names watch pid {os.getpid()}" in str(error) and "stop it" in str(error)
     finally:
         hung.kill()
         hung.wait(timeout=30)
-    assert lock.acquire(tmp_path / "r1", "local").ok  # the holder gone, the watch goes on
+    first.release()  # the holder gone, the guard is free again
+    assert WatchLock(tmp_path / ".lock").acquire(tmp_path / "r2", "local").ok

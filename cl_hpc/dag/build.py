@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 from cl_hpc.config.resources import Resources
 from cl_hpc.dag.capacity import Capacity
 from cl_hpc.dag.model import Edge, EdgeKind, Plan, TaskSpec, Unit, unit_key
-from cl_hpc.dag.names import pipeline_name_problem, task_name_problem
+from cl_hpc.dag.names import case_collisions, pipeline_name_problem, task_name_problem
 from cl_hpc.dag.targets import target_problem
 from cl_hpc.errors import DagError, ResourceError
 
@@ -56,6 +56,7 @@ def _spec(name: str, conf: Mapping[str, Any]) -> TaskSpec:
 
 def _structure_problems(tasks: Mapping[str, TaskSpec]) -> list[str]:
     problems = [p for name in tasks if (p := task_name_problem(name, f"{_WHERE}.{name}"))]
+    problems += case_collisions(tasks, _WHERE)
     for spec in tasks.values():
         for dep in spec.depends_on:
             if dep == spec.name:

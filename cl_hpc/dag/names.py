@@ -10,7 +10,7 @@ against a documented safe set before anything is written or submitted.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Iterable, Optional
 
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 TASK_NAME_RULE = ("letters, digits, '_' and '-', starting with a letter or '_', at most 64 characters "
@@ -25,6 +25,19 @@ def task_name_problem(name: object, where: str) -> Optional[str]:
     if isinstance(name, str) and TASK_NAME.fullmatch(name):
         return None
     return f"{where}: task name {name!r} is not allowed; use {TASK_NAME_RULE}"
+
+
+def case_collisions(names: Iterable[str], where: str) -> list[str]:
+    """Names equal but for case: on a case-insensitive filesystem (macOS, local mode) they would
+    share one task folder, and the last writer's outputs would silently stand for both."""
+    seen: dict[str, str] = {}
+    problems = []
+    for name in names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            problems.append(f"{where}: task names {other!r} and {name!r} differ only in case; rename one "
+                            f"(on a case-insensitive filesystem they would share one task folder)")
+    return problems
 
 
 def pipeline_name_problem(name: object) -> Optional[str]:

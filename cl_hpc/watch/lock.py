@@ -44,7 +44,10 @@ from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import State, run_status
 
 GRACE_S = 600.0  # trust a lock holder on another host (not a Slurm job) for this long
-GUARD_TIMEOUT_S = 120.0  # the longest wait for the guard's flock before naming its holder
+# squeue as asked under the guard: judging calls it at most twice, so the guard is held for at most
+# about 2 x (2 tries x 15 s + 1 s of pause) even when slurmctld does not answer.
+SQUEUE_UNDER_GUARD = {"timeout_s": 15.0, "retries": 1}
+GUARD_TIMEOUT_S = 180.0  # the longest wait for the guard's flock (about 3x the longest judging) before naming its holder
 LiveJobs = Callable[[Sequence[str]], dict[str, str]]  # job ids -> {base id: state} of those in squeue
 
 
@@ -64,10 +67,12 @@ class Taken:
 
 
 def live_slurm_jobs(job_ids: Sequence[str]) -> dict[str, str]:
-    """{base id: state} of the ``job_ids`` that ``squeue`` still lists (pending, running, ...)."""
+    """{base id: state} of the ``job_ids`` that ``squeue`` still lists (pending, running, ...).
+
+    Bounded (SQUEUE_UNDER_GUARD): it runs while the guard is held, and other watches wait for it."""
     from cl_hpc.execute.slurm.commands import live_jobs
 
-    return live_jobs(job_ids)
+    return live_jobs(job_ids, **SQUEUE_UNDER_GUARD)
 
 
 def pid_alive(pid: Any, started: Any) -> bool:
@@ -241,38 +246,66 @@ class WatchLock:
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         guard = Path(f"{self.path}.guard")
-        fd = os.open(guard, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        deadline = time.monotonic() + self.guard_timeout_s
+        while True:
+            fd = _open_private(guard)
+            try:
+                _flock_until(fd, guard, deadline, self.guard_timeout_s, self.read)
+                # A guard replaced while this watch waited (an old one made private) is another file:
+                # its flock guards nothing, so take the one at the path now.
+                if os.fstat(fd).st_ino == os.stat(guard).st_ino:
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
         try:
-            _own_privately(fd, guard)
-            _flock_within(fd, guard, self.guard_timeout_s)  # released when fd closes, even if this process dies
             yield
         finally:
+            os.close(fd)  # the flock goes with it, even if this process dies
+
+
+def _open_private(guard: Path) -> int:
+    """The guard, open: this user's, and readable by no one else (a loose one is replaced)."""
+    while True:
+        fd = os.open(guard, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid():
             os.close(fd)
+            raise ExecutorError(f"{guard} belongs to uid {info.st_uid}, not to this user ({os.geteuid()}); another "
+                                f"user could hold it and block the watch. Remove it, or give the watch a lock "
+                                f"path of its own (--lock)")
+        if not info.st_mode & 0o077:
+            return fd
+        # Made by an older version (0644). A chmod would not revoke what others opened meanwhile, and
+        # a read-only descriptor is all flock needs: a fresh private file takes the name instead.
+        os.close(fd)
+        fresh, tmp = tempfile.mkstemp(prefix=f".{guard.name}.", dir=guard.parent)  # 0600
+        os.close(fresh)
+        os.replace(tmp, guard)
 
 
-def _own_privately(fd: int, guard: Path) -> None:
-    info = os.fstat(fd)
-    if info.st_uid != os.geteuid():
-        raise ExecutorError(f"{guard} belongs to uid {info.st_uid}, not to this user ({os.geteuid()}); another "
-                            f"user could hold it and block the watch. Remove it, or give the watch a lock path "
-                            f"of its own (--lock)")
-    if info.st_mode & 0o077:  # made by an older version (0644): others could open it and flock it
-        os.fchmod(fd, 0o600)
-
-
-def _flock_within(fd: int, guard: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
+def _flock_until(fd: int, guard: Path, deadline: float, timeout_s: float,
+                 read_lock: Callable[[], Optional[dict[str, Any]]]) -> None:
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                holders = ", ".join(f"pid {p}" for p in flock_holders(fd)) or "a process this host cannot name"
-                raise ExecutorError(f"{guard} has been locked for over {timeout_s:g} s by {holders}; a watch "
-                                    f"judges a lock in seconds, so that process is hung or not a watch. Stop "
-                                    f"it, then run the watch again") from None
+                raise ExecutorError(_held_too_long(fd, guard, timeout_s, read_lock())) from None
             time.sleep(0.05)
+
+
+def _held_too_long(fd: int, guard: Path, timeout_s: float, lock: Optional[dict[str, Any]]) -> str:
+    here = socket.gethostname()
+    pids = flock_holders(fd)
+    who = (f"pid {', '.join(map(str, pids))} on {here}" if pids else
+           f"no process on {here} (/proc/locks names only this host's holders; on a shared filesystem it may "
+           f"be a process on another host)")
+    recorded = f"; the lock names watch pid {lock.get('pid')} on {lock.get('host')}" if lock else ""
+    return (f"{guard} has been locked for over {timeout_s:g} s by {who}{recorded}. A watch judges a lock within "
+            f"about a minute, so its holder is hung or is not a watch: stop it, then run the watch again")
 
 
 def flock_holders(fd: int) -> list[int]:

@@ -144,7 +144,7 @@ def find_submitted(script: str) -> str | None:
     return max(ids, key=lambda j: int(j.split("_")[0])).split("_")[0] if ids else None
 
 
-def live_jobs(job_ids: Sequence[str]) -> dict[str, str]:
+def live_jobs(job_ids: Sequence[str], timeout_s: float = TIMEOUT_S, retries: int = RETRIES) -> dict[str, str]:
     """{base id: state} of the ``job_ids`` that ``squeue`` still lists (pending, running, ...)."""
     from cl_hpc.execute.slurm.parse import parse_squeue
 
@@ -152,7 +152,7 @@ def live_jobs(job_ids: Sequence[str]) -> dict[str, str]:
     if not bases:
         return {}
     try:
-        out = run(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(bases)])
+        out = run(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(bases)], timeout_s=timeout_s, retries=retries)
     except SlurmCommandError as exc:
         if "Invalid job id" in exc.stderr:  # squeue's answer when the only id asked for is gone
             return {}
