@@ -1,7 +1,7 @@
 """Pure parsers of Slurm command output (scontrol, sacct, squeue, sacctmgr); no subprocess here.
 
 Each parser is tested with output pasted from a real Slurm 22.05 cluster (tests/unit/test_slurm_parse.py).
-The functions that run the commands live in cluster.py and stay a few lines long.
+The commands themselves run through commands.py (timeouts, retries, errors); its callers stay a few lines long.
 """
 
 from __future__ import annotations
