@@ -138,6 +138,21 @@ def test_a_followed_run_ends_when_its_scheduler_dies(launcher: Launcher, follows
     assert "local scheduler" in follow.output and "is gone" in follow.output, follow.output
 
 
+def test_a_unit_the_scheduler_cannot_start_fails_with_the_reason(
+        launcher: Launcher, follows: Callable[..., Follow]) -> None:
+    follow = follows("pipeline=slow", "pipeline.tasks.sleeper.params.sleep_s=3", "launch.follow=true")
+    run = follow.run_dir()
+    assert _wait_for(lambda: _running_attempt(run, "sleeper"), 60), follow.output
+    blocker = run / "tasks" / "last" / "logs"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("")  # a file where 'last' needs its log folder: submitit cannot start it
+    code = follow.exit_code(60)
+    assert code == 1, f"the run must end, FAILED (exit {code}):\n{follow.output}"
+    (only,) = _attempts(run, "last")
+    assert only["state"] == "FAILED" and "could not start it" in only["error"] and "File exists" in only["error"], only
+    assert "root cause: last failed" in follow.output, follow.output
+
+
 # --- defect 3: orphaned tasks are stopped by a resume and by a cancel ---------------------------
 
 def test_resume_stops_the_orphaned_attempt_before_running_the_unit_again(

@@ -80,15 +80,16 @@ class LocalExecutor(Executor):
         for key in open_keys:
             run.mark_cancelled(key, "cancelled by request (cl_hpc.cancel), without a live scheduler", None)
         info = read_json(run.path / SCHEDULER_FILE)
-        if info and info.get("state") in _LIVE:
+        if info and info.get("state") in (*_LIVE, CRASHED):
             write_json_atomic(run.path / SCHEDULER_FILE, {**info, "state": "finished", "ended": time.time(),
                                                           "note": "cancelled after the scheduler died"})
 
     def problems(self, run: RunDir) -> list[str]:
         self._reap()
         info = read_json(run.path / SCHEDULER_FILE) or {}
-        if info.get("state") in _LIVE and not scheduler_alive(run):
-            return [f"the local scheduler (pid {info.get('pid')}) is gone before the run finished; see "
+        if info.get("state") in (*_LIVE, CRASHED) and not scheduler_alive(run):
+            what = f"stopped by {info['error']}" if info.get("state") == CRASHED else "is gone"
+            return [f"the local scheduler (pid {info.get('pid')}) {what} before the run finished; see "
                     f"{run.path / 'scheduler.log'}, and continue it with `python -m cl_hpc.launch "
                     f"launch.resume={run.run_id}` (its tasks still running are stopped first) or stop it with "
                     f"`python -m cl_hpc.cancel {run.run_id}`"]
@@ -101,11 +102,12 @@ class LocalExecutor(Executor):
 
 
 _LIVE = ("starting", "running")
+CRASHED = "crashed"  # scheduler.json's state when the scheduler stopped on an error of its own
 
 
 def scheduler_alive(run: RunDir) -> bool:
     info = read_json(run.path / SCHEDULER_FILE) or {}
-    if info.get("state") == "finished":
+    if info.get("state") in ("finished", CRASHED):
         return False
     return procs.alive(info.get("pid"), info.get("pid_started"))  # a zombie is dead; a reused pid is not it
 

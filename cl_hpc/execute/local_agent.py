@@ -28,7 +28,7 @@ from cl_hpc import procs
 from cl_hpc.config.resources import Resources
 from cl_hpc.dag.capacity import Capacity
 from cl_hpc.dag.model import Plan
-from cl_hpc.execute.local import CANCEL_FILE, SCHEDULER_FILE
+from cl_hpc.execute.local import CANCEL_FILE, CRASHED, SCHEDULER_FILE
 from cl_hpc.execute.local_io import Recorder, disk_note
 from cl_hpc.execute.runner import run_unit, timeout_message
 from cl_hpc.execute.schedule import Pool, cancel_dependents, ready
@@ -266,13 +266,29 @@ def main(run_dir: str) -> int:
                   io, max_mem_gb=float(cap["mem_gb"]))
     try:
         agent.loop()
-    finally:
+    except BaseException as exc:  # a bug or a signal: say so, where status and a follow will look
+        io.log(f"cl_hpc scheduler: stopped by {type(exc).__name__}: {exc}")
+        io.update_scheduler(state=CRASHED, ended=time.time(), error=f"{type(exc).__name__}: {exc}")
+        raise  # the running map stays: a resume or a cancel stops what it left running
+    else:
         io.update_scheduler(state="finished", ended=time.time(), running={})
+    finally:
         io.release()
-        if agent.plan.meta.get("store"):  # a detached run is indexed when it ends, asked or not
-            from cl_hpc.store.sync import index_run
+        _index(agent)
+    return 0
 
-            io.write("the run's rows in the store", lambda: index_run(run, agent.plan.meta["store"]))
+
+def _index(agent: Agent) -> None:
+    """A detached run is indexed when it ends, asked or not; the run dir stays the truth if this fails
+    (status indexes it again)."""
+    if not agent.plan.meta.get("store"):
+        return
+    from cl_hpc.store.sync import index_run
+
+    try:
+        index_run(agent.run, agent.plan.meta["store"])
+    except Exception as exc:  # sqlite3's "database or disk is full" is no OSError
+        agent.io.log(f"cl_hpc scheduler: could not index the run in the store: {type(exc).__name__}: {exc}")
     return 0
 
 
