@@ -42,17 +42,20 @@ def run(ctx: TaskContext, gate: Optional[Mapping[str, Any]] = None, registry: Op
     trained, feats = upstream(ctx, "train", _TRAIN), upstream(ctx, "features", _FEATS)
     challenger, chal_payload = load_checkpoint(Path(trained["checkpoint_path"]), trained["checkpoint_sha256"])
     x, y = load_xy(feats["eval_path"], list(feats["features"]), feats["label_col"])
-    champ, other = _champion(registry, feats)
+    alias_at, champ, other = _champion(registry, feats)
     if other and not allow_label_space_change:
-        return _refused(ctx, other)
+        return _refused(ctx, other, alias_at)
     new = Scored(y, _probs(challenger, chal_payload, x, feats), _probs(champ[1], champ[2], x, feats) if champ else None)
     previous = _previous(feats, challenger, chal_payload, champ)
     prior = np.asarray(feats["train_class_counts"], dtype=float)
     verdict = decide(conf, new, previous, prior=list(prior / prior.sum()))
-    data = {**verdict.to_dict(), "champion": champ[0] if champ else None}  # promote moves the alias only from it
+    # "champion": where the alias pointed, whether or not it was scored (another label space): promote
+    # moves the alias only from there. "scored_against": the champion the challenger was measured with.
+    data = {**verdict.to_dict(), "champion": alias_at, "scored_against": champ[0] if champ else None}
     write_bytes_atomic(ctx.task_dir / "verdict.json", json.dumps(data, indent=1, default=str).encode())
     ref_probs = new.champion
-    return {"passed": verdict.passed, "reasons": data["reasons"], "champion": champ[0] if champ else None,
+    return {"passed": verdict.passed, "reasons": data["reasons"], "champion": alias_at,
+            "scored_against": data["scored_against"],
             "challenger_accuracy": accuracy(new.challenger, y),
             "champion_accuracy": accuracy(ref_probs, y) if ref_probs is not None else None,
             "verdict_path": str(ctx.task_dir / "verdict.json"), "eval_rows": int(len(y))}
@@ -63,20 +66,22 @@ def _probs(net: torch.nn.Module, payload: Mapping[str, Any], x: np.ndarray, feat
 
 
 
-def _refused(ctx: TaskContext, why: str) -> dict[str, Any]:
+def _refused(ctx: TaskContext, why: str, alias_at: Optional[str]) -> dict[str, Any]:
     reason = (f"label space: {why}; the challenger cannot be compared with the champion, so it is not promoted "
               f"(pipeline.tasks.compare.params.allow_label_space_change=true judges it against the baseline)")
-    data = {"passed": False, "reasons": [reason], "champion": None}
+    data = {"passed": False, "reasons": [reason], "champion": alias_at, "scored_against": None}
     write_bytes_atomic(ctx.task_dir / "verdict.json", json.dumps(data, indent=1).encode())
     return {**data, "challenger_accuracy": None, "champion_accuracy": None,
             "verdict_path": str(ctx.task_dir / "verdict.json"), "eval_rows": 0}
 
 
-def _champion(registry: Optional[Mapping[str, Any]], feats: Mapping[str, Any]) -> tuple[Optional[tuple], Optional[str]]:
-    """((version, net, payload, record) of the champion, or None at cold start), and why it cannot
-    be compared (other features or classes), or None."""
+def _champion(registry: Optional[Mapping[str, Any]],
+              feats: Mapping[str, Any]) -> tuple[Optional[str], Optional[tuple], Optional[str]]:
+    """The version the alias points at (None at cold start); (version, net, payload, record) of the
+    champion to score against, or None at cold start or when it cannot be compared; and why it
+    cannot be compared (other features or classes), or None."""
     if not registry:
-        return None, None
+        return None, None, None
     from cl_hpc.registry.store import ModelRegistry
     from cl_hpc.tasks._registry import champion, registry_ref
 
@@ -84,12 +89,13 @@ def _champion(registry: Optional[Mapping[str, Any]], feats: Mapping[str, Any]) -
     with ModelRegistry.open(ref.root) as reg:
         record = champion(reg, ref)
         if record is None:
-            return None, None
+            return None, None, None
         net, payload = reg.load_checkpoint(ref.name, record.version)  # checksum verified
     for what in ("features", "classes"):
         if list(payload[what]) != list(feats[what]):
-            return None, f"champion {record.version} has {what} {list(payload[what])}, this window {list(feats[what])}"
-    return (str(record.version), net, payload, record), None
+            why = f"champion {record.version} has {what} {list(payload[what])}, this window {list(feats[what])}"
+            return str(record.version), None, why
+    return str(record.version), (str(record.version), net, payload, record), None
 
 
 def _previous(feats: Mapping[str, Any], challenger: Any, chal_payload: Any, champ: Optional[tuple]) -> Optional[Scored]:

@@ -129,3 +129,63 @@ def test_registry_promote_by_hand_with_expect(tmp_path: Path, capsys: pytest.Cap
         assert str(reg.resolve("m", "champion")) == "1.2"
         with pytest.raises(RegistryError, match="is not a model version"):
             reg.promote("m", "1.0", reason="r", expect="champion")
+
+
+def _separating_challenger(path: Path) -> str:
+    """A real checkpoint over four features (the champion has three) that predicts y = (a > 0)."""
+    import torch
+
+    from cl_hpc.learn.checkpoint import save_checkpoint
+    from cl_hpc.learn.nets import MLP
+
+    hparams = {"n_features": 4, "n_classes": 2, "hidden": 2, "layers": 1, "dropout": 0.0}
+    net = MLP(**hparams)
+    with torch.no_grad():
+        net.body[0].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]]))
+        net.body[0].bias.zero_()
+        net.body[3].weight.copy_(torch.tensor([[0.0, 10.0], [10.0, 0.0]]))  # class 1 <- relu(a)
+        net.body[3].bias.zero_()
+    meta = {"features": ["a", "b", "c", "d"], "classes": [0, 1], "mean": [0.0] * 4, "std": [1.0] * 4,
+            "label_col": "y", "window_digest": "w-new"}
+    return save_checkpoint(path, net, hparams, meta)
+
+
+def _window(path: Path, rows: int) -> None:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(rows, 4)).astype("float32"), columns=list("abcd"))
+    frame["y"] = (frame["a"] > 0).astype("int64")
+    frame["ts"] = pd.date_range("2026-01-01", periods=rows, freq="min")
+    frame.to_parquet(path)
+
+
+def test_a_challenger_of_another_label_space_allowed_by_config_is_promoted(tmp_path: Path) -> None:
+    """allow_label_space_change=true: the challenger (other features than champion 1.0) is judged
+    against the baseline, and promote still moves champion from 1.0, where the alias pointed when
+    the gate ran: the verdict's champion is that version, not None (a cold start)."""
+    from cl_hpc.tasks import compare
+
+    root, run_dir = tmp_path / "store", tmp_path / "run"
+    _champion_1_0(root, tmp_path)
+    sha = _separating_challenger(tmp_path / "challenger.pt")
+    _window(tmp_path / "eval.parquet", 400)
+    _window(tmp_path / "train.parquet", 400)
+    feats = {"eval_path": str(tmp_path / "eval.parquet"), "train_path": str(tmp_path / "train.parquet"),
+             "features": list("abcd"), "label_col": "y", "mean": [0.0] * 4, "std": [1.0] * 4,
+             "timestamp_col": "ts", "classes": [0, 1], "train_class_counts": [200, 200]}
+    upstream = {"train": {"checkpoint_path": str(tmp_path / "challenger.pt"), "checkpoint_sha256": sha},
+                "features": feats}
+    (run_dir / "tasks" / "compare").mkdir(parents=True)
+    ctx = TaskContext(run_dir.name, "compare", "compare", run_dir / "tasks" / "compare", run_dir, 1,
+                      upstream=upstream)
+    verdict = compare.run(ctx, registry={"root": str(root), "name": "m"}, allow_label_space_change=True)
+    assert verdict["passed"] is True and verdict["champion"] == "1.0" and verdict["scored_against"] is None
+
+    out = _promote_task(root, run_dir, tmp_path / "challenger.pt", sha, champion=verdict["champion"])
+
+    assert out["promoted"] is True, out["reasons"]
+    with ModelRegistry.open(root) as reg:
+        assert str(reg.resolve("m", "champion")) == "2.0"
+        assert "stale-gate" not in reg.get("m", "2.0").tags
