@@ -46,7 +46,7 @@ from cl_hpc.rundir.state import State, run_status
 GRACE_S = 600.0  # trust a lock holder on another host (not a Slurm job) for this long
 # squeue as asked under the guard: judging calls it at most twice, so the guard is held for at most
 # about 2 x (2 tries x 15 s + 1 s of pause) even when slurmctld does not answer.
-SQUEUE_UNDER_GUARD = {"timeout_s": 15.0, "retries": 1}
+SQUEUE_TIMEOUT_S, SQUEUE_RETRIES = 15.0, 1
 GUARD_TIMEOUT_S = 180.0  # the longest wait for the guard's flock (about 3x the longest judging) before naming its holder
 LiveJobs = Callable[[Sequence[str]], dict[str, str]]  # job ids -> {base id: state} of those in squeue
 
@@ -69,10 +69,10 @@ class Taken:
 def live_slurm_jobs(job_ids: Sequence[str]) -> dict[str, str]:
     """{base id: state} of the ``job_ids`` that ``squeue`` still lists (pending, running, ...).
 
-    Bounded (SQUEUE_UNDER_GUARD): it runs while the guard is held, and other watches wait for it."""
+    Bounded (SQUEUE_TIMEOUT_S, SQUEUE_RETRIES): it runs while the guard is held, and other watches wait for it."""
     from cl_hpc.execute.slurm.commands import live_jobs
 
-    return live_jobs(job_ids, **SQUEUE_UNDER_GUARD)
+    return live_jobs(job_ids, timeout_s=SQUEUE_TIMEOUT_S, retries=SQUEUE_RETRIES)
 
 
 def pid_alive(pid: Any, started: Any) -> bool:
