@@ -111,3 +111,31 @@ def test_a_pickled_object_in_a_resume_checkpoint_never_runs(tmp_path: Path, monk
     with pytest.raises(ClHpcError, match="other than tensors and plain data"):
         fit(x, y, 2, _conf(), tmp_path, resume_path=resume)
     assert not marker.exists()
+
+
+_SAVE_TAGGED_CUDA = """
+import sys, torch
+from pathlib import Path
+from cl_hpc.learn.preemption import ResumeCheckpointIO
+state = torch.load(sys.argv[1], weights_only=True)
+# This process tags every CPU storage 'cuda:0', as a GPU fit's checkpoint is tagged.
+torch.serialization.register_package(0, lambda s: 'cuda:0' if s.device.type == 'cpu' else None, lambda s, loc: None)
+ResumeCheckpointIO().save_checkpoint(state, Path(sys.argv[1]))
+"""
+
+
+def test_a_gpu_fit_checkpoint_resumes_through_lightning_onto_the_cpu(tmp_path: Path) -> None:
+    """Lightning's Strategy.load_checkpoint passes no map_location; its TorchCheckpointIO then maps
+    every storage to the CPU (the strategy moves them to the rank's device later). The resume
+    checkpoint IO must do the same: with torch's own default each storage goes back to the device
+    it was saved from (every DDP rank onto cuda:0; no resume at all without CUDA, as here)."""
+    import subprocess
+    import sys
+
+    resume = _preempted_fit(tmp_path)
+    subprocess.run([sys.executable, "-c", _SAVE_TAGGED_CUDA, str(resume)], check=True, timeout=300)
+    with pytest.raises(RuntimeError, match="CUDA"):  # the file really is tagged for a GPU
+        torch.load(resume, weights_only=True)
+    x, y = _data()
+    result = fit(x, y, 2, _conf(), tmp_path, resume_path=resume)
+    assert result.steps == EPOCHS * ROWS // BATCH

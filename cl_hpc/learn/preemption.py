@@ -20,6 +20,7 @@ changed file is refused and a pickled object in it never runs, whatever torch's 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import os
 import pickle
@@ -104,6 +105,10 @@ def sidecar(path: Path) -> Path:
     return path.with_name(f"{path.name}.sha256")
 
 
+# TorchCheckpointIO.load_checkpoint's own default, read from Lightning rather than copied.
+_LIGHTNING_MAP_LOCATION = inspect.signature(TorchCheckpointIO.load_checkpoint).parameters["map_location"].default
+
+
 class ResumeCheckpointIO(TorchCheckpointIO):
     """Saves atomically with a sha256 beside the file; loads only verified bytes, as data.
 
@@ -123,8 +128,12 @@ class ResumeCheckpointIO(TorchCheckpointIO):
         write_bytes_atomic(path, data)
         write_text_atomic(sidecar(path), digest + "\n")
 
-    def load_checkpoint(self, path: Any, map_location: Any | None = None,
+    def load_checkpoint(self, path: Any, map_location: Any | None = _LIGHTNING_MAP_LOCATION,
                         weights_only: bool | None = None) -> dict[str, Any]:
+        """``map_location``: Lightning's Strategy.load_checkpoint passes none, so the default is
+        TorchCheckpointIO's (every storage onto the CPU; the strategy then moves the states to its
+        device). torch's own None would restore each storage where it was saved: every DDP rank onto
+        cuda:0, and no resume at all of a GPU checkpoint without CUDA."""
         path = Path(path)
         data = path.read_bytes()  # once: the bytes checked are the bytes loaded
         digest = hashlib.sha256(data).hexdigest()
