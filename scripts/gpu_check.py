@@ -119,7 +119,7 @@ def show(data: dict, analytic: float, steps: int, wall: float, out: Path) -> Non
           f"ratio {counted / analytic:.3f}" if counted else f"FLOPs not counted: {c.get('why')}")
     print(f"steady step p50 {s.get('step_p50_s', 0) * 1e3:.1f} ms over {s.get('steady_steps')} steps; "
           f"achieved {_t(c.get('achieved_flops_per_s'))}")
-    print(f"MFU: datasheet {_p(c.get('mfu_datasheet'))}, measured ceiling {_p(c.get('mfu_measured_ceiling'))}")
+    print(f"MFU: datasheet {_p(c.get('mfu_datasheet'))}, measured ceiling {_p(c.get('mfu_ceiling'))}")
     cross = analytic * steps / wall
     print(f"cross-check: analytic FLOPs x {steps} steps / {wall:.2f} s between two synchronizes = {_t(cross)}, "
           f"against the profiler's {_t(c.get('achieved_flops_per_s'))} (counted FLOPs / event-timed p50 step): "

@@ -125,7 +125,7 @@ class Sampler:
             "duration_s": s.columns["t"][-1] if s.columns["t"] else 0.0,
             "cpu_pct_mean": _mean(s.column("cpu_pct")), "workers_cpu_pct_mean": _mean(s.column("workers_cpu_pct")),
             "workers_max": max(s.column("workers"), default=0), "rss_mb_max": max(s.column("rss_mb"), default=None),
-            "hwm_mb_max": max(s.column("hwm_mb"), default=None), "iowait_pct_mean": _mean(s.column("iowait_pct")),
+            "hwm_mb_max": max(s.column("hwm_mb"), default=None), "iowait_fraction": _mean(s.column("iowait_fraction")),
         }
         out["gpus"] = [gpu_summary(s, i) for i in range(n_gpus)]
         return out

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from typing import Any, Iterable, Iterator, Mapping
 
     from cl_hpc.profile.meter import StepMeter
+    from cl_hpc.profile.record import ProfileRecord
 
 
 class ProfileSettings:
@@ -124,7 +125,7 @@ class TaskProfiler:
         from cl_hpc.profile.diagnosis import STALL_THRESHOLD
 
         stall = self.meter.compute().stall_fraction
-        if stall is None or stall < STALL_THRESHOLD or getattr(loader, "num_workers", 0):
+        if stall is None or stall < STALL_THRESHOLD or getattr(loader, "num_workers", None):
             return
         try:
             from cl_hpc.profile.loader import probe
@@ -154,7 +155,7 @@ class TaskProfiler:
         self.notes.update(values)
 
     # ---------------------------------------------------------------- the record
-    def finish(self, outcome: str) -> dict[str, Any]:
+    def finish(self, outcome: str) -> ProfileRecord:
         with self._lock:
             self._finished = True
         if self.sampler is not None:
@@ -165,7 +166,7 @@ class TaskProfiler:
             self._gpus.close()
         return data
 
-    def build(self, outcome: str) -> dict[str, Any]:
+    def build(self, outcome: str) -> ProfileRecord:
         sampler = self.sampler
         stats = self._meter.compute() if self._meter is not None else None
         host = sampler.summary(len(getattr(self._gpus, "devices", ()))) if sampler else {}
@@ -181,11 +182,12 @@ class TaskProfiler:
         memory = record.best_memory(read_cgroup_peak_mb(self._cgroup), host.get("hwm_mb_max"), host.get("rss_mb_max"))
         gpus = [{**vars(info), **summary} for info, summary in
                 zip(getattr(self._gpus, "devices", ()), host.pop("gpus", []))]
-        return record.build_record(self.identity, timing, stats.to_dict() if stats and stats.steps else None, host, memory,
-                                   gpus, self.compute, {**self.notes, "sampler_errors": sampler.errors if sampler else []},
-                                   sampler.series.to_dict() if sampler else None, self.probe)
+        notes = {**self.notes, "sampler_errors": sampler.errors if sampler else []}
+        return record.build_record(self.identity, timing, stats.to_dict() if stats and stats.steps else None, host,
+                                   memory, gpus, self.compute, notes, sampler.series.to_dict() if sampler else None,
+                                   self.probe)
 
-    def _write(self, data: dict[str, Any]) -> None:
+    def _write(self, data: ProfileRecord) -> None:
         name = f"{int(self.identity.get('attempt', 0))}-{int(self.identity.get('segment', 0))}.json"
         write_json_atomic(self.task_dir / "profiles" / name, data)
         write_json_atomic(self.task_dir / "profile.json", data)

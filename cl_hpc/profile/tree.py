@@ -28,7 +28,7 @@ class HostSample:
     workers: int  # live descendant processes
     rss_mb: float  # summed over the tree
     hwm_mb: float  # VmHWM summed over the live tree: no spike missed, shared pages counted twice
-    iowait_pct: float | None  # system-wide share of CPU time waiting for I/O (Linux)
+    iowait_fraction: float | None  # system-wide share of CPU time waiting for I/O, 0-1 (Linux)
 
 
 class ProcessTree:
@@ -99,5 +99,5 @@ def _memory(proc: psutil.Process) -> tuple[float, float]:
 def _iowait() -> float | None:
     import psutil
 
-    times = psutil.cpu_times_percent(None)
-    return getattr(times, "iowait", None)
+    percent = getattr(psutil.cpu_times_percent(None), "iowait", None)  # psutil says percent
+    return percent / 100.0 if percent is not None else None

@@ -16,7 +16,7 @@ import json
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from cl_hpc.config.resources import Resources
 from cl_hpc.dag.model import Plan
@@ -24,7 +24,10 @@ from cl_hpc.errors import ConfigError
 from cl_hpc.rightsize.history import Observation, rows_bucket
 from cl_hpc.store.uri import sqlite_uri
 from cl_hpc.rightsize.recommend import Policy, Recommendation, recommend
-from cl_hpc.store.profiles import attempt_elapsed_s, attempt_peak_mb, by_attempt
+from cl_hpc.store.profiles import attempt_elapsed_s, attempt_peak_mb, by_attempt, current_row
+
+if TYPE_CHECKING:
+    from cl_hpc.store.profiles import ProfileRow
 
 MODES = ("off", "suggest", "auto")
 _OOM = ("OUT_OF_MEMORY", "Exceeded job memory limit")
@@ -45,7 +48,7 @@ def observations(rows: Iterable[Mapping[str, Any]], attempts: Mapping[tuple[str,
     """Store rows (profiles) -> one Observation per attempt; ``attempts`` maps (run, key, attempt)
     to the attempt row (its final state and error)."""
     out = []
-    for ident, segments in by_attempt(rows).items():
+    for ident, segments in by_attempt(current_row(r) for r in rows).items():
         attempt = attempts.get(ident) or {}
         if attempt.get("state") in (None, "RUNNING"):
             continue  # still running, or never recorded: not a finished fact yet
@@ -53,23 +56,25 @@ def observations(rows: Iterable[Mapping[str, Any]], attempts: Mapping[tuple[str,
     return out
 
 
-def _observation(segments: list[Mapping[str, Any]], attempt: Mapping[str, Any]) -> Observation:
+def _observation(segments: list[ProfileRow], attempt: Mapping[str, Any]) -> Observation:
+    """The store's columns carry the profile record's names and units (cl_hpc/store/profiles.py);
+    the Observation's shares of an allocation (cpu_util, worker_cpu_util, gpu_util) are derived here."""
     last = segments[-1]
     req = Resources(cpus=int(last["req_cpus"] or 1), gpus=int(last["req_gpus"] or 0),
                     mem_gb=float(last["req_mem_gb"] or 0), time_min=float(last["req_time_min"] or 0))
     elapsed, peak = attempt_elapsed_s(segments), attempt_peak_mb(segments)
-    workers = int(last["workers"] or 0)
+    workers = int(last["workers_max"] or 0)
     cpu = (last["cpu_pct_mean"] or 0.0) + (last["workers_cpu_pct_mean"] or 0.0)
     gpus = json.loads(last["gpu_util_pct"]) if last["gpu_util_pct"] else None
     return Observation(
         finished_at=last["ended"], outcome=outcome_of(attempt.get("state"), attempt.get("error")), requested=req,
         peak_mem_gb=peak / 1024 if peak else None, peak_mem_exact=all(s["peak_exact"] for s in segments),
         elapsed_s=elapsed or None, setup_s=segments[0]["setup_s"], steps=last["steps"],
-        step_time_p95_s=last["step_p95_s"], stall_fraction=last["stall_fraction"],
-        loader_verdict=last.get("stall_verdict"),
+        step_p95_s=last["step_p95_s"], stall_fraction=last["stall_fraction"],
+        loader_verdict=last["stall_verdict"],
         worker_cpu_util=_clip((last["workers_cpu_pct_mean"] or 0.0) / (100 * workers)) if workers else None,
         cpu_util=_clip(cpu / (100 * req.cpus)) if last["cpu_pct_mean"] is not None else None,
-        iowait_fraction=_clip((last["iowait_pct_mean"] or 0.0) / 100) if last["iowait_pct_mean"] is not None else None,
+        iowait_fraction=_clip(last["iowait_fraction"]) if last["iowait_fraction"] is not None else None,
         gpu_util=tuple(_clip((g or 0.0) / 100) for g in gpus) if gpus else None,
         num_workers=last["num_workers"], data_rows=last["data_rows"],
     )

@@ -20,7 +20,7 @@ from cl_hpc.profile.diagnosis import Verdict
 
 OUTCOMES = ("COMPLETED", "OOM", "TIMEOUT", "FAILED", "PREEMPTED")
 _FRACTIONS = ("stall_fraction", "worker_cpu_util", "cpu_util", "iowait_fraction")
-_NON_NEGATIVE = ("peak_mem_gb", "elapsed_s", "setup_s", "steps", "step_time_p95_s", "num_workers", "data_rows")
+_NON_NEGATIVE = ("peak_mem_gb", "elapsed_s", "setup_s", "steps", "step_p95_s", "num_workers", "data_rows")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Observation:
     elapsed_s: Optional[float] = None  # wall-clock seconds from start to end of the job
     setup_s: Optional[float] = None  # seconds before the first step (imports, data open, model build)
     steps: Optional[int] = None  # optimizer steps run
-    step_time_p95_s: Optional[float] = None  # 95th percentile of the step time over the steady state
+    step_p95_s: Optional[float] = None  # 95th percentile of the step time over the steady state
     stall_fraction: Optional[float] = None  # data-wait / step time over the steady state, 0-1
     # the profile's diagnosis of the stall (a cl_hpc.profile.diagnosis.Verdict value); None for a
     # record that predates it, which the loader rule then diagnoses from the measures here

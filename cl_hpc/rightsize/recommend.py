@@ -233,9 +233,9 @@ def _predicted_s(o: Observation, rows: Optional[int]) -> float:
 
 
 def _p95_bound_s(o: Observation, rows: Optional[int]) -> Optional[float]:
-    if o.steps is None or o.step_time_p95_s is None:
+    if o.steps is None or o.step_p95_s is None:
         return None
-    return (o.setup_s or 0.0) + o.steps * o.step_time_p95_s * _growth(o, rows)
+    return (o.setup_s or 0.0) + o.steps * o.step_p95_s * _growth(o, rows)
 
 
 def _limit_s(o: Observation, request: Resources) -> float:

@@ -120,8 +120,16 @@ def _v4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE profiles ADD COLUMN stall_verdict TEXT")
 
 
+def _v5(conn: sqlite3.Connection) -> None:
+    # One name and one unit per measure, as the profile record has them (cl_hpc/profile/record.py):
+    # iowait as a 0-1 fraction like every other share, workers as the record's workers_max.
+    conn.execute("ALTER TABLE profiles RENAME COLUMN iowait_pct_mean TO iowait_fraction")
+    conn.execute("UPDATE profiles SET iowait_fraction = iowait_fraction / 100.0")
+    conn.execute("ALTER TABLE profiles RENAME COLUMN workers TO workers_max")
+
+
 # Append only: migration N brings a database from user_version N-1 to N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5)
 
 
 class Store:

@@ -218,7 +218,7 @@ def _record(steps: dict[str, Any] | None, compute: dict[str, Any] | None, notes:
     return record.build_record(
         identity={"run_id": "r1", "key": "train", "attempt": 1, "segment": 0},
         timing={"outcome": "COMPLETED", "elapsed_s": 12.0},
-        steps=steps, host=host or {"workers_max": 0, "workers_cpu_pct_mean": None, "iowait_pct_mean": 0.0},
+        steps=steps, host=host or {"workers_max": 0, "workers_cpu_pct_mean": None, "iowait_fraction": 0.0},
         memory={"peak_mb": 512.0, "source": "vmhwm", "exact": True},
         gpus=[], compute=compute, notes=notes, series={"t": [0.0, 1.0]}, probe=probe,
     )
@@ -233,7 +233,7 @@ def test_build_record_shape() -> None:
     assert out["version"] == record.VERSION and out["sacct"] is None and out["steps"] is steps
     assert out["compute"]["achieved_flops_per_s"] == pytest.approx(1e11)
     assert out["compute"]["mfu_datasheet"] == pytest.approx(0.1)
-    assert out["compute"]["mfu_measured_ceiling"] is None
+    assert out["compute"]["mfu_ceiling"] is None
     assert "flops_per_step" in out["compute"] and compute.keys() <= out["compute"].keys()
     assert out["stall"]["fraction"] == 0.5
     assert out["stall"]["diagnosis"].startswith("data-bound (50% of step time waiting) with no DataLoader workers")
@@ -255,7 +255,7 @@ def test_build_record_diagnoses_with_the_probe_and_the_mean_wait() -> None:
 
 
 def test_build_record_takes_workers_from_the_sampler_when_the_task_noted_none() -> None:
-    host = {"workers_max": 4, "workers_cpu_pct_mean": 390.0, "iowait_pct_mean": 0.0}
+    host = {"workers_max": 4, "workers_cpu_pct_mean": 390.0, "iowait_fraction": 0.0}
     out = _record({"stall_fraction": 0.3, "step_p50_s": None}, {"flops_per_step": 1e9}, {}, host)
     assert out["stall"]["diagnosis"].startswith("preprocessing-bound: 4 workers")
     assert out["compute"]["achieved_flops_per_s"] is None and out["compute"]["mfu_datasheet"] is None
@@ -264,7 +264,7 @@ def test_build_record_takes_workers_from_the_sampler_when_the_task_noted_none() 
 def test_build_record_trusts_a_noted_zero_workers_over_other_child_processes() -> None:
     # The sampler counts every descendant (torch.compile's compile workers, a subprocess the task runs);
     # a task that says num_workers=0 loads data in its own process whatever else runs beside it.
-    host = {"workers_max": 4, "workers_cpu_pct_mean": 390.0, "iowait_pct_mean": 0.0}
+    host = {"workers_max": 4, "workers_cpu_pct_mean": 390.0, "iowait_fraction": 0.0}
     out = _record({"stall_fraction": 0.3, "step_p50_s": 0.01}, None, {"num_workers": 0}, host)
     assert out["stall"]["diagnosis"].startswith("data-bound (30% of step time waiting) with no DataLoader workers")
 

@@ -90,7 +90,7 @@ def test_memory_never_below_the_minimum() -> None:
 
 # --- time -----------------------------------------------------------------------------------------
 
-STEPS = {"setup_s": 30.0, "steps": 1000, "step_time_p95_s": 0.62}  # p95 bound 650 s
+STEPS = {"setup_s": 30.0, "steps": 1000, "step_p95_s": 0.62}  # p95 bound 650 s
 
 TIME_CASES = [
     # (history newest first, data rows now, expected time_min, words in the reason)
@@ -103,12 +103,12 @@ TIME_CASES = [
      ["x 1.4 margin"]),  # 1680 s
     ([run(a, elapsed_s=600.0) for a in range(3)], None, 13, ["x 1.25 margin"]),
     # jittery steps: p95 x steps (900 s) is above elapsed x margin (750 s)
-    ([run(0, elapsed_s=600.0, steps=1000, step_time_p95_s=0.9)], None, 15, ["p95 step time x steps"]),
+    ([run(0, elapsed_s=600.0, steps=1000, step_p95_s=0.9)], None, 15, ["p95 step time x steps"]),
     # data doubled: setup 60 s stays, the 540 s of steps doubles: 1140 s x 1.25 = 1425 s
-    ([run(0, elapsed_s=600.0, setup_s=60.0, steps=1000, step_time_p95_s=0.55, data_rows=10_000)], 20_000, 24,
+    ([run(0, elapsed_s=600.0, setup_s=60.0, steps=1000, step_p95_s=0.55, data_rows=10_000)], 20_000, 24,
      ["x 2 for 20000 rows, 10000 then"]),
     # data halved
-    ([run(0, elapsed_s=1200.0, setup_s=0.0, steps=1000, step_time_p95_s=1.1, data_rows=10_000)], 5_000, 13, []),
+    ([run(0, elapsed_s=1200.0, setup_s=0.0, steps=1000, step_p95_s=1.1, data_rows=10_000)], 5_000, 13, []),
     # decay: a 20-minute run 6 runs back counts as 10 + (20 - 10) / 2 = 15 minutes
     ([run(a, elapsed_s=600.0, **STEPS) for a in range(5)] + [run(5, elapsed_s=1200.0)], None, 19, ["15 min"]),
     # TIMEOUT newest: double its 10-minute limit, above 10 min x 1.55
@@ -116,10 +116,10 @@ TIME_CASES = [
       run(1, elapsed_s=480.0, requested=replace(REQ, time_min=10.0))], None, 20, ["TIMEOUT in the last run", "x 2"]),
     ([run(0, outcome="TIMEOUT", requested=replace(REQ, time_min=10.0))], None, 20, ["no completed run"]),
     # a run completed after the timeout measured the need: the timeout is only a lower bound (600 s < 720 s)
-    ([run(0, elapsed_s=720.0, steps=1000, step_time_p95_s=0.7, requested=replace(REQ, time_min=20.0)),
+    ([run(0, elapsed_s=720.0, steps=1000, step_p95_s=0.7, requested=replace(REQ, time_min=20.0)),
       run(1, outcome="TIMEOUT", requested=replace(REQ, time_min=10.0))], None, 15, []),
     # a 20-second task: one minute, Slurm's smallest limit
-    ([run(0, elapsed_s=20.0, setup_s=5.0, steps=100, step_time_p95_s=0.16)], None, 1, []),
+    ([run(0, elapsed_s=20.0, setup_s=5.0, steps=100, step_p95_s=0.16)], None, 1, []),
 ]
 
 
@@ -140,7 +140,7 @@ def test_one_profiled_run_fixes_4x_memory_and_5x_time(elapsed_min: float, peak_g
     declared = replace(REQ, mem_gb=4 * peak_gb, time_min=5 * elapsed_min)
     steady = elapsed_min * 60 - 30.0
     seen = run(0, requested=declared, peak_mem_gb=peak_gb, peak_mem_exact=True, elapsed_s=elapsed_min * 60,
-               setup_s=30.0, steps=2000, step_time_p95_s=1.15 * steady / 2000)  # p95 15% above the mean step
+               setup_s=30.0, steps=2000, step_p95_s=1.15 * steady / 2000)  # p95 15% above the mean step
     new = recommend([seen], declared).resources
     assert peak_gb / new.mem_gb >= 0.8
     assert elapsed_min / new.time_min >= 0.75
