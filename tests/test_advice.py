@@ -94,3 +94,22 @@ def test_a_loader_whose_fetch_does_real_work_is_told_to_add_workers(tmp_path: Pa
     assert measured is not None and measured["fetch_s"] > measured["worker_batch_s"], measured
     found = diagnose(0.5, 0, probe=measured, steps=10_000, wait_per_step_s=measured["fetch_s"])
     assert found.verdict is Verdict.IN_PROCESS and "num_workers > 0" in found.text, found
+
+
+def test_the_probe_of_a_slow_loader_stays_within_its_budget() -> None:
+    """A fetch of 0.1 s a batch: 3 batches, not 20, so the probe costs seconds, not minutes."""
+    import time
+
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    class VerySlow(Dataset):
+        def __len__(self) -> int:
+            return 40
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            time.sleep(0.05)
+            return torch.zeros(2)
+
+    measured = loader_probe.probe(DataLoader(VerySlow(), batch_size=2), budget_s=0.2)
+    assert measured is not None and measured["batches"] == 3, measured

@@ -19,9 +19,10 @@ from torch import Generator
 from torch.utils.data import DataLoader, IterableDataset
 
 BATCHES = 20  # batches timed per loader: enough for a stable median, ~0.1 s on an in-memory dataset
+BUDGET_S = 1.0  # fewer batches (3 at least) where fetching 20 takes longer: the probe stays ~4 x this
 
 
-def probe(loader: Any, batches: int = BATCHES) -> Optional[dict[str, Any]]:
+def probe(loader: Any, batches: int = BATCHES, budget_s: float = BUDGET_S) -> Optional[dict[str, Any]]:
     """``{fetch_s, worker_batch_s, worker_start_s, batches}``, or None for a loader the probe cannot
     copy (not a DataLoader, an iterable dataset, or fewer than 4 batches)."""
     if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
@@ -29,8 +30,9 @@ def probe(loader: Any, batches: int = BATCHES) -> Optional[dict[str, Any]]:
     n = min(batches, len(loader) - 1)
     if n < 3:
         return None
-    _, fetch_s = _timed(_copy(loader, 0), n, pause_s=0.0)
-    start_s, worker_s = _timed(_copy(loader, 1), n, pause_s=2 * fetch_s + 0.002)
+    _, fetch_s, n = _timed(_copy(loader, 0), n, pause_s=0.0, budget_s=budget_s)
+    # The worker's pause (twice the fetch, and 2 ms for pickling) makes its loop ~3x the fetch loop.
+    start_s, worker_s, _ = _timed(_copy(loader, 1), n, pause_s=2 * fetch_s + 0.002)
     return {"fetch_s": fetch_s, "worker_batch_s": worker_s, "worker_start_s": start_s, "batches": n}
 
 
@@ -45,19 +47,20 @@ def _copy(loader: DataLoader, workers: int) -> DataLoader:
                       generator=Generator().manual_seed(0), **kwargs)
 
 
-def _timed(loader: DataLoader, n: int, pause_s: float) -> tuple[float, float]:
-    """(seconds to the first batch, median seconds of the next ``n``)."""
+def _timed(loader: DataLoader, n: int, pause_s: float, budget_s: float = float("inf")) -> tuple[float, float, int]:
+    """(seconds to the first batch, median seconds of the next ``n``, how many were timed: at least
+    3, and no more once ``budget_s`` is spent)."""
     clock = time.perf_counter
     iterator = iter(loader)
     t0 = clock()
     next(iterator)
     first = clock() - t0
-    times = []
-    for _ in range(n):
+    times: list[float] = []
+    while len(times) < n and (len(times) < 3 or sum(times) < budget_s):
         if pause_s:
             time.sleep(pause_s)
         t0 = clock()
         next(iterator)
         times.append(clock() - t0)
     del iterator  # stops a worker now rather than at the next collection
-    return first, statistics.median(times)
+    return first, statistics.median(times), len(times)

@@ -52,7 +52,8 @@ def v1_record() -> dict[str, Any]:
 def test_each_measure_keeps_its_name_and_unit_from_record_to_store_to_right_sizer() -> None:
     rec = new_record()
     assert rec["version"] == record.VERSION == 2
-    assert rec["compute"]["mfu_ceiling"] == pytest.approx(8e9 / 0.08 / 1e12) and "mfu_measured_ceiling" not in rec["compute"]
+    assert rec["compute"]["mfu_ceiling"] == pytest.approx(8e9 / 0.08 / 1e12)
+    assert "mfu_measured_ceiling" not in rec["compute"]
     row = profile_row(rec, Path("x.json"))
     assert row["mfu_ceiling"] == rec["compute"]["mfu_ceiling"]
     assert row["iowait_fraction"] == rec["host"]["iowait_fraction"] == 0.25
