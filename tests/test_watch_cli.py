@@ -170,7 +170,7 @@ def test_loop_checks_until_interrupted(watch: Watch) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["nosuchkey=1"], "error: Could not override 'nosuchkey'"),
+    (["nosuchkey=1"], "error: nosuchkey=1: Config has no key 'nosuchkey'"),
     (["--every", "5m"], "--every only applies with --loop"),
     (["--loop", "--every", "soon"], "is not a positive duration"),
     (["-m", "pipeline=diamond"], "Hydra flags (e.g. -m) are not supported"),
