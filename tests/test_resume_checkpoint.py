@@ -139,3 +139,64 @@ def test_a_gpu_fit_checkpoint_resumes_through_lightning_onto_the_cpu(tmp_path: P
     x, y = _data()
     result = fit(x, y, 2, _conf(), tmp_path, resume_path=resume)
     assert result.steps == EPOCHS * ROWS // BATCH
+
+
+_SAVE_KILLED = """
+import os, signal, sys, torch
+from pathlib import Path
+from cl_hpc.learn.preemption import ResumeCheckpointIO
+path, copy, point = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+state = torch.load(path, weights_only=True)
+state['test_copy'] = copy  # other bytes, the same fit
+sidecar_writes = 0
+
+def kill_at(event, args):
+    # SIGKILL when the save opens a temporary file: the checkpoint's ('before-bytes': the first
+    # checksum write is done, the checkpoint not yet replaced) or the checksum's second one
+    # ('after-bytes': the checkpoint is replaced, the checksum still lists two digests).
+    global sidecar_writes
+    if event != 'open' or not isinstance(args[0], str) or not args[0].endswith('.tmp'):
+        return
+    name = os.path.basename(args[0])
+    if name.startswith('.' + path.name + '.sha256.'):
+        sidecar_writes += 1
+        if point == 'after-bytes' and sidecar_writes == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    elif name.startswith('.' + path.name + '.') and point == 'before-bytes':
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sys.addaudithook(kill_at)
+ResumeCheckpointIO().save_checkpoint(state, path)
+print('not killed', flush=True)
+"""
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_saves_killed_in_either_crash_window_leave_a_verified_checkpoint_and_two_digests_at_most(
+        tmp_path: Path) -> None:
+    """Real processes SIGKILLed inside ResumeCheckpointIO.save_checkpoint, one after another: after
+    the checksum's first write, and after the checkpoint's bytes replaced the old file. After each,
+    the checkpoint on disk is listed, the checksum lists no more than two digests, and a digest of
+    a checkpoint no longer on disk is not listed; then the fit resumes from what is left."""
+    import subprocess
+    import sys
+
+    resume = _preempted_fit(tmp_path)
+    first = _sha(resume)
+    on_disk = [first]
+    for copy, point in enumerate(["after-bytes", "before-bytes", "after-bytes", "before-bytes"], start=1):
+        done = subprocess.run([sys.executable, "-c", _SAVE_KILLED, str(resume), str(copy), point],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+        listed, before = _sidecar(resume).read_text().split(), on_disk[-1]
+        on_disk.append(_sha(resume))
+        # the file on disk before this save, then the new one (the file on disk now if its bytes landed)
+        assert len(listed) == 2 and listed[0] == before and on_disk[-1] in listed, (point, listed)
+        assert not set(listed) & set(on_disk) - {before, on_disk[-1]}, (point, listed)  # old ones dropped
+    assert first not in _sidecar(resume).read_text().split()
+    x, y = _data()
+    result = fit(x, y, 2, _conf(), tmp_path, resume_path=resume)
+    assert result.steps == EPOCHS * ROWS // BATCH

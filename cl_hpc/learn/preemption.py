@@ -113,8 +113,10 @@ class ResumeCheckpointIO(TorchCheckpointIO):
     """Saves atomically with a sha256 beside the file; loads only verified bytes, as data.
 
     The checkpoint and its checksum are two files, and no rename replaces both at once: while a
-    new checkpoint replaces the old one, the checksum file lists both digests, so a kill at any
-    point leaves a checkpoint whose digest is listed (and never a listed digest of a half file).
+    new checkpoint replaces the old one, the checksum file lists the digests of the file on disk
+    and of the new one, so a kill at any point leaves a checkpoint whose digest is listed (and never
+    a listed digest of a half file). A save after a killed one lists again only those two: the
+    digest of a checkpoint no longer on disk is never accepted again.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
@@ -123,8 +125,7 @@ class ResumeCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, buffer)
         data = buffer.getvalue()
         digest = hashlib.sha256(data).hexdigest()
-        during = [*_listed(path), digest] if path.exists() else [digest]
-        write_text_atomic(sidecar(path), "\n".join(during) + "\n")
+        write_text_atomic(sidecar(path), "\n".join([*_on_disk(path), digest]) + "\n")
         write_bytes_atomic(path, data)
         write_text_atomic(sidecar(path), digest + "\n")
 
@@ -153,6 +154,20 @@ class ResumeCheckpointIO(TorchCheckpointIO):
     def remove_checkpoint(self, path: Any) -> None:
         super().remove_checkpoint(path)
         sidecar(Path(path)).unlink(missing_ok=True)
+
+
+def _on_disk(path: Path) -> list[str]:
+    """The listed digest of the checkpoint on disk ([] if none is, or it is not listed). After a
+    completed save the checksum file lists one digest, the file's, and it is not read again (a big
+    checkpoint); after a killed save it lists two, and the file is hashed to keep only its own."""
+    if not path.exists():
+        return []
+    listed = _listed(path)
+    if len(listed) <= 1:
+        return listed
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return [digest] if digest in listed else []
 
 
 def _listed(path: Path) -> list[str]:
