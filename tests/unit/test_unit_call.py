@@ -161,11 +161,14 @@ def test_plan_json_reads_back_every_units_upstream_keys(plan: Plan) -> None:
     assert Plan.from_dict(old).units == plan.units  # a plan.json written before: every key listed
 
 
-def test_a_job_of_a_crossed_plan_sees_every_upstream_shard() -> None:
+def test_a_crossed_plan_stores_each_fan_out_once_and_reads_back_every_upstream_shard() -> None:
+    """plan.json names an all-to-all fan-in once ({fanout, shards}); Plan.from_dict expands it back
+    to every upstream key in order (UnitCall builds its upstream from the edges, not from deps)."""
     plan = _crossed(100, 101)
     data = json.loads(json.dumps(plan.to_dict()))
-    call = UnitCall(data, "b[7]")
-    assert call.upstream == {"a": [f"a[{i}]" for i in range(100)]}
-    assert UnitCall(data, "join").upstream == {"a": [f"a[{i}]" for i in range(100)],
-                                               "b": [f"b[{i}]" for i in range(101)]}
-    assert plan.units["b[7]"].deps == tuple(f"a[{i}]" for i in range(100))
+    stored = {u["key"]: u["deps"] for u in data["units"]}
+    assert stored["join"] == [{"fanout": "a", "shards": 100}, {"fanout": "b", "shards": 101}]
+    assert stored["b[7]"] == [{"fanout": "a", "shards": 100}]
+    read = Plan.from_dict(data).units
+    assert read["join"].deps == (*(f"a[{i}]" for i in range(100)), *(f"b[{i}]" for i in range(101)))
+    assert read["b[7]"].deps == tuple(f"a[{i}]" for i in range(100))
