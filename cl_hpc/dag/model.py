@@ -7,12 +7,12 @@ launcher validated.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator, Literal, Mapping
 
 from cl_hpc.config.resources import Resources
-# defined with the job's reader, which imports no dataclasses
-from cl_hpc.dag.unit_call import expand_deps, unit_key
+# defined with the job's reader, which imports no dataclasses; it owns plan.json's compact deps
+from cl_hpc.dag.unit_call import compact_deps, expand_deps, unit_key
 
 EdgeKind = Literal["all", "corr"]  # "all": after every upstream shard; "corr": shard i after shard i
 
@@ -85,30 +85,15 @@ class Plan:
         return iter(self.units.values())
 
     def to_dict(self) -> dict[str, Any]:
+        widths = {t.name: len(t.foreach) for t in self.tasks.values() if t.foreach is not None}
         return {
             "pipeline": self.pipeline,
             "workdir": self.workdir,
             "meta": dict(self.meta),
             "tasks": [_spec_to_dict(s) for s in self.tasks.values()],
             "edges": [asdict(e) for e in self.edges],
-            "units": [_unit_to_dict(u, self._compact_deps(u.deps)) for u in self.units.values()],
+            "units": [_unit_to_dict(u, compact_deps(u.deps, widths)) for u in self.units.values()],
         }
-
-    def _compact_deps(self, deps: tuple[str, ...]) -> list[str | dict[str, Any]]:
-        """``deps`` for plan.json: a run of all the shards of a fan-out, in order, becomes one
-        ``{"fanout": task, "shards": n}`` (see unit_call.expand_deps)."""
-        out: list[str | dict[str, Any]] = []
-        i = 0
-        while i < len(deps):
-            up = self.units[deps[i]]
-            width = len(self.tasks[up.task].foreach or ()) if up.shard == 0 else 0
-            if width > 1 and list(deps[i:i + width]) == [unit_key(up.task, n) for n in range(width)]:
-                out.append({"fanout": up.task, "shards": width})
-                i += width
-            else:
-                out.append(deps[i])
-                i += 1
-        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
@@ -119,9 +104,9 @@ class Plan:
 
 
 def _unit_to_dict(unit: Unit, deps: list[str | dict[str, Any]]) -> dict[str, Any]:
-    # Not asdict: it would deep-copy every unit's deps only to replace them.
-    return {"key": unit.key, "task": unit.task, "shard": unit.shard, "item": unit.item, "deps": deps,
-            "config_fp": unit.config_fp, "fingerprint": unit.fingerprint}
+    # Every field, so a new one is never left out of plan.json; not asdict, which would deep-copy
+    # every unit's deps only to replace them.
+    return {**{f.name: getattr(unit, f.name) for f in fields(unit)}, "deps": deps}
 
 
 def _spec_to_dict(spec: TaskSpec) -> dict[str, Any]:

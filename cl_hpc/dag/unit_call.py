@@ -16,7 +16,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Mapping
+    from typing import Any, Mapping, Sequence
 
 
 def unit_key(task: str, shard: int | None) -> str:
@@ -35,6 +35,24 @@ def expand_deps(entries: list[Any]) -> list[str]:
         else:
             keys.extend(unit_key(entry["fanout"], i) for i in range(entry["shards"]))
     return keys
+
+
+def compact_deps(deps: Sequence[str], widths: Mapping[str, int]) -> list[str | dict[str, Any]]:
+    """``deps`` as plan.json stores them, the inverse of expand_deps: a run of all the shards of a
+    fan-out, in shard order, becomes one ``{"fanout": task, "shards": n}``. ``widths``: each
+    fan-out task's number of shards."""
+    first = {unit_key(task, 0): (task, n) for task, n in widths.items() if n > 1}
+    out: list[str | dict[str, Any]] = []
+    i = 0
+    while i < len(deps):
+        task, n = first.get(deps[i], ("", 0))
+        if n and list(deps[i:i + n]) == [unit_key(task, shard) for shard in range(n)]:
+            out.append({"fanout": task, "shards": n})
+            i += n
+        else:
+            out.append(deps[i])
+            i += 1
+    return out
 
 
 class UnitCall:

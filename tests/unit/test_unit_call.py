@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +172,15 @@ def test_a_crossed_plan_stores_each_fan_out_once_and_reads_back_every_upstream_s
     read = Plan.from_dict(data).units
     assert read["join"].deps == (*(f"a[{i}]" for i in range(100)), *(f"b[{i}]" for i in range(101)))
     assert read["b[7]"].deps == tuple(f"a[{i}]" for i in range(100))
+
+
+def test_plan_json_stores_every_field_of_a_unit() -> None:
+    """A field added to Unit reaches plan.json without anyone listing it in the writer (here: a
+    Unit with one more field)."""
+    noted = make_dataclass("NotedUnit", [("note", str)], bases=(Unit,), frozen=True)
+    plan = _crossed(3, 4)
+    units = {k: noted(**{f.name: getattr(u, f.name) for f in fields(u)}, note=f"about {k}")
+             for k, u in plan.units.items()}
+    stored = replace(plan, units=units).to_dict()["units"]
+    assert [u["note"] for u in stored] == [f"about {k}" for k in plan.units]
+    assert all(set(u) == {f.name for f in fields(noted)} for u in stored)
