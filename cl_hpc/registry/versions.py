@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from cl_hpc.dag.names import RUN_ID
 from cl_hpc.errors import ClHpcError
 
 
@@ -32,10 +33,12 @@ STRATEGIES: dict[str, str] = {
     "hybrid-stateful": "stateful",
 }
 
-_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+# fullmatch, never match with "$": "$" also matches before a trailing newline ("champion\n").
+_VERSION = re.compile(r"(\d+)\.(\d+)")
 # Aliases start with a letter so that "1.2" can only ever be a version.
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+# A model name (by default the pipeline's) is drawn from the run id's safe set: one definition.
+_NAME = RUN_ID
 
 
 @dataclass(frozen=True, order=True)
@@ -51,7 +54,7 @@ def parse_version(text: str | Version) -> Version:
     """``"3.12"`` -> Version(3, 12); numeric, so 3.12 sorts after 3.9."""
     if isinstance(text, Version):
         return text
-    match = _VERSION.match(str(text).strip())
+    match = _VERSION.fullmatch(str(text).strip())
     if not match or int(match.group(1)) < 1:
         raise RegistryError(f"{text!r} is not a model version: expected X.Y with X >= 1 and Y >= 0 "
                             f"(X: stateless retrain, Y: stateful updates since), e.g. 1.0 or 3.12")
@@ -59,7 +62,7 @@ def parse_version(text: str | Version) -> Version:
 
 
 def is_version(text: str) -> bool:
-    return bool(_VERSION.match(text.strip()))
+    return bool(_VERSION.fullmatch(text.strip()))
 
 
 def sort_versions(versions: Iterable[Version]) -> list[Version]:
@@ -91,14 +94,14 @@ def strategy_kind(strategy: str) -> str:
 
 
 def check_alias(alias: str) -> str:
-    if not _ALIAS.match(alias):
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
         raise RegistryError(f"alias {alias!r} is not valid: a letter, then up to 63 letters, digits, '_', '.' "
                             f"or '-' (e.g. champion, challenger, canary-eu)")
     return alias
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise RegistryError(f"model name {name!r} is not valid: a letter or digit, then up to 127 letters, "
                             f"digits, '_', '.' or '-' (e.g. retrain)")
     return name

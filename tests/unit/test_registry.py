@@ -13,7 +13,7 @@ import pytest
 from cl_hpc.errors import ChecksumError, DataError
 from cl_hpc.registry import ModelRegistry, RegistryError, Version, parse_version
 from cl_hpc.registry.records import AliasEvent, rollback_target
-from cl_hpc.registry.versions import check_alias, next_stateful, next_stateless, sort_versions, strategy_kind
+from cl_hpc.registry.versions import check_alias, check_name, next_stateful, next_stateless, sort_versions, strategy_kind
 
 REPO = Path(__file__).resolve().parents[2]
 V = parse_version
@@ -81,6 +81,28 @@ def test_unknown_strategy_and_bad_alias_are_clear_errors() -> None:
         strategy_kind("online")
     with pytest.raises(RegistryError, match="alias '1.2' is not valid: a letter"):
         check_alias("1.2")
+
+
+@pytest.mark.parametrize("text", ["champion\n", "champion\r", " champion", "champ ion", "", "1.2"])
+def test_an_alias_with_a_trailing_newline_or_other_stray_character_is_refused(text: str) -> None:
+    with pytest.raises(RegistryError, match="is not valid: a letter"):
+        check_alias(text)
+
+
+@pytest.mark.parametrize("text", ["retrain\n", "retrain/x", "../retrain", ".retrain", ""])
+def test_a_model_name_with_a_trailing_newline_or_a_path_character_is_refused(text: str, tmp_path: Path) -> None:
+    sha = make_checkpoint(tmp_path / "m.pt")
+    with ModelRegistry.open(tmp_path / "store") as reg, pytest.raises(RegistryError, match="is not valid"):
+        reg.register(text, tmp_path / "m.pt", strategy="stateless", checkpoint_sha256=sha)
+
+
+def test_model_names_follow_the_run_id_rule() -> None:
+    """One definition of the safe set (cl_hpc/dag/names.py), not a copy that can drift."""
+    from cl_hpc.dag.names import RUN_ID
+    from cl_hpc.registry import versions
+
+    assert versions._NAME is RUN_ID
+    assert check_name("retrain-v2.eu") == "retrain-v2.eu"
 
 
 def _events(*moves: tuple[str, str | None, str]) -> list[AliasEvent]:
