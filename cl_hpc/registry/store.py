@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import getpass
 import json
+import shlex
 import socket
 import time
 from pathlib import Path
@@ -287,12 +288,22 @@ class ModelRegistry:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.at))
             moved = (f"event #{last.id} at {when} by {last.actor}: {last.action} {last.from_version or '(new)'} -> "
                      f"{last.to_version}, {last.reason!r}")
+        gate = f"{alias} pointed at {expected}" if expected else f"{alias} was unset (a cold start)"
+        now = f"{alias} now points at {current}" if current else f"{alias} is unset"
+        again = f"compare it with {current}" if current else "judge it again"
         return AliasMoved(
-            f"{record.label} was not promoted: it was judged against {alias} {expected or '(none: cold start)'}, "
-            f"but {alias} now points at {current or 'nothing'} ({moved}). {record.label} stays registered; "
-            f"compare it with {alias} {current or ''} (run the pipeline again), or promote it by hand: "
-            f"python -m cl_hpc.registry promote {record.version} --alias {alias} --reason ...",
+            f"{record.label} was not promoted: it was judged while {gate}, but {now} ({moved}). "
+            f"{record.label} stays registered; {again} (run the pipeline again), or promote it by hand: "
+            f"{self._promote_command(record, alias, current)}",
             expected, current)
+
+    def _promote_command(self, record: ModelVersion, alias: str, current: Version | None) -> str:
+        """The CLI line that promotes ``record`` in this registry (not necessarily the default one),
+        and only while ``alias`` still points where it does now."""
+        words = ["python", "-m", "cl_hpc.registry", "--store-root", str(self.store.path.parent.resolve()),
+                 "--name", record.name, "promote", str(record.version), "--alias", alias,
+                 *(["--expect", str(current)] if current else []), "--reason"]
+        return f"{shlex.join(words)} '<why>'"
 
     def _write_event(self, record: ModelVersion, alias: str, action: str, current: Version | None,
                      reason: str, actor: str, run_id: str | None) -> AliasEvent:

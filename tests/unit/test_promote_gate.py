@@ -7,6 +7,7 @@ processes for the concurrent case.
 from __future__ import annotations
 
 import multiprocessing as mp
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def test_a_challenger_judged_against_a_champion_replaced_meanwhile_is_not_promot
     out = _promote_task(root, tmp_path / "run", tmp_path / "challenger.pt", sha, champion="1.0")
 
     assert out["version"] == "2.0" and out["promoted"] is False
-    assert "judged against champion 1.0, but champion now points at 1.1" in out["reasons"][-1]
+    assert "judged while champion pointed at 1.0, but champion now points at 1.1" in out["reasons"][-1]
     assert "hotfix by hand" in out["reasons"][-1]
     with ModelRegistry.open(root) as reg:
         assert str(reg.resolve("m", "champion")) == "1.1"
@@ -80,7 +81,7 @@ def test_a_cold_start_gate_does_not_replace_a_champion_promoted_meanwhile(tmp_pa
     _champion_1_0(root, tmp_path)
     sha = make_checkpoint(tmp_path / "challenger.pt", seed=2)
     out = _promote_task(root, tmp_path / "run", tmp_path / "challenger.pt", sha, champion=None)
-    assert out["promoted"] is False and "judged against champion (none: cold start)" in out["reasons"][-1]
+    assert out["promoted"] is False and "judged while champion was unset (a cold start)" in out["reasons"][-1]
 
 
 def _racer(root: str, run_dir: str, checkpoint: str, sha: str, barrier: Any, results: Any) -> None:
@@ -122,7 +123,7 @@ def test_registry_promote_by_hand_with_expect(tmp_path: Path, capsys: pytest.Cap
     base = ["--store-root", str(root), "promote"]
     assert registry_cli([*base, "1.1", "--reason", "by hand"]) == 0  # without --expect: as before
     assert registry_cli([*base, "1.2", "--expect", "1.0", "--reason", "compared with 1.0"]) == 2
-    assert "1.2 was not promoted: it was judged against champion 1.0, but champion now points at 1.1" in \
+    assert "1.2 was not promoted: it was judged while champion pointed at 1.0, but champion now points at 1.1" in \
         capsys.readouterr().err
     assert registry_cli([*base, "1.2", "--expect", "1.1", "--reason", "compared with 1.1"]) == 0
     with ModelRegistry.open(root) as reg:
@@ -189,3 +190,45 @@ def test_a_challenger_of_another_label_space_allowed_by_config_is_promoted(tmp_p
     with ModelRegistry.open(root) as reg:
         assert str(reg.resolve("m", "champion")) == "2.0"
         assert "stale-gate" not in reg.get("m", "2.0").tags
+
+
+def _hand_command(message: str) -> list[str]:
+    """The registry CLI arguments of the hand promotion an AliasMoved message suggests."""
+    words = shlex.split(message.split("promote it by hand: ", 1)[1])
+    assert words[:3] == ["python", "-m", "cl_hpc.registry"] and "--reason" in words, words
+    return [*words[3:words.index("--reason")], "--reason", "checked by hand"]
+
+
+def test_the_hand_promotion_a_stale_gate_suggests_works_on_a_registry_that_is_not_the_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is not ./store and holds two models: the suggested command names both."""
+    root = tmp_path / "elsewhere"
+    _champion_1_0(root, tmp_path)
+    other, hotfix = (make_checkpoint(tmp_path / f"{n}.pt", seed=s) for n, s in (("other", 5), ("hotfix", 1)))
+    with ModelRegistry.open(root) as reg:
+        reg.register("other", tmp_path / "other.pt", strategy="stateless", checkpoint_sha256=other)
+        reg.register("m", tmp_path / "hotfix.pt", strategy="stateful", parent="1.0", checkpoint_sha256=hotfix)
+        reg.promote("m", "1.1", reason="by hand meanwhile")
+    sha = make_checkpoint(tmp_path / "challenger.pt", seed=2)
+    out = _promote_task(root, tmp_path / "run", tmp_path / "challenger.pt", sha, champion="1.0")
+    assert out["promoted"] is False
+    monkeypatch.chdir(tmp_path)  # where ./store does not exist: the command must name the registry
+
+    assert registry_cli(_hand_command(out["reasons"][-1])) == 0
+
+    with ModelRegistry.open(root) as reg:
+        assert str(reg.resolve("m", "champion")) == "2.0"
+        assert reg.events("m")[-1].reason == "checked by hand"
+
+
+def test_an_alias_that_is_unset_is_named_so(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    sha = make_checkpoint(tmp_path / "v.pt", seed=0)
+    with ModelRegistry.open(root) as reg:
+        reg.register("m", tmp_path / "v.pt", strategy="stateless", checkpoint_sha256=sha)
+        with pytest.raises(RegistryError) as caught:
+            reg.promote("m", "1.0", reason="r", expect="1.0")
+    message = str(caught.value)
+    assert "judged while champion pointed at 1.0, but champion is unset (it was never set)" in message
+    assert "judge it again (run the pipeline again)" in message and "champion  " not in message
+    assert "--expect" not in _hand_command(message)
