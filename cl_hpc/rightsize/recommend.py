@@ -304,11 +304,16 @@ def _data_bound(o: Observation, verdict: Verdict, policy: Policy, cpus: int,
         why = f"{seen}: {ran} workers / (1 - {stall:.2f}) -> {want}, one cpu per worker plus the main process"
         note = () if want > ran else (f"{verdict.value} at max_workers={policy.max_workers}: {seen}",)
         return max(cpus, want + 1), _max_known(workers, want), why, note
-    advice = {Verdict.STORAGE_BOUND: "stage or cache the data on node-local storage; more workers would not help",
-              Verdict.WORKERS_WOULD_SLOW: "loader workers would cost more than they save (measured); kept at "
-                                          f"{ran}"}.get(verdict, f"cause unclear with {ran} workers: profile the "
-                                                                 "data loader")
-    return cpus, workers, f"data-bound ({seen}): kept, never shrunk", (f"{seen}: {advice}",)
+    return cpus, workers, f"data-bound ({seen}): kept, never shrunk", (f"{seen}: {_advice(verdict, ran)}",)
+
+
+def _advice(verdict: Verdict, ran: Optional[int]) -> str:
+    """What a data-bound run that more workers would not help should do instead."""
+    if verdict is Verdict.STORAGE_BOUND:
+        return "stage or cache the data on node-local storage; more workers would not help"
+    if verdict is Verdict.WORKERS_WOULD_SLOW:
+        return f"loader workers would cost more than they save (measured); kept at {ran}"
+    return f"cause unclear with {ran} workers: profile the data loader"
 
 
 def _idle_cpus(o: Observation, policy: Policy, last_cpus: int,
