@@ -11,8 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator, Literal, Mapping
 
 from cl_hpc.config.resources import Resources
-# defined with the job's reader, which imports no dataclasses; it owns plan.json's compact deps
-from cl_hpc.dag.unit_call import compact_deps, expand_deps, unit_key
+from cl_hpc.dag.unit_call import compact_deps, expand_deps, unit_key  # the job's reader owns plan.json's format
 
 EdgeKind = Literal["all", "corr"]  # "all": after every upstream shard; "corr": shard i after shard i
 

@@ -34,6 +34,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from cl_hpc.atomic import write_bytes_atomic, write_text_atomic
 from cl_hpc.context import PENDING_SIGNAL_ENV, Preempted
+from cl_hpc.data.files import sha256_file
 from cl_hpc.errors import ChecksumError, DataError
 
 _SIGNALS = {signal.SIGUSR2: True, signal.SIGTERM: False}  # signal -> must we ask for the requeue ourselves
@@ -165,8 +166,7 @@ def _on_disk(path: Path) -> list[str]:
     listed = _listed(path)
     if len(listed) <= 1:
         return listed
-    with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = sha256_file(path)
     return [digest] if digest in listed else []
 
 

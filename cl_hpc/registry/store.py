@@ -26,6 +26,7 @@ from cl_hpc.registry.versions import (RegistryError, Version, check_alias, check
                                       next_stateless, parse_version, strategy_kind)
 from cl_hpc.store.db import Store
 
+
 class Unchecked(enum.Enum):
     """``promote(expect=UNCHECKED)``: move the alias wherever it points now (a move by hand)."""
 

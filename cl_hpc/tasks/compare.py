@@ -19,12 +19,12 @@ import torch
 
 from cl_hpc.atomic import write_bytes_atomic
 from cl_hpc.context import TaskContext
+from cl_hpc.data.partitions import utc_naive
 from cl_hpc.data.tables import load_times, load_xy
 from cl_hpc.learn.checkpoint import load_checkpoint
 from cl_hpc.learn.gate import Scored, decide, gate_conf
 from cl_hpc.learn.metrics import accuracy
 from cl_hpc.learn.nets import predict_proba
-from cl_hpc.data.partitions import utc_naive
 from cl_hpc.learn.strategies import to_model_scale
 from cl_hpc.tasks._common import upstream
 

@@ -13,7 +13,14 @@ import pytest
 from cl_hpc.errors import ChecksumError, DataError
 from cl_hpc.registry import ModelRegistry, RegistryError, Version, parse_version
 from cl_hpc.registry.records import AliasEvent, rollback_target
-from cl_hpc.registry.versions import check_alias, check_name, next_stateful, next_stateless, sort_versions, strategy_kind
+from cl_hpc.registry.versions import (
+    check_alias,
+    check_name,
+    next_stateful,
+    next_stateless,
+    sort_versions,
+    strategy_kind,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 V = parse_version
