@@ -52,6 +52,9 @@ def run(ctx: TaskContext, gate: Optional[Mapping[str, Any]] = None, registry: Op
     # "champion": where the alias pointed, whether or not it was scored (another label space): promote
     # moves the alias only from there. "scored_against": the champion the challenger was measured with.
     data = {**verdict.to_dict(), "champion": alias_at, "scored_against": champ[0] if champ else None}
+    if other:  # allowed: say why a run with a champion was judged like a cold start
+        data["reasons"] = [f"label space: {other}; allow_label_space_change=true: judged against the baseline "
+                           f"instead", *data["reasons"]]
     write_bytes_atomic(ctx.task_dir / "verdict.json", json.dumps(data, indent=1, default=str).encode())
     ref_probs = new.champion
     return {"passed": verdict.passed, "reasons": data["reasons"], "champion": alias_at,

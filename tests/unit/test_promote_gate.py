@@ -183,6 +183,7 @@ def test_a_challenger_of_another_label_space_allowed_by_config_is_promoted(tmp_p
                       upstream=upstream)
     verdict = compare.run(ctx, registry={"root": str(root), "name": "m"}, allow_label_space_change=True)
     assert verdict["passed"] is True and verdict["champion"] == "1.0" and verdict["scored_against"] is None
+    assert verdict["reasons"][0].startswith("label space: champion 1.0 has features")
 
     out = _promote_task(root, run_dir, tmp_path / "challenger.pt", sha, champion=verdict["champion"])
 
