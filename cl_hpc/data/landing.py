@@ -32,8 +32,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import pandas as pd
 
-from cl_hpc.config.ml import DataConf
 from cl_hpc.atomic import write_bytes_atomic
+from cl_hpc.config.ml import DataConf
 from cl_hpc.errors import ConfigError, DataError
 
 MANIFEST = "_manifest.json"

@@ -27,13 +27,16 @@ def test_watch_after_simulate_reads_the_grown_zone(launcher: Launcher, tmp_path:
     data = [f"data.landing_dir={zone}", "data.rows_per_partition=200"]
     first = launcher("cluster=inprocess", "pipeline=continual", *data, timeout=600)
     assert first.proc.returncode == 0, first.output
-    assert len(read_manifest(zone)["partitions"]) == 24  # the default data.n_partitions
+    manifest = read_manifest(zone)
+    assert manifest is not None and len(manifest["partitions"]) == 24  # the default data.n_partitions
 
     simulate = subprocess.run([sys.executable, "-m", "cl_hpc.data", "simulate", "--landing-dir", str(zone),
                                "--partitions", "6"], cwd=REPO, capture_output=True, text=True, timeout=300,
                               env=_env())
     assert simulate.returncode == 0, simulate.stderr
-    names = [p["file"] for p in read_manifest(zone)["partitions"]]
+    grown = read_manifest(zone)
+    assert grown is not None
+    names = [p["file"] for p in grown["partitions"]]
     assert len(names) == 30
 
     watch = subprocess.run([sys.executable, "-m", "cl_hpc.watch", f"run_root={launcher.run_root}",
@@ -49,5 +52,5 @@ def test_watch_after_simulate_reads_the_grown_zone(launcher: Launcher, tmp_path:
     [launch] = json.loads((second.path / "run.json").read_text())["launches"]
     assert launch["reason"].startswith("volume"), launch  # 6 new partitions against an 8-partition window
     ingested = second.outputs("ingest")
-    assert ingested["generated"] is False
+    assert ingested is not None and ingested["generated"] is False
     assert ingested["eval_partitions"] == names[-4:] and ingested["train_partitions"] == names[-12:-4]

@@ -24,9 +24,9 @@ import pytest
 from cl_hpc.profile import record
 from cl_hpc.profile.diagnosis import STALL_THRESHOLD, Verdict, diagnose
 from cl_hpc.profile.host import job_cgroup_dir, parse_vm_hwm, read_cgroup_peak_mb
-from cl_hpc.profile.tree import MIN_CPU_WINDOW_S, ProcessTree
 from cl_hpc.profile.meter import StepMeter
 from cl_hpc.profile.sampler import Sampler, Series, gpu_summary
+from cl_hpc.profile.tree import MIN_CPU_WINDOW_S, ProcessTree
 
 MB = 2**20
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,6 +18,9 @@ from cl_hpc.rightsize import apply as rs
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.store.db import MIGRATIONS, Store
 from cl_hpc.store.profiles import profile_row, profile_rows
+
+if TYPE_CHECKING:
+    from cl_hpc.profile.record import ProfileRecord
 
 IDENTITY = {"run_id": "r1", "key": "train", "attempt": 1, "segment": 0, "task": "train", "pipeline": "p",
             "config_fp": "fp"}
@@ -28,17 +31,17 @@ STEPS = {"steps": 500, "steady_steps": 490, "data_wait_s": 2.0, "compute_s": 40.
 ATTEMPTS = {("r1", "train", 1): {"state": "COMPLETED", "error": None}}
 
 
-def new_record() -> dict[str, Any]:
+def new_record() -> ProfileRecord:
     host = {"cpu_pct_mean": 150.0, "workers_cpu_pct_mean": 120.0, "workers_max": 2, "iowait_fraction": 0.25,
             "hwm_mb_max": 900.0}
     compute = {"flops_per_step": 8e9, "peak_flops_per_s": None, "ceiling_flops_per_s": 1e12}
-    return dict(record.build_record(IDENTITY, TIMING, STEPS, host, record.best_memory(None, 900.0, 800.0), [],
-                                    compute, {"num_workers": 2, "data_rows": 1000}, {"t": [0.0]}))
+    return record.build_record(IDENTITY, TIMING, STEPS, host, record.best_memory(None, 900.0, 800.0), [],
+                               compute, {"num_workers": 2, "data_rows": 1000}, {"t": [0.0]})
 
 
 def v1_record() -> dict[str, Any]:
     """A profile.json as version 1 wrote it (names and units of then)."""
-    rec = new_record()
+    rec: dict[str, Any] = dict(new_record())
     rec["version"] = 1
     host = {k: v for k, v in rec["host"].items() if k != "iowait_fraction"}
     rec["host"] = {**host, "iowait_pct_mean": 25.0}
@@ -51,13 +54,14 @@ def v1_record() -> dict[str, Any]:
 
 def test_each_measure_keeps_its_name_and_unit_from_record_to_store_to_right_sizer() -> None:
     rec = new_record()
-    assert rec["version"] == record.VERSION == 2
-    assert rec["compute"]["mfu_ceiling"] == pytest.approx(8e9 / 0.08 / 1e12)
-    assert "mfu_measured_ceiling" not in rec["compute"]
+    compute, steps = rec["compute"], rec["steps"]
+    assert rec["version"] == record.VERSION == 2 and compute is not None and steps is not None
+    assert compute["mfu_ceiling"] == pytest.approx(8e9 / 0.08 / 1e12)
+    assert "mfu_measured_ceiling" not in compute
     row = profile_row(rec, Path("x.json"))
-    assert row["mfu_ceiling"] == rec["compute"]["mfu_ceiling"]
+    assert row["mfu_ceiling"] == compute["mfu_ceiling"]
     assert row["iowait_fraction"] == rec["host"]["iowait_fraction"] == 0.25
-    assert row["workers_max"] == rec["host"]["workers_max"] and row["step_p95_s"] == rec["steps"]["step_p95_s"]
+    assert row["workers_max"] == rec["host"]["workers_max"] and row["step_p95_s"] == steps["step_p95_s"]
     assert row["stall_verdict"] == rec["stall"]["verdict"] == "compute-bound"
     [seen] = rs.observations([row], ATTEMPTS)
     assert seen.iowait_fraction == 0.25 and seen.step_p95_s == 0.1 and seen.loader_verdict == "compute-bound"
@@ -73,7 +77,8 @@ def test_a_version_1_profile_json_reads_under_the_new_names(tmp_path: Path) -> N
     assert row["stall_verdict"] == "compute-bound"  # diagnosed again by the one diagnosis
     upgraded = record.upgrade(v1_record())
     assert upgraded["version"] == 2 and "iowait_pct_mean" not in upgraded["host"]
-    assert upgraded["series"]["iowait_fraction"] == pytest.approx([0.2, 0.3]) and "iowait_pct" not in upgraded["series"]
+    series = upgraded["series"] or {}
+    assert series["iowait_fraction"] == pytest.approx([0.2, 0.3]) and "iowait_pct" not in series
     assert record.upgrade(new_record()) == new_record()  # a current record passes through
 
 
