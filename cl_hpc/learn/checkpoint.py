@@ -50,8 +50,9 @@ def load_checkpoint(path: Path, expected_sha256: str) -> tuple[MLP, dict[str, An
         raise DataError(f"checkpoint {path} does not exist; re-run the train task") from None
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
-        raise CheckpointChanged(f"checkpoint {path} has sha256 {actual}, but the train task recorded {expected_sha256}: "
-                                f"the file was changed after training; re-run the train task", actual)
+        raise CheckpointChanged(f"checkpoint {path} has sha256 {actual}, but the train task recorded "
+                                f"{expected_sha256}: the file was changed after training; re-run the train task",
+                                actual)
     payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if payload.get("format") != FORMAT:
         raise DataError(f"checkpoint {path} has format {payload.get('format')!r}; this version reads {FORMAT!r}")

@@ -20,9 +20,9 @@ from cl_hpc.errors import ClHpcError
 from cl_hpc.registry.diff import diff_versions
 from cl_hpc.registry.store import UNCHECKED, ModelRegistry
 from cl_hpc.registry.versions import RegistryError
-from cl_hpc.registry.view import events_table, event_line, print_diff, version_table, versions_table
-from cl_hpc.ui import make_console
+from cl_hpc.registry.view import event_line, events_table, print_diff, version_table, versions_table
 from cl_hpc.store.db import DB_NAME
+from cl_hpc.ui import make_console
 
 
 def main(argv: list[str] | None = None) -> int:

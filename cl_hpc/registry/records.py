@@ -54,8 +54,9 @@ class ModelVersion:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "ModelVersion":
         values = {key: row[key] for key in cls.__dataclass_fields__ if key in row}
-        for key in _JSON_COLUMNS:
-            values[key] = json.loads(row[key]) if row.get(key) else cls.__dataclass_fields__[key].default_factory()  # type: ignore[misc]
+        for key in _JSON_COLUMNS:  # each defaults to an empty list or dict (its default_factory)
+            factory = cls.__dataclass_fields__[key].default_factory
+            values[key] = json.loads(row[key]) if row.get(key) else factory() if callable(factory) else None
         values["git_dirty"] = None if row.get("git_dirty") is None else bool(row["git_dirty"])
         values["version"] = Version(row["major"], row["minor"])
         values["parent"] = _version_or_none(row.get("parent_major"), row.get("parent_minor"))

@@ -22,8 +22,17 @@ from cl_hpc.data.files import sha256_file
 from cl_hpc.errors import ChecksumError
 from cl_hpc.registry.provenance import git_state, package_versions, python_version
 from cl_hpc.registry.records import AliasEvent, ModelVersion, rollback_target
-from cl_hpc.registry.versions import (RegistryError, Version, check_alias, check_name, is_version, next_stateful,
-                                      next_stateless, parse_version, strategy_kind)
+from cl_hpc.registry.versions import (
+    RegistryError,
+    Version,
+    check_alias,
+    check_name,
+    is_version,
+    next_stateful,
+    next_stateless,
+    parse_version,
+    strategy_kind,
+)
 from cl_hpc.store.db import Store
 
 

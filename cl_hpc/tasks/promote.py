@@ -30,7 +30,8 @@ def run(ctx: TaskContext, registry: Optional[Mapping[str, Any]] = None,
         config: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """``config``: what the version records as its resolved config (model and data groups)."""
     ref = registry_ref(registry)
-    trained, compared, ingest = upstream(ctx, "train", _TRAIN), upstream(ctx, "compare", _COMPARE), upstream(ctx, "ingest", _INGEST)
+    trained, compared = upstream(ctx, "train", _TRAIN), upstream(ctx, "compare", _COMPARE)
+    ingest = upstream(ctx, "ingest", _INGEST)
     metrics = {"accuracy": compared["challenger_accuracy"], "champion_accuracy": compared.get("champion_accuracy"),
                "gate_passed": compared["passed"], "train_rows": trained["train_rows"],
                "window_end": trained["window_end"], "train_labels": ingest["train_labels"],

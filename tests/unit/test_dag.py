@@ -26,15 +26,19 @@ BAD = [
     ("self loop", pipe(a={"depends_on": ["a"]}), DagError, ["depends_on lists the task itself"]),
     ("unknown dep", pipe(train={}, evaluate={"depends_on": ["trian"]}), DagError,
      ["unknown task 'trian'", "did you mean 'train'?"]),
-    ("missing module", pipe(a={"target": "tests.taskz.emit"}), DagError, ["no module named 'tests.taskz'", "did you mean tests.tasks?"]),
-    ("missing function", pipe(a={"target": "tests.tasks.emitt"}), DagError, ["defines no 'emitt'", "did you mean tests.tasks.emit?"]),
+    ("missing module", pipe(a={"target": "tests.taskz.emit"}), DagError,
+     ["no module named 'tests.taskz'", "did you mean tests.tasks?"]),
+    ("missing function", pipe(a={"target": "tests.tasks.emitt"}), DagError,
+     ["defines no 'emitt'", "did you mean tests.tasks.emit?"]),
     ("not dotted", pipe(a={"target": "emit"}), DagError, ["not a dotted path"]),
     ("zero memory", pipe(a={"resources": {"mem_gb": 0}}), DagError, ["resources.mem_gb must be > 0, got 0"]),
     ("negative time", pipe(a={"resources": {"time_min": -1}}), DagError, ["time_min must be > 0"]),
     ("zero cpus", pipe(a={"resources": {"cpus": 0}}), DagError, ["cpus must be >= 1"]),
-    ("too many gpus", pipe(a={"resources": {"gpus": 2}}), ResourceError, ["gpus=2 but this machine (cluster=local) offers at most 1", "cluster.cpus"]),
+    ("too many gpus", pipe(a={"resources": {"gpus": 2}}), ResourceError,
+     ["gpus=2 but this machine (cluster=local) offers at most 1", "cluster.cpus"]),
     ("too much memory", pipe(a={"resources": {"mem_gb": 64}}), ResourceError, ["mem_gb=64 but", "at most 8"]),
-    ("gpu_type without gpus", pipe(a={"resources": {"gpu_type": "a100"}}), DagError, ["gpu_type='a100' is set but gpus=0"]),
+    ("gpu_type without gpus", pipe(a={"resources": {"gpu_type": "a100"}}), DagError,
+     ["gpu_type='a100' is set but gpus=0"]),
     ("foreach string", pipe(a={"foreach": "shard-1"}), DagError, ["foreach must be a list", "got str 'shard-1'"]),
     ("foreach number", pipe(a={"foreach": 3}), DagError, ["foreach must be a list", "got int 3"]),
     ("foreach empty", pipe(a={"foreach": []}), DagError, ["foreach is an empty list"]),
@@ -44,7 +48,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("name,pipeline,error,fragments", BAD, ids=[c[0] for c in BAD])
-def test_bad_pipelines_are_rejected_with_a_clear_message(name: str, pipeline: dict, error: type, fragments: list[str]) -> None:
+def test_bad_pipelines_are_rejected_with_a_clear_message(name: str, pipeline: dict, error: type,
+                                                         fragments: list[str]) -> None:
     with pytest.raises(error) as info:
         build_plan(pipeline, CAP)
     message = str(info.value)
@@ -70,7 +75,8 @@ def test_planning_the_default_pipeline_imports_no_heavy_library() -> None:
         "import sys; from cl_hpc.dag.build import build_plan; from cl_hpc.dag.capacity import Capacity; "
         "build_plan({'name': 'p', 'tasks': {t: {'target': f'cl_hpc.tasks.{t}.run'} for t in "
         "('ingest', 'features', 'train', 'evaluate')}}, Capacity('x', 4, 8, 0)); "
-        "print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'pynvml', 'cl_hpc.tasks.train') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'pynvml', 'cl_hpc.tasks.train') "
+        "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -122,7 +128,8 @@ def test_fingerprints_follow_config_and_upstream(change: dict, changed: set[str]
 def test_plan_round_trips_through_json() -> None:
     from cl_hpc.dag.model import Plan
 
-    plan = build_plan(pipe(a={"foreach": [1, "x"]}, b={"depends_on": ["a"], "resources": {"extra": {"exclusive": True}}}), CAP)
+    plan = build_plan(pipe(a={"foreach": [1, "x"]},
+                           b={"depends_on": ["a"], "resources": {"extra": {"exclusive": True}}}), CAP)
     assert Plan.from_dict(plan.to_dict()) == plan
 
 
@@ -138,13 +145,15 @@ RESUME = [
 @pytest.mark.parametrize("states,change,todo", RESUME)
 def test_resume_reruns_failed_changed_and_downstream(states: dict, change: dict | None, todo: list[str]) -> None:
     old = build_plan(pipe(a={}, b={"depends_on": ["a"], "params": {"value": 1}}, c={"depends_on": ["b"]}), CAP)
-    new = build_plan(pipe(a={}, b={"depends_on": ["a"], "params": change or {"value": 1}}, c={"depends_on": ["b"]}), CAP)
+    new = build_plan(pipe(a={}, b={"depends_on": ["a"], "params": change or {"value": 1}},
+                          c={"depends_on": ["b"]}), CAP)
     assert plan_resume(new, old, states)[0] == todo
 
 
 def test_plan_rendering_shows_deps_resources_fanout_and_backend() -> None:
-    plan = build_plan(pipe(src={}, shards={"depends_on": ["src"], "foreach": [1, 2, 3], "resources": {"cpus": 2, "gpus": 1, "gpu_type": "a100"}},
-                           more={"depends_on": ["shards"], "foreach": [4, 5, 6]}, sink={"depends_on": ["more"], "retries": 2}), CAP)
+    shards = {"depends_on": ["src"], "foreach": [1, 2, 3], "resources": {"cpus": 2, "gpus": 1, "gpu_type": "a100"}}
+    plan = build_plan(pipe(src={}, shards=shards, more={"depends_on": ["shards"], "foreach": [4, 5, 6]},
+                           sink={"depends_on": ["more"], "retries": 2}), CAP)
     text = render_plan(plan, {"shards": "3 subprocesses"})
     assert "pipeline 'p': 4 tasks, 8 units of work" in text
     assert "fan-out    3 shards over [1, 2, 3]" in text

@@ -121,7 +121,8 @@ def _events(*moves: tuple[str, str | None, str]) -> list[AliasEvent]:
     ([("promote", None, "1.0")], None),
     ([("promote", None, "1.0"), ("promote", "1.0", "1.1")], "1.0"),
     ([("promote", None, "1.0"), ("promote", "1.0", "1.1"), ("rollback", "1.1", "1.0")], None),
-    ([("promote", None, "1.0"), ("promote", "1.0", "1.1"), ("promote", "1.1", "1.2"), ("rollback", "1.2", "1.1")], "1.0"),
+    ([("promote", None, "1.0"), ("promote", "1.0", "1.1"), ("promote", "1.1", "1.2"), ("rollback", "1.2", "1.1")],
+     "1.0"),
     ([("promote", None, "1.0"), ("promote", "1.0", "2.0"), ("rollback-to", "2.0", "1.0")], "2.0"),
 ])
 def test_rollback_undoes_changes_like_a_stack(moves: list[tuple[str, str | None, str]], expected: str | None) -> None:
@@ -177,7 +178,8 @@ def test_a_second_fine_tune_of_one_parent_is_refused(registry: ModelRegistry, tm
     assert [str(r.version) for r in registry.versions("retrain")] == ["1.0", "1.1"]
 
 
-def test_registering_the_same_checkpoint_again_returns_the_same_version(registry: ModelRegistry, tmp_path: Path) -> None:
+def test_registering_the_same_checkpoint_again_returns_the_same_version(registry: ModelRegistry,
+                                                                        tmp_path: Path) -> None:
     first = _register(registry, tmp_path, 0)
     again = _register(registry, tmp_path, 0)  # a retried task
     assert again.version == first.version and len(registry.versions("retrain")) == 1
@@ -185,13 +187,15 @@ def test_registering_the_same_checkpoint_again_returns_the_same_version(registry
 
 def test_registration_errors_are_clear(registry: ModelRegistry, tmp_path: Path) -> None:
     _register(registry, tmp_path, 0)
-    with pytest.raises(RegistryError, match=r"'stateful' fine-tunes an existing version: pass parent=X.Y \(versions of 'retrain': 1.0\)"):
+    with pytest.raises(RegistryError, match=r"'stateful' fine-tunes an existing version: pass parent=X.Y "
+                                            r"\(versions of 'retrain': 1.0\)"):
         _register(registry, tmp_path, 1, "stateful")
     with pytest.raises(RegistryError, match="has no parent version '4.0'; versions: 1.0"):
         _register(registry, tmp_path, 2, "stateful", parent="4.0")
     path = tmp_path / "other.pt"
     make_checkpoint(path, 9)
-    with pytest.raises(ChecksumError, match=f"checkpoint {path} has sha256 .* but training recorded 00ff.*nothing was registered"):
+    with pytest.raises(ChecksumError,
+                       match=f"checkpoint {path} has sha256 .* but training recorded 00ff.*nothing was registered"):
         registry.register("retrain", path, strategy="stateless", checkpoint_sha256="00ff")
     with pytest.raises(RegistryError, match="does not exist; nothing was registered"):
         registry.register("retrain", tmp_path / "missing.pt", strategy="stateless")
@@ -234,7 +238,8 @@ def test_promote_and_rollback_keep_an_append_only_log(registry: ModelRegistry, t
 
 def test_rollback_to_an_explicit_version_and_other_aliases(registry: ModelRegistry, tmp_path: Path) -> None:
     for seed in range(3):
-        _register(registry, tmp_path, seed, "stateful" if seed else "stateless", parent=f"1.{seed - 1}" if seed else None)
+        _register(registry, tmp_path, seed, "stateful" if seed else "stateless",
+                  parent=f"1.{seed - 1}" if seed else None)
     for version in ("1.0", "1.1", "1.2"):
         registry.promote("retrain", version, reason=f"to {version}")
     assert registry.promote("retrain", "1.2", reason="again") is None  # already there: no event
@@ -243,7 +248,8 @@ def test_rollback_to_an_explicit_version_and_other_aliases(registry: ModelRegist
     assert (to.action, str(to.to_version)) == ("rollback-to", "1.0")
     assert str(registry.rollback("retrain", reason="undo that").to_version) == "1.2"
     assert registry.aliases("retrain") == {"challenger": V("1.1"), "champion": V("1.2")}
-    with pytest.raises(RegistryError, match="alias 'canary' of model 'retrain' was never set; aliases: challenger -> 1.1"):
+    with pytest.raises(RegistryError,
+                       match="alias 'canary' of model 'retrain' was never set; aliases: challenger -> 1.1"):
         registry.rollback("retrain", "canary", reason="x")
     with pytest.raises(RegistryError, match="a reason is required"):
         registry.promote("retrain", "1.0", reason="  ")
@@ -314,7 +320,8 @@ def test_load_checkpoint_reads_the_file_once_so_a_swap_after_the_check_is_never_
 def test_promote_verifies_the_file_and_quarantines_on_mismatch(registry: ModelRegistry, tmp_path: Path) -> None:
     record = _register(registry, tmp_path, 0)
     corrupt(Path(record.checkpoint_path))
-    with pytest.raises(ChecksumError, match=r"retrain 1.0 has sha256 .* but .* was recorded .* now marked unpromotable"):
+    with pytest.raises(ChecksumError,
+                       match=r"retrain 1.0 has sha256 .* but .* was recorded .* now marked unpromotable"):
         registry.promote("retrain", "1.0", reason="ship it")
     assert not registry.get("retrain", "1.0").promotable and registry.aliases("retrain") == {}
 

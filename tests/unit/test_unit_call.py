@@ -19,7 +19,8 @@ from cl_hpc.dag.unit_call import UnitCall
 from cl_hpc.rundir.layout import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
-PIPELINES = sorted([*(ROOT / "tests" / "conf" / "pipeline").glob("*.yaml"), *(ROOT / "cl_hpc" / "conf" / "pipeline").glob("*.yaml"),
+PIPELINES = sorted([*(ROOT / "tests" / "conf" / "pipeline").glob("*.yaml"),
+                    *(ROOT / "cl_hpc" / "conf" / "pipeline").glob("*.yaml"),
                     *(ROOT / "scripts" / "bench_conf" / "pipeline").glob("*.yaml")])
 
 
