@@ -50,7 +50,7 @@ def jobs_of(run: Path) -> list[dict[str, str]]:
     steps = subprocess.run(["sacct", "-n", "-P", "-o", "JobID,MaxRSS", "-j", ",".join(ids)], capture_output=True,
                            text=True, env=clean_env(), check=True).stdout
     for row in rows:  # MaxRSS lives on the steps (.batch), not on the allocation's own row
-        rss = [_mb(l.split("|")[1], "K") for l in steps.splitlines() if l.startswith(row["JobID"] + ".")]
+        rss = [_mb(line.split("|")[1], "K") for line in steps.splitlines() if line.startswith(row["JobID"] + ".")]
         row["MaxRSS_MB"] = max([r for r in rss if r] or [0.0])
     return rows
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
-import socket
 import sys
 import tempfile
 import threading

@@ -56,7 +56,7 @@ def _in_turn(setup: Setup, out: Path, todo: list[Cell], progress: Progress) -> N
     for cell in todo:
         bar = progress.add_task(cell.name, total=None)
         result = _replay(setup, history, excluded, cell,
-                         lambda done, total: progress.update(bar, completed=done, total=total))
+                         lambda done, total, bar=bar: progress.update(bar, completed=done, total=total))
         write_json_atomic(cell_path(out, cell.index), {"config": setup.meta(), "result": result})
 
 

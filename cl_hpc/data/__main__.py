@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import sys
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pandas as pd
@@ -28,8 +27,17 @@ import pandas as pd
 from cl_hpc.config.ml import DataConf
 from cl_hpc.data.landing import OnPartition, resolve_dir
 from cl_hpc.data.partitions import check_partitions, list_partitions
-from cl_hpc.data.simulate import (CORRUPTIONS, SIMULATED, GracefulStop, append, describe, loop, partitions_in,
-                                  settings_line, zone_conf)
+from cl_hpc.data.simulate import (
+    CORRUPTIONS,
+    SIMULATED,
+    GracefulStop,
+    append,
+    describe,
+    loop,
+    partitions_in,
+    settings_line,
+    zone_conf,
+)
 from cl_hpc.errors import ClHpcError
 
 

@@ -27,6 +27,7 @@ from cl_hpc.config.ml import DataConf
 from cl_hpc.data.landing import NAME_PREFIX, NAME_SUFFIX, parse_partition_name
 from cl_hpc.errors import DataError
 
+
 @dataclass(frozen=True)
 class Partition:
     path: Path

@@ -28,9 +28,19 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import pandas as pd
 
 from cl_hpc.config.ml import DataConf, data_conf
-from cl_hpc.data.landing import (MANIFEST, Corruption, OnPartition, StreamCursor, append_partitions,
-                                 check_settings, generation_spec, parse_time, read_manifest, resolve_dir,
-                                 spec_changes)
+from cl_hpc.data.landing import (
+    MANIFEST,
+    Corruption,
+    OnPartition,
+    StreamCursor,
+    append_partitions,
+    check_settings,
+    generation_spec,
+    parse_time,
+    read_manifest,
+    resolve_dir,
+    spec_changes,
+)
 from cl_hpc.errors import ConfigError
 
 SIMULATED = ("sea", "hyperplane", "agrawal")

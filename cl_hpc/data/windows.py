@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from cl_hpc.config.ml import DataConf
 from cl_hpc.data.landing import parse_time
+
 # Partition, Columns and list_partitions live in partitions.py; the tasks import them from here.
 from cl_hpc.data.partitions import Columns, Partition, check_partitions, list_partitions
 from cl_hpc.errors import DataError

@@ -22,9 +22,9 @@ from cl_hpc.config.resources import Resources
 from cl_hpc.dag.model import Plan
 from cl_hpc.errors import ConfigError
 from cl_hpc.rightsize.history import Observation, rows_bucket
-from cl_hpc.store.uri import sqlite_uri
 from cl_hpc.rightsize.recommend import Policy, Recommendation, recommend
 from cl_hpc.store.profiles import attempt_elapsed_s, attempt_peak_mb, by_attempt, current_row
+from cl_hpc.store.uri import sqlite_uri
 
 if TYPE_CHECKING:
     from cl_hpc.store.profiles import ProfileRow

@@ -36,7 +36,7 @@ def _import_sqlite_utils() -> Any:
 
 sqlite_utils = _import_sqlite_utils()
 
-from cl_hpc.errors import StoreError
+from cl_hpc.errors import StoreError  # noqa: E402  (after the pandas-free import above)
 
 T = TypeVar("T")
 DB_NAME = "cl_hpc.db"

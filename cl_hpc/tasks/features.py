@@ -15,9 +15,9 @@ import dask
 import dask.dataframe as dd
 import pandas as pd
 
+from cl_hpc.atomic import write_bytes_atomic
 from cl_hpc.config.ml import data_conf
 from cl_hpc.context import TaskContext
-from cl_hpc.atomic import write_bytes_atomic
 from cl_hpc.data.files import publish, staging_dir
 from cl_hpc.data.windows import dask_threads
 from cl_hpc.errors import DataError

@@ -18,8 +18,17 @@ from cl_hpc.config.ml import data_conf
 from cl_hpc.context import TaskContext
 from cl_hpc.data.files import publish, staging_dir
 from cl_hpc.data.landing import ensure_landing_zone
-from cl_hpc.data.windows import (Columns, Partition, check_windows, dask_threads, find_nulls, list_partitions,
-                                 read_window, select_windows, window_digest)
+from cl_hpc.data.windows import (
+    Columns,
+    Partition,
+    check_windows,
+    dask_threads,
+    find_nulls,
+    list_partitions,
+    read_window,
+    select_windows,
+    window_digest,
+)
 from cl_hpc.errors import DataError
 from cl_hpc.tasks._common import cpus
 

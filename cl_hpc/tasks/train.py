@@ -104,8 +104,8 @@ def _plan_inputs(x: np.ndarray, y: np.ndarray, times: pd.Series, feats: Mapping[
     end = str(times.max().isoformat()) if len(times) else None
     if strategy is None:
         return _Inputs(x, y, window, Decision("stateless", "no strategy configured"), window_end=end)
-    from cl_hpc.tasks._registry import champion, fine_tune_block, registry_ref
     from cl_hpc.registry.store import ModelRegistry
+    from cl_hpc.tasks._registry import champion, fine_tune_block, registry_ref
 
     ref = registry_ref(registry)
     with ModelRegistry.open(ref.root) as reg:

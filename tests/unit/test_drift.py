@@ -18,8 +18,19 @@ from cl_hpc.config.ml import data_conf
 from cl_hpc.data.landing import partition_name
 from cl_hpc.data.windows import list_partitions
 from cl_hpc.errors import ConfigError, DataError
-from cl_hpc.learn.drift import (DatasetDrift, DriftConf, bin_counts, detect_drift, landing_drift, pool_rare,
-                                psi, psi_level, psi_numeric, quantile_edges, window_drift)
+from cl_hpc.learn.drift import (
+    DatasetDrift,
+    DriftConf,
+    bin_counts,
+    detect_drift,
+    landing_drift,
+    pool_rare,
+    psi,
+    psi_level,
+    psi_numeric,
+    quantile_edges,
+    window_drift,
+)
 
 
 def normal(seed: int, n: int = 2000, shift: float = 0.0, names: tuple[str, ...] = ("a", "b", "c")) -> pd.DataFrame:

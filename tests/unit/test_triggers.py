@@ -13,10 +13,25 @@ import pytest
 
 from cl_hpc.errors import ConfigError, DataError
 from cl_hpc.learn.drift import DatasetDrift, FeatureDrift
-from cl_hpc.learn.triggers import (DETECTORS, DriftTriggerConf, PerformanceTriggerConf, TimeTriggerConf,
-                                   TriggerConf, TriggerResult, TriggerState, VolumeTriggerConf, detector_trigger,
-                                   drift_trigger, evaluate_triggers, fired, performance_trigger, severe,
-                                   time_trigger, trigger_conf, volume_trigger)
+from cl_hpc.learn.triggers import (
+    DETECTORS,
+    DriftTriggerConf,
+    PerformanceTriggerConf,
+    TimeTriggerConf,
+    TriggerConf,
+    TriggerResult,
+    TriggerState,
+    VolumeTriggerConf,
+    detector_trigger,
+    drift_trigger,
+    evaluate_triggers,
+    fired,
+    performance_trigger,
+    severe,
+    time_trigger,
+    trigger_conf,
+    volume_trigger,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0)
 
