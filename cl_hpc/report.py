@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         run = resolve_run(args.run_root, args.run)
         rows = efficiency(run, args.store_root)
     except ClHpcError as exc:
-        console.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        console.print(f"error: {exc}", style="red", highlight=False)
         return 2
     if args.json:
         print(json.dumps({"run_id": run.run_id, "attempts": rows}, indent=2, default=str))
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(table(run, rows))
         for r in rows:
             for line in [r["diagnosis"]] if r.get("diagnosis") and r.get("stall") is not None else []:
-                console.print(f"{r['key']}: {line}", highlight=False, markup=False)
+                console.print(f"{r['key']}: {line}", highlight=False)
     return 0
 
 

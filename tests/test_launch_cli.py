@@ -16,18 +16,28 @@ BAD_INPUTS = [
     # (overrides, fragments the error must contain)
     (["pipeline=diamond", "pipeline.tasks.a.depends_on=[d]"], ["dependency cycle: a -> b -> d -> a"]),
     (["pipeline=diamond", "pipeline.tasks.d.depends_on=[b,cc]"], ["unknown task 'cc'", "did you mean 'c'?"]),
-    (["pipeline=diamond", "pipeline.tasks.b.target=tests.tasks.ad"], ["defines no 'ad'", "did you mean tests.tasks.add?"]),
-    (["pipeline=diamond", "pipeline.tasks.b.target=nowhere.mod.fn"], ["cannot import module 'nowhere.mod'", "is the package installed"]),
+    (["pipeline=diamond", "pipeline.tasks.b.target=tests.tasks.ad"],
+     ["defines no 'ad'", "did you mean tests.tasks.add?"]),
+    (["pipeline=diamond", "pipeline.tasks.b.target=nowhere.mod.fn"],
+     ["cannot import module 'nowhere.mod'", "is the package installed"]),
     (["pipeline=diamond", "pipeline.tasks.b.resources.mem_gb=0"], ["pipeline.tasks.b.resources.mem_gb must be > 0"]),
-    (["pipeline=diamond", "pipeline.tasks.b.resources.time_min=0"], ["pipeline.tasks.b.resources.time_min must be > 0"]),
+    (["pipeline=diamond", "pipeline.tasks.b.resources.time_min=0"],
+     ["pipeline.tasks.b.resources.time_min must be > 0"]),
     (["pipeline=diamond", "cluster.gpus=0", "pipeline.tasks.b.resources.gpus=1"],
      ["gpus=1 but this machine (cluster=local) offers at most 0"]),
-    (["pipeline=diamond", "pipeline.tasks.b.foreach=shard1"], ["pipeline.tasks.b.foreach must be a list", "got str 'shard1'"]),
+    (["pipeline=diamond", "pipeline.tasks.b.foreach=shard1"],
+     ["pipeline.tasks.b.foreach must be a list", "got str 'shard1'"]),
+    # a value left MISSING, and an interpolation that fails: the config is resolved into the schema once, up front
+    (["pipeline=diamond", "pipeline.name=???"],
+     ["the config does not resolve", "missing mandatory value", "pipeline.name"]),
+    (["pipeline=diamond", "launch.reason=${oc.env:CL_HPC_TEST_UNSET}"],
+     ["the config does not resolve", "launch.reason", "CL_HPC_TEST_UNSET"]),
 ]
 
 
 @pytest.mark.parametrize("overrides,fragments", BAD_INPUTS, ids=[o[-1] for o, _ in BAD_INPUTS])
-def test_bad_input_fails_clearly_and_runs_nothing(launcher: Launcher, overrides: list[str], fragments: list[str]) -> None:
+def test_bad_input_fails_clearly_and_runs_nothing(launcher: Launcher, overrides: list[str],
+                                                  fragments: list[str]) -> None:
     result = launcher(*overrides)
     assert result.proc.returncode == 2, result.output
     for fragment in fragments:
@@ -102,15 +112,18 @@ def test_store_rebuild_recreates_the_index_from_run_dirs(launcher: Launcher) -> 
     db = launcher.store_root / "cl_hpc.db"
     db.unlink()
     out = subprocess.run([sys.executable, "-m", "cl_hpc.store", "rebuild", "--run-root", str(launcher.run_root),
-                          "--store-root", str(launcher.store_root)], cwd=REPO, capture_output=True, text=True, check=True)
+                          "--store-root", str(launcher.store_root)],
+                         cwd=REPO, capture_output=True, text=True, check=True)
     assert "indexed 1 runs" in out.stdout
     conn = sqlite3.connect(db)
     assert conn.execute("select state, n_failed, n_cancelled from runs").fetchall() == [("FAILED", 1, 2)]
-    assert dict(conn.execute("select key, root_cause from tasks where state = 'CANCELLED'").fetchall()) == {"c": "bad", "d": "bad"}
+    cancelled = conn.execute("select key, root_cause from tasks where state = 'CANCELLED'").fetchall()
+    assert dict(cancelled) == {"c": "bad", "d": "bad"}
 
 
 @pytest.mark.parametrize("cluster", ["inprocess", "local"])
-def test_tasks_run_with_the_gc_on_although_the_launcher_pauses_it_until_submission(launcher: Launcher, cluster: str) -> None:
+def test_tasks_run_with_the_gc_on_although_the_launcher_pauses_it_until_submission(launcher: Launcher,
+                                                                                   cluster: str) -> None:
     """`python -m cl_hpc.launch` pauses the cyclic GC while it imports and composes; a task that runs
     in the launcher itself (inprocess) or in a process it starts (local) must find it on."""
     result = launcher("pipeline=diamond", f"cluster={cluster}", "pipeline.tasks.a.target=tests.tasks.gc_state",
@@ -118,4 +131,5 @@ def test_tasks_run_with_the_gc_on_although_the_launcher_pauses_it_until_submissi
     assert result.proc.returncode == 0, result.output
     outputs = json.loads((result.run_dir() / "tasks" / "a" / "outputs.json").read_text())
     assert outputs["gc_enabled"] is True
-    assert json.loads((result.run_dir() / "tasks" / "d" / "outputs.json").read_text())["value"] == (10 + 1) + (100 + 1)  # b and c each add a's 1
+    d = json.loads((result.run_dir() / "tasks" / "d" / "outputs.json").read_text())
+    assert d["value"] == (10 + 1) + (100 + 1)  # b and c each add a's 1

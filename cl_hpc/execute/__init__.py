@@ -17,6 +17,9 @@ BACKENDS = ("local", "inprocess", "slurm")
 
 
 def make_executor(cluster: Any) -> Executor:
+    """The executor for ``cluster``: the cluster's schema dataclass (cl_hpc/config/schema.py; the
+    launcher passes its resolved ``Config.cluster``), or any object with its fields (status and
+    cancel rebuild one from run.json's backend)."""
     mode = getattr(cluster, "mode", None)
     if mode == "local":
         from cl_hpc.execute.local import LocalExecutor
