@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from cl_hpc.dag.model import Plan
+from cl_hpc.states import State
 
 
 def plan_resume(new: Plan, old: Plan, old_states: Mapping[str, str]) -> tuple[list[str], list[str]]:
@@ -20,7 +21,7 @@ def plan_resume(new: Plan, old: Plan, old_states: Mapping[str, str]) -> tuple[li
         before = old.units.get(key)
         if (
             before is not None
-            and old_states.get(key) == "COMPLETED"
+            and old_states.get(key) == State.COMPLETED
             and before.fingerprint == unit.fingerprint
             and all(dep in reused for dep in unit.deps)
         ):

@@ -35,7 +35,8 @@ from cl_hpc.execute.schedule import Pool, cancel_dependents, ready
 from cl_hpc.execute.slurm.escalate import escalate
 from cl_hpc.atomic import read_json
 from cl_hpc.rundir.layout import RunDir
-from cl_hpc.states import AttemptState
+from cl_hpc.rundir.records import AttemptRecord
+from cl_hpc.states import AttemptState, Limit
 
 GB = 1024**3
 MEM_SAMPLE_S = 1.0  # as often as the local Slurm cluster's JobAcctGatherFrequency; a sample reads /proc
@@ -130,7 +131,8 @@ class Agent:
             entry.peak_rss = max(entry.peak_rss, rss)
             limit = entry.res.mem_gb * GB
             if rss > limit:
-                entry.oom = (f"OUT_OF_MEMORY: Exceeded job memory limit: its processes used {rss / 2**20:.0f} MB, "
+                entry.oom = (f"{Limit.OUT_OF_MEMORY}: Exceeded job memory limit: its processes used "
+                             f"{rss / 2**20:.0f} MB, "
                              f"over its mem_gb={entry.res.mem_gb:g} ({limit / 2**20:.0f} MB, resources.mem_gb); "
                              f"killed by the local scheduler, as Slurm's OverMemoryKill would")
                 self.io.log(f"{key}: {entry.oom}")
@@ -181,8 +183,9 @@ class Agent:
             self._record_unstarted(key, attempt, f"not started: {why}")
 
     def _record_unstarted(self, key: str, attempt: int, error: str) -> None:
-        record = {"attempt": attempt, "epoch": self.epoch, "state": AttemptState.FAILED, "started": time.time(),
-                  "ended": time.time(), "host": os.uname().nodename, "error": error}
+        record: AttemptRecord = {"attempt": attempt, "epoch": self.epoch, "state": AttemptState.FAILED,
+                                 "started": time.time(), "ended": time.time(), "host": os.uname().nodename,
+                                 "error": error}
         self.io.log(f"{key}: attempt {attempt}: {error}")
         self.io.write(f"attempt {attempt} of {key} as FAILED", functools.partial(self.run.write_attempt, key, record))
 
@@ -201,9 +204,9 @@ class Agent:
 
     def _escalate(self, key: str, res: Resources, peak_rss: int) -> None:
         """The next attempt asks for more memory or time when that is what ended this one."""
-        last = (self.run.attempts(key) or [{}])[-1]
-        peak_mb = peak_rss / 2**20 if peak_rss else None
-        res, reasons = escalate(res, [last.get("error") or ""], peak_mb, self.max_mem_gb)
+        attempts = self.run.attempts(key)
+        error = (attempts[-1].get("error") if attempts else None) or ""
+        res, reasons = escalate(res, [error], peak_rss / 2**20 if peak_rss else None, self.max_mem_gb)
         if reasons:
             self.resources[key] = res
             self.io.log(f"{key}: retrying with " + "; ".join(reasons))
@@ -232,7 +235,7 @@ def _identity(proc: psutil.Process | None) -> dict[str, Any]:
         return {}
 
 
-def _lost_record(run: RunDir, entry: Running, last: dict[str, Any] | None, key: str, epoch: int) -> dict[str, Any]:
+def _lost_record(run: RunDir, entry: Running, last: AttemptRecord | None, key: str, epoch: int) -> AttemptRecord:
     elapsed_min = (time.time() - entry.started) / 60
     if entry.oom:
         error = entry.oom
@@ -244,9 +247,9 @@ def _lost_record(run: RunDir, entry: Running, last: dict[str, Any] | None, key: 
         full = disk_note(run.path)
         if full:
             error = f"the process of {key} ended without recording its end: {full}"
-    base = last if last and last["attempt"] == entry.attempt else {"attempt": entry.attempt, "epoch": epoch,
-                                                                    "started": entry.started}
-    record = {**base, "state": AttemptState.FAILED, "ended": time.time(), "error": error}
+    base: AttemptRecord = last if last and last["attempt"] == entry.attempt else {
+        "attempt": entry.attempt, "state": AttemptState.RUNNING, "epoch": epoch, "started": entry.started}
+    record: AttemptRecord = {**base, "state": AttemptState.FAILED, "ended": time.time(), "error": error}
     if entry.peak_rss:
         record["max_rss_mb"] = round(entry.peak_rss / 2**20, 1)
     return record
@@ -289,7 +292,6 @@ def _index(agent: Agent) -> None:
         index_run(agent.run, agent.plan.meta["store"])
     except Exception as exc:  # sqlite3's "database or disk is full" is no OSError
         agent.io.log(f"cl_hpc scheduler: could not index the run in the store: {type(exc).__name__}: {exc}")
-    return 0
 
 
 if __name__ == "__main__":

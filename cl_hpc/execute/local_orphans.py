@@ -23,6 +23,7 @@ import psutil
 from cl_hpc import procs
 from cl_hpc.atomic import read_json
 from cl_hpc.rundir.layout import RunDir
+from cl_hpc.rundir.records import AttemptRecord
 from cl_hpc.states import AttemptState
 
 SCHEDULER_FILE = "scheduler.json"
@@ -35,7 +36,7 @@ class Orphan:
     attempt: int
     epoch: int
     processes: list[psutil.Process]  # the roots: the controller and/or the task process
-    record: dict[str, Any] | None  # the attempt's record, if the task wrote one
+    record: AttemptRecord | None  # the attempt's record, if the task wrote one
 
 
 def find_orphans(run: RunDir, keys: list[str]) -> list[Orphan]:
@@ -76,8 +77,8 @@ def stop_orphans(run: RunDir, keys: list[str], why: str) -> list[Orphan]:
     orphans = find_orphans(run, keys)
     for orphan in orphans:
         procs.stop([p for root in orphan.processes for p in procs.tree(root)])
-        base = orphan.record or {"attempt": orphan.attempt, "epoch": orphan.epoch, "started": None,
-                                 "host": os.uname().nodename}
+        base: AttemptRecord = orphan.record or {"attempt": orphan.attempt, "state": AttemptState.RUNNING,
+                                                "epoch": orphan.epoch, "started": None, "host": os.uname().nodename}
         pids = ", ".join(str(p.pid) for p in orphan.processes)
         run.write_attempt(orphan.key, {**base, "state": AttemptState.FAILED, "ended": time.time(),
                                        "error": f"orphaned: {why}; stopped its processes (pid {pids})"})

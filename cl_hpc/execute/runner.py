@@ -22,12 +22,14 @@ import time
 from cl_hpc.context import Preempted, TaskContext
 from cl_hpc.errors import ClHpcError, TaskFailedError
 from cl_hpc.rundir.layout import RunDir
+from cl_hpc.states import AttemptState, Limit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Mapping
 
     from cl_hpc.dag.unit_call import UnitCall
+    from cl_hpc.rundir.records import AttemptRecord
 
 
 def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: bool = False,
@@ -56,16 +58,18 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
     try:
         outputs = _call(call, run, attempt, profiler)
         run.write_outputs(key, outputs)
-        record.update(state="COMPLETED", ended=time.time())
+        record.update({"state": AttemptState.COMPLETED, "ended": time.time()})
         return outputs
     except Preempted as exc:
-        record.update(state="PREEMPTED", note=str(exc), preemptions=[*record.get("preemptions", []), str(exc)])
+        record.update({"state": AttemptState.PREEMPTED, "note": str(exc),
+                       "preemptions": [*record.get("preemptions", []), str(exc)]})
         _record(run, key, record)  # before the requeue: the job may be killed right after it
         if exc.requeue:
             _request_requeue()
         raise
     except BaseException as exc:
-        record.update(state="FAILED", ended=time.time(), error=_describe(exc, call.resources["time_min"]))
+        record.update({"state": AttemptState.FAILED, "ended": time.time(),
+                       "error": _describe(exc, call.resources["time_min"])})
         record["traceback"] = _format_exc()  # after the state: importing traceback may fail (MemoryError)
         raise
     finally:
@@ -74,7 +78,7 @@ def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: b
         _record_end(run, key, record)
 
 
-def _profiler(call: UnitCall, run: RunDir, record: dict[str, Any]) -> Any:
+def _profiler(call: UnitCall, run: RunDir, record: AttemptRecord) -> Any:
     """The attempt's profiler, started; None when the plan turns profiling off, or when it cannot
     start (the error goes into the attempt record: measuring must never change a task's outcome)."""
     try:
@@ -84,7 +88,7 @@ def _profiler(call: UnitCall, run: RunDir, record: dict[str, Any]) -> Any:
         return None
 
 
-def _start_profiler(call: UnitCall, run: RunDir, record: Mapping[str, Any]) -> Any:
+def _start_profiler(call: UnitCall, run: RunDir, record: AttemptRecord) -> Any:
     from cl_hpc.profile.task import ProfileSettings, TaskProfiler
 
     settings = ProfileSettings.from_dict(call.meta.get("profile"))
@@ -96,7 +100,7 @@ def _start_profiler(call: UnitCall, run: RunDir, record: Mapping[str, Any]) -> A
     return TaskProfiler(run.task_dir(call.key), identity, call.resources, settings).start()
 
 
-def _finish_profile(profiler: Any, record: dict[str, Any]) -> None:
+def _finish_profile(profiler: Any, record: AttemptRecord) -> None:
     try:
         profiler.finish(record["state"])
     except Exception as exc:  # the measurement must never change the task's outcome
@@ -136,18 +140,18 @@ def load_target(target: str) -> Callable[..., Any]:
 
 
 def _start_record(call: UnitCall, attempt: int, epoch: int, run: RunDir,
-                  identity: tuple[str | None, str | None]) -> dict[str, Any]:
+                  identity: tuple[str | None, str | None]) -> AttemptRecord:
     key = call.key
     job_id, log = identity
-    record = {
-        "attempt": attempt, "epoch": epoch, "state": "RUNNING", "started": time.time(), "ended": None,
+    record: AttemptRecord = {
+        "attempt": attempt, "epoch": epoch, "state": AttemptState.RUNNING, "started": time.time(), "ended": None,
         "host": os.uname().nodename, "pid": os.getpid(), "job_id": job_id, "log": log,
         "fingerprint": call.fingerprint, "config_fp": call.config_fp, "error": None, "requeues": 0,
     }
     before = next((a for a in run.attempts(key) if a["attempt"] == attempt), None)
-    if before and before.get("state") == "PREEMPTED":  # the same attempt, resumed after a requeue
-        record.update(started=before["started"], requeues=int(before.get("requeues", 0)) + 1,
-                      preemptions=list(before.get("preemptions", [])))  # why each requeue happened
+    if before and before.get("state") == AttemptState.PREEMPTED:  # the same attempt, resumed after a requeue
+        record.update({"started": before.get("started"), "requeues": int(before.get("requeues", 0)) + 1,
+                       "preemptions": list(before.get("preemptions", []))})  # why each requeue happened
     return record
 
 
@@ -174,14 +178,14 @@ def _request_requeue() -> None:
             print(f"cl_hpc: could not requeue job {job}: {exc}", file=sys.stderr, flush=True)
 
 
-def _record(run: RunDir, key: str, record: dict[str, Any]) -> None:
+def _record(run: RunDir, key: str, record: AttemptRecord) -> None:
     # Only the run dir: jobs never open the SQLite index. Launch, status and the local scheduler
     # sync it from the run dir (DESIGN: the DB is an index rebuilt from task dirs), which keeps
     # sqlite-utils' import and the write lock off every job's start-up on a busy cluster.
     run.write_attempt(key, record)
 
 
-def _record_end(run: RunDir, key: str, record: dict[str, Any]) -> None:
+def _record_end(run: RunDir, key: str, record: AttemptRecord) -> None:
     """The attempt's last record. If even that cannot be written (a full disk), say so on stderr
     and fail: the attempt's record then still says RUNNING, and the scheduler (the local one, or
     the Slurm reconcile from sacct) records the end of a process that ended without recording it."""
@@ -219,7 +223,7 @@ def _rank() -> int:
 
 
 def timeout_message(time_min: float) -> str:
-    return f"TIMEOUT: stopped at its time limit of {time_min:g} min (resources.time_min)"
+    return f"{Limit.TIMEOUT}: stopped at its time limit of {time_min:g} min (resources.time_min)"
 
 
 def _describe(exc: BaseException, time_min: float) -> str:

@@ -25,12 +25,14 @@ from pathlib import Path
 from cl_hpc.dag.unit_call import UnitCall
 from cl_hpc.errors import RunNotFoundError
 from cl_hpc.atomic import read_json, write_json_atomic
+from cl_hpc.states import AttemptState  # only enum: light enough for the job path
 
 TYPE_CHECKING = False  # every job imports this module: no typing, no dataclasses (cl_hpc/dag/unit_call.py)
 if TYPE_CHECKING:
     from typing import Any
 
     from cl_hpc.dag.model import Plan
+    from cl_hpc.rundir.records import AttemptRecord
 
 _SHARD = re.compile(r"^(?P<task>.+)\[(?P<shard>\d+)\]$")
 
@@ -87,22 +89,6 @@ class RunDir:
     def update_meta(self, **values: Any) -> None:
         write_json_atomic(self.meta_path, {**self.meta(), **values})
 
-    def record_launch(self, pipeline: str, backend: str, epoch: int, units: list[str], argv: list[str],
-                      reason: str | None, workdir: str) -> None:
-        """Record one launch of the run in run.json, before its units are submitted; the one place
-        that writes run.json's shape. Its readers: status and cancel (backend), the store (created,
-        host, backend), the watch's lock (backend, host), run_status and the Slurm reconcile (the last
-        of ``launches``: its epoch and units), a resume (epoch)."""
-        import getpass  # here: every job imports this module, only launches record themselves
-
-        meta = self.meta()
-        launch = {"epoch": epoch, "time": time.time(), "units": list(units), "argv": list(argv), "reason": reason}
-        self.update_meta(
-            run_id=self.run_id, pipeline=pipeline, backend=backend, epoch=epoch,
-            launches=[*meta.get("launches", []), launch], created=meta.get("created", launch["time"]),
-            host=os.uname().nodename, user=getpass.getuser(), workdir=workdir,
-        )
-
     # --- per unit -------------------------------------------------------------------------
     def task_dir(self, key: str) -> Path:
         match = _SHARD.match(key)
@@ -113,14 +99,17 @@ class RunDir:
     def log_dir(self, key: str) -> Path:
         return self.task_dir(key) / "logs"
 
-    def attempts(self, key: str) -> list[dict[str, Any]]:
+    def attempts(self, key: str) -> list[AttemptRecord]:
+        """The unit's attempt records in order, their states as AttemptState. A record that cannot
+        be read (a disk error, a hand edit) reads as a FAILED attempt that names the file in its
+        ``error`` and ``unreadable``: status reports it, and nothing that reads the run crashes."""
         folder = self.task_dir(key) / "attempts"
         if not folder.is_dir():
             return []
-        records = [read_json(p) for p in folder.glob("*.json")]
-        return sorted((r for r in records if r), key=lambda r: int(r["attempt"]))
+        records = [_read_attempt(p) for p in folder.glob("*.json") if p.stem.isdigit()]
+        return sorted((r for r in records if r is not None), key=lambda r: r["attempt"])
 
-    def write_attempt(self, key: str, record: dict[str, Any]) -> None:
+    def write_attempt(self, key: str, record: AttemptRecord) -> None:
         write_json_atomic(self.task_dir(key) / "attempts" / f"{int(record['attempt'])}.json", record)
 
     def outputs(self, key: str) -> Any | None:
@@ -143,6 +132,20 @@ class RunDir:
         """Forget a unit's result before it runs again; its attempt history stays."""
         for name in ("outputs.json", "cancelled.json", "progress.json"):
             (self.task_dir(key) / name).unlink(missing_ok=True)
+
+
+def _read_attempt(path: Path) -> AttemptRecord | None:
+    """None if the file is gone (a rerun's reset removed it since the listing)."""
+    try:
+        record = read_json(path)
+        if record is None:
+            return None
+        record["attempt"], record["state"] = int(record["attempt"]), AttemptState(record["state"])
+        return record
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON, bad UTF-8, an unknown state
+        why = f"{type(exc).__name__}: {exc}"
+        return {"attempt": int(path.stem), "state": AttemptState.FAILED, "unreadable": str(path),
+                "error": f"attempt record {path} cannot be read ({why}); counted as a failed attempt"}
 
 
 def runs_in(root: Path) -> list[RunDir]:

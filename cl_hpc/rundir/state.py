@@ -7,22 +7,28 @@ from typing import Any, Mapping
 
 from cl_hpc.dag.model import Plan
 from cl_hpc.rundir.layout import RunDir
+from cl_hpc.rundir.records import AttemptRecord
 from cl_hpc.states import AttemptState, State
 
-__all__ = ["State", "UnitStatus", "run_status", "unit_status", "root_cause"]
+__all__ = ["State", "UnitStatus", "run_status", "unit_status", "root_cause", "unreadable_records"]
 
 
 @dataclass(frozen=True)
 class UnitStatus:
     key: str
     state: State
-    attempts: tuple[Mapping[str, Any], ...]
+    attempts: tuple[AttemptRecord, ...]
     cancelled: Mapping[str, Any] | None
     progress: Mapping[str, Any] | None
 
     @property
-    def last(self) -> Mapping[str, Any] | None:
+    def last(self) -> AttemptRecord | None:
         return self.attempts[-1] if self.attempts else None
+
+    @property
+    def error(self) -> str | None:
+        """Why its last attempt failed (an unreadable record says so too)."""
+        return self.last.get("error") if self.last else None
 
     @property
     def started(self) -> float | None:
@@ -34,10 +40,8 @@ class UnitStatus:
 
     @property
     def duration_s(self) -> float | None:
-        last = self.last
-        if not last or last.get("ended") is None or last.get("started") is None:
-            return None
-        return float(last["ended"]) - float(last["started"])
+        ended, started = (self.last.get("ended"), self.last.get("started")) if self.last else (None, None)
+        return None if ended is None or started is None else float(ended) - float(started)
 
 
 def unit_status(run: RunDir, plan: Plan, key: str, launch: Mapping[str, Any] | None = None) -> UnitStatus:
@@ -58,7 +62,7 @@ def run_status(run: RunDir, plan: Plan | None = None) -> dict[str, UnitStatus]:
     return {key: unit_status(run, plan, key, launches[-1]) for key in plan.units}
 
 
-def _state(attempts: tuple[Mapping[str, Any], ...], cancelled: Mapping[str, Any] | None, retries: int) -> State:
+def _state(attempts: tuple[AttemptRecord, ...], cancelled: Mapping[str, Any] | None, retries: int) -> State:
     """From one launch's attempts: retries are counted within the launch that made them."""
     if cancelled is not None:
         return State.CANCELLED
@@ -69,7 +73,12 @@ def _state(attempts: tuple[Mapping[str, Any], ...], cancelled: Mapping[str, Any]
         return State.RETRYING if len(attempts) <= retries else State.FAILED
     if last == AttemptState.PREEMPTED:  # saved its state; the requeued job resumes the same attempt
         return State.RUNNING
-    return State(last)
+    return State(last.value)  # RUNNING, COMPLETED, CANCELLED: the same word
+
+
+def unreadable_records(statuses: Mapping[str, UnitStatus]) -> list[str]:
+    """One line per attempt record that could not be read (RunDir.attempts): a problem to report."""
+    return [f"{s.key}: {a.get('error')}" for s in statuses.values() for a in s.attempts if a.get("unreadable")]
 
 
 def root_cause(statuses: Mapping[str, UnitStatus]) -> UnitStatus | None:

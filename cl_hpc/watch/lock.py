@@ -40,6 +40,7 @@ import psutil
 from cl_hpc import procs
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.errors import ExecutorError
+from cl_hpc.execute.slurm.parse import SlurmState
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import State, run_status
 
@@ -87,7 +88,7 @@ def run_ended(run: RunDir) -> Optional[str]:
         return None
     counts = {state: sum(s.state is state for s in statuses.values()) for state in State if state.terminal}
     if counts[State.COMPLETED] == len(statuses):
-        return "COMPLETED"
+        return State.COMPLETED
     return ", ".join(f"{n} {state.value}" for state, n in counts.items() if n)
 
 
@@ -104,7 +105,7 @@ def holder_alive(info: dict[str, Any], host: str, live_jobs: LiveJobs, now: floa
     if job:
         state = live_jobs([job]).get(job, "gone from squeue")
         # PENDING: a cron job waiting for its next time; the run that took the lock is over.
-        return state not in ("PENDING", "gone from squeue"), f"{who} ran as Slurm job {job}, now {state}"
+        return state not in (SlurmState.PENDING, "gone from squeue"), f"{who} ran as Slurm job {job}, now {state}"
     age = now - float(info.get("created") or 0.0)
     return age < GRACE_S, f"{who} took the lock {age:.0f} s ago; it cannot be checked from {host}"
 

@@ -8,13 +8,14 @@ cannot show (hostlists, UNLIMITED, several GPU types, features, account limits).
 
 from __future__ import annotations
 
-
 import pytest
 
 from cl_hpc.config.resources import Resources
 from cl_hpc.execute.slurm.cluster import ClusterInfo, resource_problems
 from cl_hpc.execute.slurm.parse import (
+    LIVE_STATES,
     Association,
+    SlurmState,
     SqueueEntry,
     expand_hostlist,
     nodes_from,
@@ -28,7 +29,11 @@ from cl_hpc.execute.slurm.parse import (
     parse_squeue,
     parse_time_min,
     partitions_from,
+    slurm_state,
+    unrecorded_end,
 )
+from cl_hpc.execute.slurm.reconcile import parse_sacct_states
+from cl_hpc.states import AttemptState
 
 # ---------------------------------------------------------------- real output (Slurm 22.05.8)
 
@@ -336,6 +341,33 @@ def test_parse_squeue_real_output() -> None:
         SqueueEntry("250_1", "250", "1", "RUNNING", "None"),
     ]
     assert parse_squeue("") == []
+    assert all(type(e.state) is SlurmState for e in parse_squeue(SQUEUE))
+
+
+# Slurm's own states, and the one place that says what they mean for our attempt records.
+@pytest.mark.parametrize(("text", "state", "end"), [
+    ("PENDING", SlurmState.PENDING, None),
+    ("RUNNING", SlurmState.RUNNING, None),
+    ("COMPLETED", SlurmState.COMPLETED, None),  # the job wrote its own end
+    ("STOPPED", SlurmState.STOPPED, None),  # scontrol suspend/stop: it keeps its node and resumes
+    ("SPECIAL_EXIT", SlurmState.SPECIAL_EXIT, None),  # requeued and held, not ended
+    ("STAGE_OUT", SlurmState.STAGE_OUT, None),
+    ("REQUEUE_FED", SlurmState.REQUEUE_FED, None),
+    ("FAILED", SlurmState.FAILED, AttemptState.FAILED),
+    ("TIMEOUT", SlurmState.TIMEOUT, AttemptState.FAILED),
+    ("OUT_OF_MEMORY", SlurmState.OUT_OF_MEMORY, AttemptState.FAILED),
+    ("NODE_FAIL", SlurmState.NODE_FAIL, AttemptState.FAILED),
+    ("PREEMPTED", SlurmState.PREEMPTED, AttemptState.FAILED),
+    ("CANCELLED by 0", SlurmState.CANCELLED, AttemptState.FAILED),
+    ("BOOT_FAIL", SlurmState.BOOT_FAIL, AttemptState.FAILED),
+    ("LAUNCH_FAILED", "LAUNCH_FAILED", AttemptState.FAILED),  # a state this list lacks: an end
+])
+def test_slurm_states_and_what_they_mean_for_an_attempt(text: str, state: str, end: AttemptState | None) -> None:
+    parsed = slurm_state(text)
+    assert parsed == state and type(parsed) is type(state)
+    assert unrecorded_end(parsed) is end
+    assert (parsed in LIVE_STATES) == (end is None and parsed != SlurmState.COMPLETED)
+    assert parse_sacct_states(f"7|{text}|0:0\n") == {"7": (state, "0:0")}
 
 
 def test_parse_scontrol_config_real_output() -> None:

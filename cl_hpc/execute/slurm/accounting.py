@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm import commands
-from cl_hpc.execute.slurm.parse import LIVE_STATES, mem_mb_or_none, parse_sacct, parse_time_min
+from cl_hpc.execute.slurm.parse import LIVE_STATES, mem_mb_or_none, parse_sacct, parse_time_min, slurm_state
 from cl_hpc.rundir.layout import RunDir
 
 FIELDS = ("JobID", "State", "ElapsedRaw", "MaxRSS", "TotalCPU", "ReqMem", "ReqTRES", "AllocTRES",
@@ -42,7 +42,7 @@ def fold_sacct(rows: Iterable[Mapping[str, str]]) -> dict[str, dict[str, Any]]:
 def _allocation(row: Mapping[str, str]) -> dict[str, Any]:
     energy = row.get("ConsumedEnergyRaw", "")
     return {
-        "state": row["State"].split(" ")[0], "exit_code": row["ExitCode"],
+        "state": slurm_state(row["State"]), "exit_code": row["ExitCode"],
         "elapsed_s": float(row["ElapsedRaw"]) if row["ElapsedRaw"].isdigit() else None,
         "total_cpu_s": _cpu_seconds(row["TotalCPU"]), "req_mem_mb": mem_mb_or_none(row["ReqMem"]),
         "req_tres": row["ReqTRES"], "alloc_tres": row["AllocTRES"],

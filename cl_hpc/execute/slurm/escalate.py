@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Iterable
 
 from cl_hpc.config.resources import Resources
+from cl_hpc.states import Limit
 
 MEM_MARGIN = 1.5
 TIME_FACTOR = 2.0
@@ -22,7 +23,7 @@ def escalate(res: Resources, errors: Iterable[str], peak_mb: float | None,
     """The resources for the next attempt, and one reason per changed value."""
     errors = [e or "" for e in errors]
     reasons: list[str] = []
-    if any(e.startswith("OUT_OF_MEMORY") for e in errors):
+    if any(Limit.OUT_OF_MEMORY.ended(e) for e in errors):
         peak_gb = (peak_mb or 0.0) / 1024
         mem = round(max(res.mem_gb, peak_gb) * MEM_MARGIN, 3)
         if max_mem_gb is not None:
@@ -30,7 +31,7 @@ def escalate(res: Resources, errors: Iterable[str], peak_mb: float | None,
         measured = f"a measured peak of {peak_gb:.3g} GB (sacct MaxRSS)" if peak_mb else "no measured peak"
         reasons.append(f"mem_gb {res.mem_gb:g} -> {mem:g}: out of memory with {measured}, x{MEM_MARGIN} margin")
         res = replace(res, mem_gb=mem)
-    if any(e.startswith("TIMEOUT") for e in errors):
+    if any(Limit.TIMEOUT.ended(e) for e in errors):
         time_min = res.time_min * TIME_FACTOR
         if max_time_min is not None:
             time_min = min(time_min, max_time_min)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypedDict
 
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.config.schema import Resources, SlurmClusterConf
@@ -23,6 +23,7 @@ from cl_hpc.execute.base import Executor
 from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.accounting import attach_sacct
 from cl_hpc.execute.slurm.guard_submit import submit_guard
+from cl_hpc.execute.slurm.parse import SELF_REPORTING
 from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.execute.slurm.sbatch import SbatchJob
 from cl_hpc.execute.slurm.submit import Submitter, job_id_of, wait_interval
@@ -30,7 +31,47 @@ from cl_hpc.rundir import launch_lock
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import UnitStatus, run_status
 
-JOBS_FILE = "slurm.json"  # {"cluster": conf, "launches": {epoch: {task: {job_id, array, units, guard}}}}
+JOBS_FILE = "slurm.json"  # a JobsFile: written by submit and the retry guard (save_launch), read through read_jobs
+
+
+class Escalation(TypedDict):
+    job_id: str  # the task's job before its guard re-submitted the failed shards
+    escalation: list[str]  # one reason per resource it raised (escalate.escalate); [] for none
+
+
+class _TaskJobsKeys(TypedDict):
+    job_id: str  # the job, or the array job for a fan-out ("123")
+    array: list[int] | None  # the array's shard indices; None for a plain job
+    units: dict[str, str]  # unit key -> its job id ("123", "123_4"); the latest job of a re-submitted shard
+    resources: dict[str, Any]  # the Resources it was submitted with (vars), escalated ones included
+
+
+class TaskJobs(_TaskJobsKeys, total=False):
+    """The Slurm jobs of one task in one launch."""
+
+    guard: str  # the retry guard's job id (tasks with retries only)
+    history: list[Escalation]  # the jobs the guard replaced, oldest first
+
+
+Launch = dict[str, TaskJobs]  # task name -> its jobs, in submission order
+
+
+class JobsFile(TypedDict, total=False):
+    """slurm.json: every Slurm job of a run. Readers: status (reconcile, problems), the retry guard,
+    cancel, resume and the watch's lock (all_job_ids)."""
+
+    cluster: dict[str, Any]  # the SlurmClusterConf launched with: the guard rebuilds the executor from it
+    launches: dict[str, Launch]  # launch epoch (as text, a JSON key) -> its tasks
+
+
+def read_jobs(run: RunDir) -> JobsFile:
+    """The run's slurm.json; empty before its first submission."""
+    data = read_json(run.path / JOBS_FILE)
+    return data if data is not None else {}
+
+
+def launches_of(run: RunDir) -> dict[str, Launch]:
+    return read_jobs(run).get("launches") or {}
 
 
 class SlurmExecutor(Executor):
@@ -68,7 +109,7 @@ class SlurmExecutor(Executor):
 
     def submit(self, run: RunDir, plan: Plan, todo: Sequence[str], epoch: int) -> None:
         wanted = set(todo)
-        submitted: dict[str, dict[str, Any]] = {}
+        submitted: Launch = {}
         if epoch > 0:  # a resume: what earlier launches left queued would run beside the new jobs
             scancel(sorted(commands.live_jobs(all_job_ids(run))))
         try:
@@ -87,8 +128,8 @@ class SlurmExecutor(Executor):
                                 f"resume with launch.resume={run.run_id}") from exc
 
     def submit_task(self, run: RunDir, plan: Plan, spec: TaskSpec, units: list[Unit],
-                    submitted: Mapping[str, Mapping[str, Any]], epoch: int,
-                    resources: Resources | None = None) -> dict[str, Any]:
+                    submitted: Mapping[str, TaskJobs], epoch: int,
+                    resources: Resources | None = None) -> TaskJobs:
         """Submit ``units`` of one task (a job, or an array for a fan-out), and its retry guard."""
         shards = tuple(u.shard for u in units if u.shard is not None) if spec.foreach is not None else None
         job = SbatchJob(
@@ -106,7 +147,7 @@ class SlurmExecutor(Executor):
         attempts = {u.shard: len(run.attempts(u.key)) + 1 for u in units}
         job_ids = submitter.submit_units(str(run.path), spec.name, epoch, attempts)
         self._last_sbatch = submitter.last_submitted
-        entry: dict[str, Any] = {"job_id": job_id_of(job_ids[0]), "array": list(shards) if shards is not None else None,
+        entry: TaskJobs = {"job_id": job_id_of(job_ids[0]), "array": list(shards) if shards is not None else None,
                                  "units": {u.key: j for u, j in zip(units, job_ids)},
                                  "resources": vars(job.resources)}
         if spec.retries:
@@ -127,12 +168,11 @@ class SlurmExecutor(Executor):
         """What leaves units waiting forever: a retry guard that failed (its task's dependents wait),
         or a launcher that stopped mid-submission (the units it never submitted). Each makes the
         run resumable."""
-        launches = (read_json(run.path / JOBS_FILE) or {}).get("launches") or {}
-        guards = {e["guard"]: t for launch in launches.values() for t, e in launch.items() if e.get("guard")}
+        guards = {e["guard"]: t for launch in launches_of(run).values() for t, e in launch.items() if e.get("guard")}
         states = sacct_states(list(guards))
         out = [f"the retry guard of {task} (job {job}) ended {states[job][0]}; see "
                f"{run.path / 'tasks' / task / 'logs' / f'{job}_0_log.err'}"
-               for job, task in guards.items() if job in states and states[job][0] not in ("COMPLETED", "PENDING", "RUNNING")]
+               for job, task in guards.items() if job in states and states[job][0] not in SELF_REPORTING]
         missing = never_submitted(run)
         if missing:
             out.append(f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} were never submitted: the "
@@ -141,7 +181,7 @@ class SlurmExecutor(Executor):
         return out
 
 
-def abandon(run: RunDir, todo: Sequence[str], submitted: Mapping[str, Any], reason: str) -> None:
+def abandon(run: RunDir, todo: Sequence[str], submitted: Mapping[str, TaskJobs], reason: str) -> None:
     """Cancel a launch that could not be submitted whole, and say so in the run dir.
 
     What was submitted waits on what never will be, so it is cancelled; every unit of the launch
@@ -166,8 +206,8 @@ def never_submitted(run: RunDir) -> list[str]:
     return [k for k in launch.get("units", ()) if k not in have and run.cancelled(k) is None and run.outputs(k) is None]
 
 
-def save_launch(run: RunDir, epoch: int, submitted: Mapping[str, Any], conf: SlurmClusterConf) -> None:
-    data = read_json(run.path / JOBS_FILE) or {}
+def save_launch(run: RunDir, epoch: int, submitted: Mapping[str, TaskJobs], conf: SlurmClusterConf) -> None:
+    data = read_jobs(run)
     data["cluster"] = {k: _plain(getattr(conf, k)) for k in SlurmClusterConf.__dataclass_fields__}
     data.setdefault("launches", {})[str(epoch)] = dict(submitted)
     write_json_atomic(run.path / JOBS_FILE, data)
@@ -180,13 +220,13 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
-def launch_jobs(run: RunDir, epoch: int) -> dict[str, dict[str, Any]]:
-    return dict(((read_json(run.path / JOBS_FILE) or {}).get("launches") or {}).get(str(epoch)) or {})
+def launch_jobs(run: RunDir, epoch: int) -> Launch:
+    return dict(launches_of(run).get(str(epoch)) or {})
 
 
 def unit_jobs(run: RunDir) -> dict[str, str]:
     """Unit key -> Slurm job id ("123" or "123_4") of the latest launch that submitted it."""
-    launches = (read_json(run.path / JOBS_FILE) or {}).get("launches") or {}
+    launches = launches_of(run)
     jobs: dict[str, str] = {}
     for epoch in sorted(launches, key=int):
         for task in launches[epoch].values():
@@ -195,12 +235,13 @@ def unit_jobs(run: RunDir) -> dict[str, str]:
 
 
 def all_job_ids(run: RunDir) -> list[str]:
-    launches = (read_json(run.path / JOBS_FILE) or {}).get("launches") or {}
+    """Every job and retry guard of every launch of the run."""
+    launches = launches_of(run)
     return sorted({j for launch in launches.values() for t in launch.values() for j in (t["job_id"], t.get("guard")) if j})
 
 
 def dependency(plan: Plan, spec: TaskSpec, shards: tuple[int | None, ...] | None,
-                submitted: Mapping[str, Mapping[str, Any]]) -> str | None:
+                submitted: Mapping[str, TaskJobs]) -> str | None:
     parts = []
     for dep in spec.depends_on:
         if dep not in submitted:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable, Mapping
 
-from cl_hpc.atomic import read_json
 from cl_hpc.config.schema import Resources, SlurmClusterConf
 from cl_hpc.dag.model import Plan
 from cl_hpc.errors import ExecutorError
@@ -20,23 +19,25 @@ from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.accounting import query_accounting
 from cl_hpc.execute.slurm.escalate import escalate
 from cl_hpc.execute.slurm.executor import (
-    JOBS_FILE,
+    Launch,
     SlurmExecutor,
     dependency,
     launch_jobs,
+    read_jobs,
     save_launch,
     scancel,
     unit_jobs,
 )
-from cl_hpc.execute.slurm.parse import LIVE_STATES
+from cl_hpc.execute.slurm.parse import LIVE_STATES, SlurmState
 from cl_hpc.execute.slurm.reconcile import reconcile, sacct_states
 from cl_hpc.rundir.layout import RunDir
-from cl_hpc.rundir.state import State, run_status
+from cl_hpc.rundir.state import State, UnitStatus, run_status
+from cl_hpc.states import Limit
 
 
 def guard(run: RunDir, task: str, epoch: int) -> str:
     plan = run.load_plan()
-    conf = SlurmClusterConf(**(read_json(run.path / JOBS_FILE) or {})["cluster"])
+    conf = SlurmClusterConf(**read_jobs(run)["cluster"])
     jobs = launch_jobs(run, epoch)
     task_jobs = list(jobs[task]["units"].values())
     if not wait_accounted(task_jobs):
@@ -53,8 +54,8 @@ def guard(run: RunDir, task: str, epoch: int) -> str:
     if not retry:
         return f"every unit of {task} completed: nothing to do"
     executor = SlurmExecutor(conf)
-    errors = [(statuses[u.key].last or {}).get("error") or "" for u in retry]
-    peak = _peak_mb(task_jobs) if any(e.startswith("OUT_OF_MEMORY") for e in errors) else None
+    errors = [statuses[u.key].error or "" for u in retry]
+    peak = _peak_mb(task_jobs) if any(Limit.OUT_OF_MEMORY.ended(e) for e in errors) else None
     res, reasons = escalate(Resources(**jobs[task]["resources"]), errors, peak, *_caps(executor, plan, task))
     entry = executor.submit_task(run, plan, plan.tasks[task], retry, {}, epoch, resources=res)
     entry["units"] = {**jobs[task]["units"], **entry["units"]}
@@ -65,19 +66,20 @@ def guard(run: RunDir, task: str, epoch: int) -> str:
     return f"re-submitted {', '.join(u.key for u in retry)} as job {entry['job_id']}" + "".join(f"; {r}" for r in reasons)
 
 
-def _dependent_jobs(plan: Plan, jobs: dict[str, Any], task: str) -> list[str]:
+def _dependent_jobs(plan: Plan, jobs: Launch, task: str) -> list[str]:
     return [j for name, spec in plan.tasks.items() if task in spec.depends_on and name in jobs
             for j in (jobs[name]["job_id"], jobs[name].get("guard")) if j]
 
 
-def _repoint(plan: Plan, jobs: dict[str, Any], task: str, statuses: Any) -> None:
+def _repoint(plan: Plan, jobs: Launch, task: str, statuses: Mapping[str, UnitStatus]) -> None:
     """Dependents wait on the new job; upstreams that already completed drop out of the condition
     (Slurm forgets finished jobs after MinJobAge, and a forgotten id must not stand in it)."""
     done = {t for t, e in jobs.items() if all(statuses[k].state is State.COMPLETED for k in e["units"])}
     pending = {t: e for t, e in jobs.items() if t not in done}
     for name, spec in plan.tasks.items():
         if task in spec.depends_on and name in jobs:
-            shards = tuple(jobs[name]["array"]) if jobs[name]["array"] is not None else None
+            array = jobs[name]["array"]
+            shards = tuple(array) if array is not None else None
             condition = dependency(plan, spec, shards, pending)
             commands.scontrol("update", f"JobId={jobs[name]['job_id']}", f"Dependency={condition}")
 
@@ -97,7 +99,7 @@ def wait_accounted(job_ids: list[str], timeout_s: float = 120.0, poll_s: float =
         except ExecutorError as exc:  # slurmdbd busy or restarting: ask again until the deadline
             print(f"cl_hpc guard: {exc}", file=sys.stderr, flush=True)
             known = {}
-        if all(known.get(j, ("PENDING", ""))[0] not in LIVE_STATES for j in job_ids):
+        if all(known.get(j, (SlurmState.PENDING, ""))[0] not in LIVE_STATES for j in job_ids):
             return True
         if time.monotonic() > deadline:
             return False

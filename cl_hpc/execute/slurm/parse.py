@@ -10,15 +10,78 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from cl_hpc.states import AttemptState, TextEnum
+
 # A new `Key=` starts after whitespace. Slurm's keys are CamelCase (`CPUs/Task`, `AllocNode:Sid`,
 # `MCS_label`), so requiring a capital first letter keeps free text such as our own job comment
 # `Comment=cl_hpc run=X task=Y` in one value; `OS=Linux 6.1 #1 SMP` has no `=` after its words.
 _KEY_BOUNDARY = re.compile(r"(\s+)(?=[A-Z][A-Za-z0-9_/:]*=)")
 _UNLIMITED = {"UNLIMITED", "INFINITE"}
 _NULL = {"", "(null)", "N/A", "NONE"}
+
+
+class SlurmState(TextEnum):
+    """Slurm's job states, as sacct and squeue print them (Slurm 22.05, `man sacct` JOB STATE CODES).
+
+    Slurm's vocabulary, not ours: what each means for an attempt record (AttemptState) or a unit
+    (State) is decided here, in LIVE_STATES, SELF_REPORTING and unrecorded_end. A state this
+    list lacks (a newer Slurm's) stays a plain string, which counts as an end.
+    """
+
+    PENDING = "PENDING"
+    CONFIGURING = "CONFIGURING"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    STOPPED = "STOPPED"
+    SIGNALING = "SIGNALING"
+    RESIZING = "RESIZING"
+    REQUEUED = "REQUEUED"
+    REQUEUE_HOLD = "REQUEUE_HOLD"
+    REQUEUE_FED = "REQUEUE_FED"
+    RESV_DEL_HOLD = "RESV_DEL_HOLD"
+    SPECIAL_EXIT = "SPECIAL_EXIT"
+    COMPLETING = "COMPLETING"
+    STAGE_OUT = "STAGE_OUT"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # sacct: "CANCELLED by <uid>"
+    TIMEOUT = "TIMEOUT"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    NODE_FAIL = "NODE_FAIL"
+    BOOT_FAIL = "BOOT_FAIL"
+    DEADLINE = "DEADLINE"
+    PREEMPTED = "PREEMPTED"
+    REVOKED = "REVOKED"
+
+
+_S = SlurmState
 # Job states in which a job has not ended (sacct may still show them a moment after the end).
-LIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "CONFIGURING",
-                         "COMPLETING"})
+LIVE_STATES = frozenset({_S.PENDING, _S.RUNNING, _S.REQUEUED, _S.REQUEUE_HOLD, _S.REQUEUE_FED, _S.RESV_DEL_HOLD,
+                         _S.RESIZING, _S.SUSPENDED, _S.STOPPED, _S.SPECIAL_EXIT, _S.SIGNALING, _S.CONFIGURING,
+                         _S.COMPLETING, _S.STAGE_OUT})
+# States in which the job still writes its own attempt record (or already has).
+SELF_REPORTING = LIVE_STATES | {_S.COMPLETED}
+
+
+def slurm_state(text: str) -> str:
+    """sacct's State column as one state: "CANCELLED by 0" -> SlurmState.CANCELLED; a state this
+    Slurm version has and SlurmState lacks stays the plain word."""
+    word = text.split(" ")[0]
+    try:
+        return SlurmState(word)
+    except ValueError:
+        return word
+
+
+def unrecorded_end(state: str) -> AttemptState | None:
+    """How an attempt ended that its job could not record, from the job's Slurm state: None while
+    the job runs or once it completed (the job writes those records itself); FAILED for every
+    other end (a time limit, a memory kill, a node failure, a preemption, scancel), which the
+    retry guard retries. (A job cancelled before it started is no attempt: reconcile marks the
+    unit CANCELLED instead.)"""
+    return None if state in SELF_REPORTING else AttemptState.FAILED
+
+
 _MEM_UNITS = {"B": 1 / 1024**2, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2, "P": 1024.0**3}
 
 
@@ -248,7 +311,7 @@ class SqueueEntry:
     job_id: str  # as squeue prints it: `123`, `123_4`, `123_[5-9%2]`
     base_id: str  # the job (or array job) id: `123`
     array_task: str | None  # `4` or `[5-9%2]` (pending shards); None for a plain job
-    state: str  # PENDING, RUNNING, ...
+    state: str  # a SlurmState (PENDING, RUNNING, ...), or the word of a state it lacks
     reason: str  # None, Dependency, Resources, JobArrayTaskLimit, ...
 
 
@@ -260,7 +323,8 @@ def parse_squeue(text: str) -> list[SqueueEntry]:
             continue
         job_id, state, reason = (line.split("|", 2) + ["", ""])[:3]
         base_id, sep, task = job_id.strip().partition("_")
-        entries.append(SqueueEntry(job_id.strip(), base_id, task if sep else None, state.strip(), reason.strip()))
+        entries.append(SqueueEntry(job_id.strip(), base_id, task if sep else None, slurm_state(state.strip()),
+                                   reason.strip()))
     return entries
 
 

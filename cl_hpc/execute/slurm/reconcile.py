@@ -15,14 +15,13 @@ from typing import Mapping
 
 from cl_hpc.dag.model import Plan
 from cl_hpc.execute.slurm import commands
-from cl_hpc.execute.slurm.parse import parse_sacct
+from cl_hpc.execute.slurm.parse import SlurmState, parse_sacct, slurm_state, unrecorded_end
 from cl_hpc.rundir.layout import RunDir
+from cl_hpc.rundir.records import AttemptRecord
 from cl_hpc.rundir.state import State, UnitStatus, run_status, unit_status
+from cl_hpc.states import AttemptState, Limit
 
-# States in which the job still writes its own record (or already has): nothing for us to add.
-SELF_REPORTING = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
-          "CONFIGURING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD", "COMPLETED"}
-OOM_MARKERS = ("Exceeded job memory limit", "oom-kill", "OUT_OF_MEMORY")
+OOM_MARKERS = ("Exceeded job memory limit", "oom-kill", SlurmState.OUT_OF_MEMORY)
 TAIL_BYTES = 64 * 1024  # Slurm writes its kill message last; a task's log may be gigabytes before it
 
 
@@ -37,7 +36,7 @@ def sacct_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
 def parse_sacct_states(text: str) -> dict[str, tuple[str, str]]:
     states: dict[str, tuple[str, str]] = {}
     for row in parse_sacct(text, ["JobID", "State", "ExitCode"]):
-        state = row["State"].split(" ")[0]  # "CANCELLED by 0" -> "CANCELLED"
+        state = slurm_state(row["State"])  # "CANCELLED by 0" -> CANCELLED
         for one in _expand_array(row["JobID"]):
             states[one] = (state, row["ExitCode"])
     return states
@@ -64,15 +63,16 @@ def reconcile(run: RunDir, jobs: Mapping[str, str]) -> None:
     known = sacct_states([jobs[k] for k in open_keys])
     launch = (run.meta().get("launches") or [None])[-1]
     for key in open_keys:  # plan order: a failure is written before its dependents are looked at
-        state, exit_code = known.get(jobs[key], ("PENDING", ""))
-        if state in SELF_REPORTING:
+        state, exit_code = known.get(jobs[key], (SlurmState.PENDING, ""))
+        end = unrecorded_end(state)
+        if end is None:
             continue
-        if state == "CANCELLED" and not _started(statuses[key], launch):
+        if state == SlurmState.CANCELLED and not _started(statuses[key], launch):
             cause = failed_ancestor(plan, statuses, key)
             run.mark_cancelled(key, f"upstream {cause} failed" if cause else "cancelled in Slurm (scancel)", cause)
         else:
             stderr = run.path / "tasks" / plan.units[key].task / "logs" / f"{jobs[key]}_0_log.err"
-            _record_death(run, statuses[key], launch, jobs[key], state, exit_code, stderr)
+            _record_death(run, statuses[key], launch, jobs[key], state, exit_code, stderr, end)
         statuses[key] = unit_status(run, plan, key, launch)
 
 
@@ -97,31 +97,32 @@ def _started(status: UnitStatus, launch: Mapping | None) -> bool:
 
 
 def _record_death(run: RunDir, status: UnitStatus, launch: Mapping | None, job_id: str, state: str,
-                  exit_code: str, stderr: Path) -> None:
+                  exit_code: str, stderr: Path, end: AttemptState) -> None:
     epoch = (launch or {}).get("epoch", 0)
     mine = [a for a in status.attempts if a.get("epoch", 0) == epoch]
-    last = dict(mine[-1]) if mine else None
+    last: AttemptRecord | None = mine[-1] if mine else None
     if last is not None and last.get("job_id") not in (None, job_id):
         # An earlier job's attempt: this job died before it recorded its start (a failing
         # cluster.setup line, a node failure). Counted as an attempt of its own, or a retry guard
         # would find the same one failed attempt after every death and re-submit forever.
         last = None
     if last is None:
-        last = {"attempt": len(status.attempts) + 1, "epoch": epoch, "job_id": job_id}
-    if last.get("state") in ("COMPLETED", "FAILED"):
+        last = {"attempt": len(status.attempts) + 1, "state": AttemptState.RUNNING, "epoch": epoch, "job_id": job_id}
+    if last.get("state") in (AttemptState.COMPLETED, AttemptState.FAILED):
         return  # the job wrote its own end; sacct only lags
     reason = _reason(state, exit_code, stderr)
-    run.write_attempt(status.key, {**last, "state": "FAILED", "ended": last.get("ended") or time.time(),
+    run.write_attempt(status.key, {**last, "state": end, "ended": last.get("ended") or time.time(),
                                    "error": reason, "slurm_state": state})
 
 
 def _reason(state: str, exit_code: str, stderr: Path) -> str:
     # Without cgroups a memory kill ends FAILED (signal 9); only the job's stderr says why.
     text = read_tail(stderr)
-    if state == "OUT_OF_MEMORY" or any(m in text for m in OOM_MARKERS):
-        return f"OUT_OF_MEMORY: killed for using more than its --mem (resources.mem_gb); Slurm state {state}, exit {exit_code}"
-    if state == "TIMEOUT":
-        return "TIMEOUT: killed at its time limit (resources.time_min)"
+    if state == SlurmState.OUT_OF_MEMORY or any(m in text for m in OOM_MARKERS):
+        return (f"{Limit.OUT_OF_MEMORY}: killed for using more than its --mem (resources.mem_gb); "
+                f"Slurm state {state}, exit {exit_code}")
+    if state == SlurmState.TIMEOUT:
+        return f"{Limit.TIMEOUT}: killed at its time limit (resources.time_min)"
     return f"Slurm ended the job {state} (exit code {exit_code}) before it recorded its end"
 
 
