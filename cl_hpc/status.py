@@ -65,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         info = collect(resolve_run(args.run_root, args.run))
         _refresh_store(info, args.store_root)
     except ClHpcError as exc:
-        console.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        console.print(f"error: {exc}", style="red", highlight=False)
         return 2
     if args.json:
         print(json.dumps(_as_json(info), indent=2, default=str))
     else:
         console.print(status_table(info["run"], info["plan"], info["statuses"]))
         for line in explain(info["statuses"]) + info["problems"]:
-            console.print(line, style="red", markup=False, highlight=False)
+            console.print(line, style="red", highlight=False)
         console.print(f"state: {run_state(info['statuses'])}", highlight=False)
     return 0
 

@@ -89,6 +89,22 @@ class RunDir:
     def update_meta(self, **values: Any) -> None:
         write_json_atomic(self.meta_path, {**self.meta(), **values})
 
+    def record_launch(self, pipeline: str, backend: str, epoch: int, units: list[str], argv: list[str],
+                      reason: str | None, workdir: str) -> None:
+        """Record one launch of the run in run.json, before its units are submitted; the one place
+        that writes run.json's shape. Its readers: status and cancel (backend), the store (created,
+        host, backend), the watch's lock (backend, host), run_status and the Slurm reconcile (the last
+        of ``launches``: its epoch and units), a resume (epoch)."""
+        import getpass  # here: every job imports this module, only launches record themselves
+
+        meta = self.meta()
+        launch = {"epoch": epoch, "time": time.time(), "units": list(units), "argv": list(argv), "reason": reason}
+        self.update_meta(
+            run_id=self.run_id, pipeline=pipeline, backend=backend, epoch=epoch,
+            launches=[*meta.get("launches", []), launch], created=meta.get("created", launch["time"]),
+            host=os.uname().nodename, user=getpass.getuser(), workdir=workdir,
+        )
+
     # --- per unit -------------------------------------------------------------------------
     def task_dir(self, key: str) -> Path:
         match = _SHARD.match(key)
