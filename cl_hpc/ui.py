@@ -40,10 +40,10 @@ def status_table(run: RunDir, plan: Plan, statuses: Mapping[str, UnitStatus], wi
     if with_logs:
         table.add_column("log", overflow="fold")
     for key, st in statuses.items():
-        row = [key, Text(st.state.value, style=STYLE[st.state]), str(len(st.attempts)),
-               _duration(st), _progress(st), format_resources(plan.spec(key).resources)]
+        row: list[str | Text] = [key, Text(st.state.value, style=STYLE[st.state]), str(len(st.attempts)),
+                                 _duration(st), _progress(st), format_resources(plan.spec(key).resources)]
         if with_logs:
-            row.append((st.last or {}).get("log") or "")
+            row.append((st.last.get("log") if st.last else None) or "")
         table.add_row(*row)
     return table
 
@@ -53,10 +53,10 @@ def explain(statuses: Mapping[str, UnitStatus]) -> list[str]:
     cause = root_cause(statuses)
     if cause is None:
         return _cancellations(statuses)
-    last = cause.last or {}
-    lines = [f"root cause: {cause.key} failed after {len(cause.attempts)} attempt(s): {last.get('error')}"]
-    if last.get("log"):
-        lines.append(f"  log: {last['log']}")
+    log = cause.last.get("log") if cause.last else None
+    lines = [f"root cause: {cause.key} failed after {len(cause.attempts)} attempt(s): {cause.error}"]
+    if log:
+        lines.append(f"  log: {log}")
     cancelled = [k for k, s in statuses.items() if s.cancelled and s.cancelled.get("root_cause") == cause.key]
     if cancelled:
         lines.append(f"  cancelled because of it: {', '.join(cancelled)}")
@@ -143,11 +143,11 @@ def _finished(statuses: Mapping[str, UnitStatus]) -> bool:
 
 
 def _duration(st: UnitStatus) -> str:
-    last = st.last or {}
-    if last.get("started") is None:
+    started = st.last.get("started") if st.last else None
+    if started is None:
         return "-"
-    end = last.get("ended") or time.time()
-    return f"{end - float(last['started']):.1f}s"
+    end = (st.last.get("ended") if st.last else None) or time.time()
+    return f"{end - float(started):.1f}s"
 
 
 def _progress(st: UnitStatus) -> str:
