@@ -125,7 +125,8 @@ def follow(run: RunDir, executor: Executor, console: Console) -> dict[str, UnitS
             time.sleep(interval_s)
 
 
-def _follow_lines(run: RunDir, executor: Executor, plan: Plan, console: Console, interval_s: float) -> dict[str, UnitStatus]:
+def _follow_lines(run: RunDir, executor: Executor, plan: Plan, console: Console,
+                  interval_s: float) -> dict[str, UnitStatus]:
     seen: dict[str, State] = {}
     while True:
         statuses = executor.status(run)

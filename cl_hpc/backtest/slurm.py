@@ -2,7 +2,8 @@
 merge job that waits for the whole array (``afterok`` on the array id) and writes the report.
 
 The scripts come from the project's pure renderer (cl_hpc/execute/slurm/sbatch.py) and are kept in
-``OUT/slurm/``; submission goes through the one Slurm command layer (cl_hpc/execute/slurm/commands.py). No torch is imported here.
+``OUT/slurm/``; submission goes through the one Slurm command layer (cl_hpc/execute/slurm/commands.py).
+No torch is imported here.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def render_jobs(conf: BacktestConf, n_cells: int, out: Path, overrides: Sequence
                 cluster: Mapping[str, Any]) -> tuple[str, str]:
     """(array script, merge script); the merge script's dependency is filled in at submission."""
     site = cluster_settings(cluster)
-    common: dict[str, Any] = dict(comment=f"cl_hpc backtest out={out}", folder=str(out / "slurm"), setup=tuple(site["setup"]),
-                  extra=dict(site["extra"]), use_srun=False)
+    common: dict[str, Any] = dict(comment=f"cl_hpc backtest out={out}", folder=str(out / "slurm"),
+                                  setup=tuple(site["setup"]), extra=dict(site["extra"]), use_srun=False)
     res = Resources(cpus=conf.threads, mem_gb=conf.slurm_mem_gb, time_min=conf.slurm_time_min,
                     partition=site["partition"], account=site["account"], qos=site["qos"])
     cells = SbatchJob(name="cl_hpc.backtest.cells", resources=res, array=tuple(range(n_cells)),

@@ -96,7 +96,8 @@ def _unknown_key(full_key: str, key: str, owner: Any, given: Optional[str], pare
     if inspect.isclass(owner) and dataclasses.is_dataclass(owner):
         valid, name = [f.name for f in dataclasses.fields(owner)], owner.__name__
     else:  # a mapping such as pipeline.tasks: its keys are the valid ones
-        valid, name = [str(k) for k in (parent_node.keys() if hasattr(parent_node, "keys") else ())], parent or "the root"
+        valid = [str(k) for k in (parent_node.keys() if hasattr(parent_node, "keys") else ())]
+        name = parent or "the root"
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f"; did you mean {'.'.join(filter(None, (parent, close[0])))}?" if close else ""
     listing = f"\n  {parent or 'the root'} holds: {', '.join(valid)}" if valid else ""

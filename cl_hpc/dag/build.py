@@ -149,7 +149,8 @@ def resource_problems_of(spec: TaskSpec, capacity: Capacity | None) -> list[str]
         if asked > limit:
             problems.append(f"{where}.{name}={asked:g} but {capacity.where} offers at most {limit:g}{hint}")
     if capacity.max_time_min is not None and res.time_min > capacity.max_time_min:
-        problems.append(f"{where}.time_min={res.time_min:g} exceeds {capacity.where}'s limit of {capacity.max_time_min:g}")
+        problems.append(f"{where}.time_min={res.time_min:g} exceeds {capacity.where}'s limit of "
+                        f"{capacity.max_time_min:g}")
     return problems
 
 
@@ -214,4 +215,5 @@ def digest(value: Any) -> str:
 
 def report(title: str, problems: list[str]) -> str:
     lines = "\n".join(f"  - {p}" for p in problems)
-    return f"{title}:\n{lines}\nNothing was submitted. The pipeline's tasks are under `pipeline.tasks` in the composed config (see conf/pipeline/)."
+    return (f"{title}:\n{lines}\nNothing was submitted. The pipeline's tasks are under `pipeline.tasks` "
+            "in the composed config (see conf/pipeline/).")

@@ -8,7 +8,8 @@ existing zone, give only --landing-dir and --partitions.
 Examples:
   python -m cl_hpc.data simulate --landing-dir data/landing/sea --partitions 3
   python -m cl_hpc.data simulate --landing-dir /tmp/sea --generator sea --concepts 0 3 --drift-at 4 --partitions 8
-  python -m cl_hpc.data simulate --landing-dir /tmp/hp --generator hyperplane --mag-change 0.01 --sigma 0.1 --partitions 6
+  python -m cl_hpc.data simulate --landing-dir /tmp/hp --generator hyperplane --mag-change 0.01 --sigma 0.1 \
+--partitions 6
   python -m cl_hpc.data simulate --landing-dir data/landing/sea --every 60        # one partition a minute; Ctrl-C stops
   python -m cl_hpc.data simulate --landing-dir data/landing/sea --corrupt nan-column   # a bad partition, for the gate
   python -m cl_hpc.data check --landing-dir my/partitions --timestamp-col event_time --label-col churned
@@ -187,13 +188,16 @@ def _simulate_args(cmd: argparse.ArgumentParser) -> None:
                        help="partition where each later concept starts (abrupt drift); none: no drift")
     drift.add_argument("--drift-width", type=_positive(int), metavar="ROWS",
                        help="rows over which a drift blends in (river ConceptDriftStream width)")
-    drift.add_argument("--mag-change", type=float, metavar="M", help="Hyperplane: weight change per row (gradual drift)")
-    drift.add_argument("--sigma", type=float, metavar="S", help="Hyperplane: chance per row that a drift reverses direction")
+    drift.add_argument("--mag-change", type=float, metavar="M",
+                       help="Hyperplane: weight change per row (gradual drift)")
+    drift.add_argument("--sigma", type=float, metavar="S",
+                       help="Hyperplane: chance per row that a drift reverses direction")
     drift.add_argument("--param", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                        help="another keyword of the river generator, e.g. n_features=10 (repeatable)")
     drift.add_argument("--seed", type=int, metavar="N", help="stream seed (default: 42)")
     drift.add_argument("--rows", type=_positive(int), metavar="N", help="rows per partition (default: 2000)")
-    drift.add_argument("--noise", type=float, metavar="X", help="label noise (SEA, Hyperplane) or perturbation (Agrawal)")
+    drift.add_argument("--noise", type=float, metavar="X",
+                       help="label noise (SEA, Hyperplane) or perturbation (Agrawal)")
     drift.add_argument("--start", metavar="TIME", help="time of the first partition (default: 2026-01-01T00:00:00)")
     drift.add_argument("--freq", metavar="SPAN", help="time span of a partition, e.g. 1h, 15min (default: 1h)")
 

@@ -128,7 +128,8 @@ def rescale(x: np.ndarray, from_mean: Sequence[float], from_std: Sequence[float]
     return ((raw - np.asarray(to_mean)) / np.asarray(to_std)).astype(x.dtype, copy=False)
 
 
-def replay_sample(x_old: np.ndarray, y_old: np.ndarray, n_new: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def replay_sample(x_old: np.ndarray, y_old: np.ndarray, n_new: int, fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded uniform sample of older rows, ``fraction`` x the new rows (at most all of them):
     mixed into a fine-tune, it keeps the model from forgetting what it knew."""
     n = min(len(y_old), int(round(n_new * fraction)))

@@ -44,7 +44,8 @@ def outcome_of(state: str | None, error: str | None) -> str:
     return "FAILED"
 
 
-def observations(rows: Iterable[Mapping[str, Any]], attempts: Mapping[tuple[str, str, int], Mapping[str, Any]]) -> list[Observation]:
+def observations(rows: Iterable[Mapping[str, Any]],
+                 attempts: Mapping[tuple[str, str, int], Mapping[str, Any]]) -> list[Observation]:
     """Store rows (profiles) -> one Observation per attempt; ``attempts`` maps (run, key, attempt)
     to the attempt row (its final state and error)."""
     out = []
@@ -92,7 +93,8 @@ def same_data_bucket(history: list[Observation]) -> tuple[list[Observation], int
     return [o for o in dated if rows_bucket(o.data_rows) == rows_bucket(rows) or o.data_rows is None], rows
 
 
-def recommend_plan(plan: Plan, history: Mapping[str, list[Observation]], policy: Policy = Policy()) -> dict[str, Recommendation]:
+def recommend_plan(plan: Plan, history: Mapping[str, list[Observation]],
+                   policy: Policy = Policy()) -> dict[str, Recommendation]:
     """A recommendation per task, from ``history[task]``."""
     out = {}
     for name, spec in plan.tasks.items():
@@ -147,7 +149,8 @@ def history_from_store(store: Any, plan: Plan) -> dict[str, list[Observation]]:
     for name in plan.tasks:
         fps = sorted({u.config_fp for u in plan.units_of(name)})
         marks = ",".join("?" * len(fps))
-        rows = store.rows("profiles", f"pipeline = ? AND task = ? AND config_fp IN ({marks})", [plan.pipeline, name, *fps])
+        rows = store.rows("profiles", f"pipeline = ? AND task = ? AND config_fp IN ({marks})",
+                          [plan.pipeline, name, *fps])
         if not rows:
             continue
         runs = sorted({r["run_id"] for r in rows})

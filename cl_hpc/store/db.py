@@ -207,5 +207,6 @@ class Store:
 
         self._transaction(action)
 
-    def rows(self, table: str, where: str | None = None, args: Iterable[Any] = (), order_by: str | None = None) -> list[dict[str, Any]]:
+    def rows(self, table: str, where: str | None = None, args: Iterable[Any] = (),
+             order_by: str | None = None) -> list[dict[str, Any]]:
         return list(self.db[table].rows_where(where, list(args), order_by=order_by))

@@ -57,13 +57,15 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None, strategy: O
     feats = upstream(ctx, "features", _NEEDS)
     x, y = load_xy(feats["train_path"], list(feats["features"]), feats["label_col"])
     times = load_times(feats["train_path"], feats["timestamp_col"])
-    resume, pin = ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt", ctx.task_dir / f"strategy-attempt{ctx.attempt}.json"
+    resume = ctx.task_dir / f"resume-attempt{ctx.attempt}.ckpt"
+    pin = ctx.task_dir / f"strategy-attempt{ctx.attempt}.json"
     # A requeued segment resumes the weights of its first segment: it must keep that segment's
     # decision (mode and parent), whatever the registry's champion has become meanwhile.
     pinned = read_json(pin) if resume.exists() else None
     inputs = _plan_inputs(x, y, times, feats, conf, strategy, registry, drift_severe, pinned)
     if pinned is None:
-        write_json_atomic(pin, {"mode": inputs.decision.mode, "parent": inputs.parent, "reason": inputs.decision.reason})
+        write_json_atomic(pin, {"mode": inputs.decision.mode, "parent": inputs.parent,
+                                "reason": inputs.decision.reason})
     if inputs.decision.mode == "stateful":
         strat = strategy_conf(strategy)
         conf = dataclasses.replace(conf, lr=conf.lr * strat.fine_tune_lr_scale,
@@ -78,7 +80,8 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None, strategy: O
     return _save(ctx, feats, inputs, result, world)
 
 
-def _save(ctx: TaskContext, feats: Mapping[str, Any], inputs: _Inputs, result: Any, world: tuple[int, int]) -> dict[str, Any]:
+def _save(ctx: TaskContext, feats: Mapping[str, Any], inputs: _Inputs, result: Any,
+          world: tuple[int, int]) -> dict[str, Any]:
     moments = inputs.moments
     meta = {key: feats[key] for key in ("features", "classes", "label_col", "window_digest")}
     meta.update(mean=list(moments.mean), std=list(moments.std), moments=moments.to_dict())
