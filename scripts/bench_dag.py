@@ -676,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
     sides = [PlainSide.label] + ([] if args.plain_only else [ClHpcSide.label])
     info["python_startup_ms_after"] = f"{python_startup_ms(args.python):.1f}"
     console.print(f"\n[bold]{info['host']}[/]: {info['cpu']}; {info['os']}; {info['slurm']}; "
-                  f"node {info['nodes']}; Python {info['python']}; `python -c pass` {info['python_startup_ms_before']} ms "
+                  f"node {info['nodes']}; Python {info['python']}; "
+                  f"`python -c pass` {info['python_startup_ms_before']} ms "
                   f"of CPU before the runs, {info['python_startup_ms_after']} ms after", highlight=False)
     if "makespan" in results:
         console.print(*makespan_tables(results["makespan"], sides))

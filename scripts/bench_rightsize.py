@@ -98,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     third = report("3 need grows, auto", launch(work, spec, "rightsize.mode=auto"))
     last = second[-1]
     print(f"\nrun 1 efficiency: memory {first[-1]['mem_eff']:.1%}, time {first[-1]['time_eff']:.1%}")
-    print(f"run 2 memory efficiency {last['mem_eff']:.1%} (target >= 80%): {'PASS' if last['mem_eff'] >= 0.8 else 'FAIL'}")
-    print(f"run 2 time efficiency   {last['time_eff']:.1%} (target >= 75%): {'PASS' if last['time_eff'] >= 0.75 else 'FAIL'}")
+    print(f"run 2 memory efficiency {last['mem_eff']:.1%} (target >= 80%): "
+          f"{'PASS' if last['mem_eff'] >= 0.8 else 'FAIL'}")
+    print(f"run 2 time efficiency   {last['time_eff']:.1%} (target >= 75%): "
+          f"{'PASS' if last['time_eff'] >= 0.75 else 'FAIL'}")
     print(f"run 2 without OOM: {'PASS' if all(r['state'] == 'COMPLETED' for r in second) else 'FAIL'}")
     grown = third[-1]["state"] == "COMPLETED" and any(r["state"] != "COMPLETED" for r in third[:-1])
     states = " -> ".join(str(r["state"]) for r in third)

@@ -133,8 +133,9 @@ def show(data: dict, analytic: float, steps: int, wall: float, out: Path) -> Non
               f"{g['dram_bw_pct_mean']}%, energy {g['energy_j']} J ({g['energy_source']}), throttle "
               f"{g['throttle_reasons_seen']}")
     series = data["series"] or {}
-    print("samples (t s, gpu0 util %, gpu0 W):", json.dumps(list(zip(series.get("t", []), series.get("gpu0.util_pct", []),
-                                                                       series.get("gpu0.power_w", [])))[:20]))
+    print("samples (t s, gpu0 util %, gpu0 W):",
+          json.dumps(list(zip(series.get("t", []), series.get("gpu0.util_pct", []),
+                              series.get("gpu0.power_w", [])))[:20]))
     print(f"profile: {out / 'profile.json'}")
 
 

@@ -29,7 +29,8 @@ class Launched:
         return self.proc.stdout + self.proc.stderr
 
     def runs(self) -> list[Path]:
-        return sorted(p for p in self.run_root.iterdir() if (p / "plan.json").exists()) if self.run_root.exists() else []
+        return (sorted(p for p in self.run_root.iterdir() if (p / "plan.json").exists())
+                if self.run_root.exists() else [])
 
     def run_dir(self) -> Path:
         runs = self.runs()

@@ -50,8 +50,9 @@ def not_json(ctx: TaskContext) -> dict[str, Any]:
     return {"value": object()}
 
 
-def env_probe(ctx: TaskContext, names: tuple[str, ...] = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE",
-                                                          "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_CPUS_PER_TASK")) -> dict[str, Any]:
+def env_probe(ctx: TaskContext,
+              names: tuple[str, ...] = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_JOB_ID",
+                                        "SLURM_ARRAY_TASK_ID", "SLURM_CPUS_PER_TASK")) -> dict[str, Any]:
     """What the scheduler put in the task's environment."""
     return {"env": {name: os.environ.get(name) for name in names}, "value": 0}
 

@@ -264,7 +264,8 @@ def test_ctrl_c_while_following_says_the_run_goes_on(launcher: Launcher, follows
     follow.proc.send_signal(signal.SIGINT)
     assert follow.exit_code(60) == 130, follow.output
     assert f"run {run.name} goes on in the background" in follow.output, follow.output
-    assert f"python -m cl_hpc.status {run.name}" in follow.output and f"python -m cl_hpc.cancel {run.name}" in follow.output
+    assert f"python -m cl_hpc.status {run.name}" in follow.output, follow.output
+    assert f"python -m cl_hpc.cancel {run.name}" in follow.output, follow.output
     assert _wait_for(lambda: _status(launcher, run).get("state") == "COMPLETED", 90), _status(launcher, run)
 
 

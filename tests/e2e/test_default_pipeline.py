@@ -14,7 +14,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("backend", ["local", "inprocess"])
-def test_default_pipeline_trains_and_evaluates_an_honest_model(launcher: Launcher, tmp_path: Path, backend: str) -> None:
+def test_default_pipeline_trains_and_evaluates_an_honest_model(launcher: Launcher, tmp_path: Path,
+                                                               backend: str) -> None:
     landing = tmp_path / "landing"
     result = launcher(f"cluster={backend}", f"data.landing_dir={landing}", timeout=600)
     assert result.proc.returncode == 0, result.output
@@ -23,7 +24,8 @@ def test_default_pipeline_trains_and_evaluates_an_honest_model(launcher: Launche
     train, evaluate = result.outputs("train"), result.outputs("evaluate")
     checkpoint = Path(train["checkpoint_path"])
     assert checkpoint.is_file() and checkpoint.is_relative_to(result.run_dir())
-    assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == train["checkpoint_sha256"] == evaluate["checkpoint_sha256"]
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert digest == train["checkpoint_sha256"] == evaluate["checkpoint_sha256"]
     # Held-out accuracy well above the majority-class baseline: the model learned something real.
     assert evaluate["accuracy"] > evaluate["baseline_accuracy"] + 0.15, evaluate
     assert evaluate["rows"] > 0 and 0 < evaluate["roc_auc"] <= 1

@@ -87,7 +87,8 @@ def _submitted(run_root: Path, tasks: set[str]) -> bool:
 
 def _diamond_jobs_since(start: str) -> list[str]:
     """Jobs of the diamond pipeline's tasks submitted since ``start`` (other tests may share the cluster)."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", start, "-o", "JobName"], capture_output=True, text=True, check=True)
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", start, "-o", "JobName"], capture_output=True, text=True,
+                         check=True)
     return [n for n in out.stdout.split() if n.startswith("cl_hpc.") and n.rsplit(".", 1)[-1] in "abcd"]
 
 
@@ -139,7 +140,8 @@ def test_scontrol_requeue_resumes_from_the_checkpoint_with_the_exact_step_count(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
-        if state == "PENDING" and subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"]).returncode == 0:
+        if (state == "PENDING"
+                and subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"]).returncode == 0):
             break
         time.sleep(0.5)
     info = _wait_state(launcher, run.name, {"COMPLETED", "FAILED", "CANCELLED"}, timeout_s=240)

@@ -226,12 +226,14 @@ def test_result_is_json_and_reads_back() -> None:
     (normal(0), normal(1, names=("a", "b")), {}, "feature 'c' is missing from the current window"),
     (normal(0), normal(1), {"features": ["a", "zz"]}, "feature 'zz' is missing from the reference window"),
     (normal(0, names=("x",)), pd.DataFrame({"x": ["1.0", "oops"]}), {}, "numeric feature 'x' has dtype"),
-    (normal(0, names=("x",)), pd.DataFrame({"x": [np.nan, np.nan]}), {}, "feature 'x' has no non-null values in the current"),
+    (normal(0, names=("x",)), pd.DataFrame({"x": [np.nan, np.nan]}), {},
+     "feature 'x' has no non-null values in the current"),
     (normal(0, names=("x",)), pd.DataFrame({"x": [1.0, np.inf]}), {}, "'x' holds infinite values in the current"),
     (normal(0), normal(1), {"categorical": ["nope"]}, "categorical features ['nope'] are not among"),
     (normal(0), normal(1), {"features": []}, "must be non-empty"),
 ])
-def test_bad_input_names_the_problem(ref: pd.DataFrame, cur: pd.DataFrame, kwargs: dict[str, Any], message: str) -> None:
+def test_bad_input_names_the_problem(ref: pd.DataFrame, cur: pd.DataFrame, kwargs: dict[str, Any],
+                                     message: str) -> None:
     with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")):
         detect_drift(ref, cur, **kwargs)
 

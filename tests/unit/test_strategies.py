@@ -30,7 +30,8 @@ def test_decisions(kind: str, champion: str | None, updates: int, severe: bool, 
 def test_merged_moments_equal_the_moments_of_all_rows() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.normal(2, 3, (500, 3)), rng.normal(-1, 0.5, (200, 3))
-    merged = Moments.from_std(500, a.mean(0), a.std(0, ddof=1)).merge(Moments.from_std(200, b.mean(0), b.std(0, ddof=1)))
+    merged = Moments.from_std(500, a.mean(0), a.std(0, ddof=1)).merge(
+        Moments.from_std(200, b.mean(0), b.std(0, ddof=1)))
     both = np.vstack([a, b])
     assert np.allclose(merged.mean, both.mean(0)) and np.allclose(merged.std, both.std(0, ddof=1))
 

@@ -80,7 +80,8 @@ def test_time_trigger_rejects_inconsistent_clocks(last: datetime, message: str) 
 ])
 def test_volume_trigger(train_rows: Optional[int], new_rows: int, fraction: float, value: Optional[float],
                         fires: bool) -> None:
-    result = volume_trigger(VolumeTriggerConf(min_new_fraction=fraction), state(train_rows=train_rows, new_rows=new_rows))
+    result = volume_trigger(VolumeTriggerConf(min_new_fraction=fraction),
+                            state(train_rows=train_rows, new_rows=new_rows))
     assert (result.name, result.value, result.threshold, result.fired) == ("volume", value, fraction, fires)
 
 
@@ -153,8 +154,9 @@ def test_no_errors_is_not_judged() -> None:
 
 
 def drift_result(drifted: list[bool], psi_levels: list[str], share_threshold: float = 0.25) -> DatasetDrift:
-    features = tuple(FeatureDrift(feature=f"f{i}", kind="numeric", method="ks", statistic=0.1, p_value=0.001 if d else 0.5,
-                                  threshold=0.01, drifted=d, psi=0.3 if p == "alert" else 0.0, psi_level=p,
+    features = tuple(FeatureDrift(feature=f"f{i}", kind="numeric", method="ks", statistic=0.1,
+                                  p_value=0.001 if d else 0.5, threshold=0.01, drifted=d,
+                                  psi=0.3 if p == "alert" else 0.0, psi_level=p,
                                   n_reference=100, n_current=100, sampled=False)
                      for i, (d, p) in enumerate(zip(drifted, psi_levels)))
     share = sum(drifted) / len(drifted)
@@ -209,7 +211,8 @@ def test_nothing_fires_on_a_fresh_quiet_state() -> None:
 
 
 def test_severe_drift_is_reported_for_the_hybrid_strategy() -> None:
-    results = evaluate_triggers(TriggerConf(), state(last_trained_at=NOW, drift=drift_result([True] * 4, ["alert"] * 4)))
+    results = evaluate_triggers(TriggerConf(),
+                                state(last_trained_at=NOW, drift=drift_result([True] * 4, ["alert"] * 4)))
     assert [r.name for r in fired(results)] == ["drift"] and severe(results)
 
 

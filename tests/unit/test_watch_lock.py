@@ -30,7 +30,8 @@ def make_run(root: Path, run_id: str, states: dict[str, Optional[str]], backend:
     """A run dir of tasks a -> b, each with one attempt in ``states`` (None: not started)."""
     res = {"cpus": 1, "mem_gb": 0.5, "time_min": 5}
     plan = build_plan({"name": "p", "tasks": {"a": {"target": "tests.tasks.emit", "resources": res},
-                                              "b": {"target": "tests.tasks.emit", "depends_on": ["a"], "resources": res}}},
+                                              "b": {"target": "tests.tasks.emit", "depends_on": ["a"],
+                                                    "resources": res}}},
                       None)
     run = RunDir(root / run_id)
     run.path.mkdir(parents=True)
