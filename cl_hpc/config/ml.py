@@ -24,7 +24,7 @@ T = TypeVar("T")
 class DataConf:
     """Where the time-partitioned data lives, how to generate it, and which windows to use."""
 
-    landing_dir: str = "data/landing"  # folder of *.parquet partitions (part-<YYYYmmddTHHMMSS> or any name); relative = to the cwd
+    landing_dir: str = "data/landing"  # folder of *.parquet partitions (any name); relative = to the cwd
     # river generator that fills an empty landing zone: sea | hyperplane | agrawal | none (your own files)
     generator: str = "sea"
     # noise of the generator: label-flip rate for SEA (noise) and Hyperplane (noise_percentage),

@@ -8,8 +8,8 @@ existing zone, give only --landing-dir and --partitions.
 Examples:
   python -m cl_hpc.data simulate --landing-dir data/landing/sea --partitions 3
   python -m cl_hpc.data simulate --landing-dir /tmp/sea --generator sea --concepts 0 3 --drift-at 4 --partitions 8
-  python -m cl_hpc.data simulate --landing-dir /tmp/hp --generator hyperplane --mag-change 0.01 --sigma 0.1 \
---partitions 6
+  python -m cl_hpc.data simulate --landing-dir /tmp/hp --generator hyperplane --mag-change 0.01 --sigma 0.1 \\
+      --partitions 6
   python -m cl_hpc.data simulate --landing-dir data/landing/sea --every 60        # one partition a minute; Ctrl-C stops
   python -m cl_hpc.data simulate --landing-dir data/landing/sea --corrupt nan-column   # a bad partition, for the gate
   python -m cl_hpc.data check --landing-dir my/partitions --timestamp-col event_time --label-col churned
