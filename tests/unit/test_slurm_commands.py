@@ -81,6 +81,31 @@ def test_a_lost_answer_without_a_queued_job_submits_again(fake_slurm: FakeSlurm,
     assert fake_slurm.calls("sbatch") == 2 and fake_slurm.calls("squeue") == 1
 
 
+def test_a_lost_answer_on_the_last_try_still_adopts_the_queued_job(fake_slurm: FakeSlurm, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The last try's answer is lost too, but slurmctld queued that one: the lookup after it (after
+    a pause, as slurmctld may still be at it) finds the job instead of failing and leaving it queued."""
+    fake_slurm.fail("sbatch", [1, 2], TRANSIENT, queue=False)
+    fake_slurm.fail("sbatch", [3], TRANSIENT, queue=True)
+    assert commands.sbatch(_script(tmp_path), retries=2, **FAST) == "100"
+    assert fake_slurm.calls("sbatch") == 3 and fake_slurm.calls("squeue") == 3 and list(fake_slurm.jobs()) == ["100"]
+    assert "looking whether it went through in 0.04 s" in capsys.readouterr().err
+
+
+def test_a_lost_answer_on_the_last_try_without_a_job_fails_after_looking(fake_slurm: FakeSlurm, tmp_path: Path) -> None:
+    fake_slurm.fail("sbatch", [1, 2], TRANSIENT, queue=False)
+    with pytest.raises(commands.SlurmCommandError, match="after 2 tries: .*Socket timed out"):
+        commands.sbatch(_script(tmp_path), retries=1, **FAST)
+    assert fake_slurm.calls("sbatch") == 2 and fake_slurm.calls("squeue") == 2 and not fake_slurm.jobs()
+
+
+def test_a_lasting_transient_error_that_lost_nothing_is_not_looked_up(fake_slurm: FakeSlurm, tmp_path: Path) -> None:
+    fake_slurm.fail("sbatch", [1, 2], "sbatch: error: Batch job submission failed: Resource temporarily unavailable")
+    with pytest.raises(commands.SlurmCommandError, match="after 2 tries: .*Resource temporarily unavailable"):
+        commands.sbatch(_script(tmp_path), retries=1, **FAST)
+    assert fake_slurm.calls("squeue") == 0
+
+
 def test_a_hung_sbatch_is_a_timeout_then_a_lookup(fake_slurm: FakeSlurm, tmp_path: Path) -> None:
     fake_slurm.fail("sbatch", [1], "", hang_s=120)
     assert commands.sbatch(_script(tmp_path), timeout_s=3.0, **FAST) == "100"

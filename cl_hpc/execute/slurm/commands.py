@@ -66,6 +66,11 @@ class SlurmCommandError(ExecutorError):
     def transient(self) -> bool:
         return self.returncode is None or is_transient(self.stderr)
 
+    @property
+    def ambiguous(self) -> bool:
+        """The answer was lost (a timeout or AMBIGUOUS): slurmctld may have acted on the request."""
+        return self.returncode is None or any(marker in self.stderr for marker in AMBIGUOUS)
+
 
 def is_transient(text: str) -> bool:
     return any(marker in text for marker in TRANSIENT)
@@ -75,19 +80,26 @@ def run(argv: Sequence[str], timeout_s: float = TIMEOUT_S, retries: int = RETRIE
         recover: Callable[[SlurmCommandError], str | None] | None = None) -> str:
     """stdout of one Slurm command; its transient errors (and timeouts) are tried again
     ``retries`` times, pausing ``backoff_s``, then twice that, and so on. ``recover`` may answer
-    for a failed try instead (its text is returned as the command's stdout)."""
+    for a try whose answer was lost (:attr:`SlurmCommandError.ambiguous`), the last one included,
+    after that try's pause (slurmctld may still be acting on it); its text is returned as the
+    command's stdout."""
     tries = 0
     while True:
         tries += 1
         try:
             return _once(argv, timeout_s)
         except SlurmCommandError as exc:
-            if not exc.transient or tries > retries:
+            last = tries > retries
+            look = recover is not None and exc.ambiguous
+            if not exc.transient or (last and not look):
                 raise SlurmCommandError(argv, exc.returncode, exc.stderr, tries) from None
-            answer = recover(exc) if recover else None
+            then = "looking whether it went through" if last else "trying again"
+            _pause(argv, exc, backoff_s * 2 ** (tries - 1), then)
+            answer = recover(exc) if recover is not None and look else None
             if answer is not None:
                 return answer
-            _pause(argv, exc, backoff_s * 2 ** (tries - 1))
+            if last:
+                raise SlurmCommandError(argv, exc.returncode, exc.stderr, tries) from None
 
 
 def _once(argv: Sequence[str], timeout_s: float) -> str:
@@ -104,9 +116,10 @@ def _once(argv: Sequence[str], timeout_s: float) -> str:
     return proc.stdout
 
 
-def _pause(argv: Sequence[str], exc: SlurmCommandError, seconds: float) -> None:
-    print(f"cl_hpc: `{argv[0]}` hit a transient Slurm error ({exc.stderr.splitlines()[-1] if exc.stderr else 'timeout'}); "
-          f"trying again in {seconds:g} s", file=sys.stderr, flush=True)
+def _pause(argv: Sequence[str], exc: SlurmCommandError, seconds: float, then: str) -> None:
+    last_line = exc.stderr.splitlines()[-1] if exc.stderr else "timeout"
+    print(f"cl_hpc: `{argv[0]}` hit a transient Slurm error ({last_line}); {then} in {seconds:g} s",
+          file=sys.stderr, flush=True)
     time.sleep(seconds)
 
 
@@ -114,9 +127,10 @@ def sbatch(script: str | os.PathLike[str], timeout_s: float = TIMEOUT_S, retries
            backoff_s: float = BACKOFF_S) -> str:
     """Submit ``script`` (``sbatch --parsable``); its job id ("123").
 
-    A timeout or lost answer may hide a job slurmctld did queue: before submitting again, squeue
-    is asked for a job of ours whose command is this very script, so a flaky controller never
-    gets the same task twice.
+    A timeout or lost answer may hide a job slurmctld did queue: before submitting again (and
+    before giving up, after the last try), squeue is asked for a job of ours whose command is
+    this very script, so a flaky controller never gets the same task twice nor loses a queued one.
+    Callers give each submission a script path of its own, so an older job is never adopted.
     """
     from cl_hpc.execute.slurm.parse import parse_job_id
 
@@ -124,8 +138,7 @@ def sbatch(script: str | os.PathLike[str], timeout_s: float = TIMEOUT_S, retries
     argv = ["sbatch", "--parsable", path]
 
     def queued(exc: SlurmCommandError) -> str | None:
-        ambiguous = exc.returncode is None or any(m in exc.stderr for m in AMBIGUOUS)
-        return find_submitted(path) if ambiguous else None
+        return find_submitted(path)
 
     out = run(argv, timeout_s, retries, backoff_s, recover=queued)
     try:

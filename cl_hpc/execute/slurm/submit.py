@@ -43,7 +43,7 @@ class Submitter(submitit.SlurmExecutor):
     def _make_submission_file_text(self, command: str, uid: str) -> str:
         return render_sbatch(replace(self.job, command=command))
 
-    def _submit_command(self, command: str) -> submitit.SlurmJob:  # type: ignore[override]
+    def _submit_command(self, command: str) -> submitit.SlurmJob:
         """submitit's own steps (script in its folder, then kept beside the job's logs), with the
         sbatch call through the one Slurm command layer (timeouts, transient retries, job id)."""
         uid = uuid.uuid4().hex
