@@ -57,11 +57,30 @@ def env_probe(ctx: TaskContext,
     return {"env": {name: os.environ.get(name) for name in names}, "value": 0}
 
 
-def hog(ctx: TaskContext, mb: int = 400, hold_s: float = 3.0) -> dict[str, Any]:
-    """Touch ``mb`` MiB and hold it long enough for Slurm's 1 s memory sampler to see it."""
+def hog(ctx: TaskContext, mb: int = 400, hold_s: float = 3.0, gate: str = "") -> dict[str, Any]:
+    """Touch ``mb`` MiB and hold it long enough for Slurm's 1 s memory sampler to see it; with
+    ``gate``, hold it until that file exists (or the process is killed), whatever the sampler's pace."""
     block = b"x" * (mb << 20)  # bytes(n) would be lazily zero-mapped and never counted in RSS
-    time.sleep(hold_s)
+    if gate:
+        _wait_for_gate(Path(gate))
+    else:
+        time.sleep(hold_s)
     return {"value": len(block) >> 20, "attempt": ctx.attempt}
+
+
+def wait_for_file(ctx: TaskContext, path: str, value: int = 1) -> dict[str, Any]:
+    """Run until the test creates ``path``: a unit held running for as long as a test needs."""
+    start = time.time()
+    _wait_for_gate(Path(path))
+    return {"value": value, "pid": os.getpid(), "start": start, "end": time.time()}
+
+
+def _wait_for_gate(path: Path, timeout_s: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout_s:g} s")
+        time.sleep(0.05)
 
 
 def slow_fit(ctx: TaskContext, epochs: int = 3, batches: int = 10, step_s: float = 0.5) -> dict[str, Any]:

@@ -140,12 +140,16 @@ def test_a_followed_run_ends_when_its_scheduler_dies(launcher: Launcher, follows
 
 def test_a_unit_the_scheduler_cannot_start_fails_with_the_reason(
         launcher: Launcher, follows: Callable[..., Follow]) -> None:
-    follow = follows("pipeline=slow", "pipeline.tasks.sleeper.params.sleep_s=3", "launch.follow=true")
+    gate = launcher.tmp / "sleeper.gate"  # the sleeper runs until the blocker is in place
+    follow = follows("pipeline=slow", "pipeline.tasks.sleeper.target=tests.tasks.wait_for_file",
+                     "~pipeline.tasks.sleeper.params.sleep_s", f"+pipeline.tasks.sleeper.params.path={gate}",
+                     "launch.follow=true")
     run = follow.run_dir()
     assert _wait_for(lambda: _running_attempt(run, "sleeper"), 60), follow.output
     blocker = run / "tasks" / "last" / "logs"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("")  # a file where 'last' needs its log folder: submitit cannot start it
+    gate.touch()
     code = follow.exit_code(60)
     assert code == 1, f"the run must end, FAILED (exit {code}):\n{follow.output}"
     (only,) = _attempts(run, "last")
@@ -230,21 +234,32 @@ def test_a_full_disk_ends_the_run_failed_with_the_reason(small_disk: Path, tmp_p
 
 # --- defect 11: memory over the request is killed, as Slurm's OverMemoryKill does ----------------
 
-def test_a_task_over_its_memory_is_killed_and_retried_with_more(launcher: Launcher) -> None:
-    # hog holds 250 MB (and Python's own) but asks for 0.25 GB: killed; the retry asks for >= 1.5x
-    result = launcher("pipeline=oom", "pipeline.tasks.hog.params.mb=250", "pipeline.tasks.hog.retries=1")
-    assert result.proc.returncode == 0, result.output
-    run = result.run_dir()
+def test_a_task_over_its_memory_is_killed_and_retried_with_more(launcher: Launcher,
+                                                               follows: Callable[..., Follow]) -> None:
+    # hog holds 250 MB (and Python's own) but asks for 0.25 GB: killed; the retry asks for >= 1.5x.
+    # It holds its memory until killed (or the gate opens once the first attempt failed), so the
+    # 1 s sampler sees it however loaded the machine is.
+    gate = launcher.tmp / "hog.gate"
+    follow = follows("pipeline=oom", "pipeline.tasks.hog.params.mb=250", "pipeline.tasks.hog.retries=1",
+                     f"+pipeline.tasks.hog.params.gate={gate}", "launch.follow=true")
+    run = follow.run_dir()
+    assert _wait_for(lambda: [a for a in _attempts(run, "hog") if a["state"] == "FAILED"], 120), follow.output
+    gate.touch()
+    assert follow.exit_code(120) == 0, follow.output
     first, second = _attempts(run, "hog")
     assert first["state"] == "FAILED" and first["error"].startswith("OUT_OF_MEMORY"), first
     assert "Exceeded job memory limit" in first["error"] and first["max_rss_mb"] > 256, first
     assert second["state"] == "COMPLETED"
-    assert "retrying with mem_gb 0.25 -> " in (run / "scheduler.log").read_text()
+    log = (run / "scheduler.log").read_text()
+    assert "retrying with mem_gb 0.25 -> " in log, log
+    # the peak is the local scheduler's sample, not sacct's (there is no sacct here)
+    assert "GB (summed PSS sampled by the local scheduler)" in log and "sacct" not in log, log
 
 
 def test_a_task_over_its_memory_fails_like_on_slurm(launcher: Launcher) -> None:
+    never = launcher.tmp / "never.gate"  # held until the scheduler kills it
     result = launcher("pipeline=oom", "pipeline.tasks.hog.params.mb=600", "pipeline.tasks.hog.retries=0",
-                      "pipeline.tasks.hog.resources.mem_gb=0.2")
+                      "pipeline.tasks.hog.resources.mem_gb=0.2", f"+pipeline.tasks.hog.params.gate={never}")
     assert result.proc.returncode == 1, result.output
     run = result.run_dir()
     (only,) = _attempts(run, "hog")

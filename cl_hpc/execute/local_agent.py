@@ -127,7 +127,7 @@ class Agent:
         for key, entry in self.running.items():
             if entry.root is None or entry.oom:
                 continue
-            rss = procs.rss_bytes(procs.tree(entry.root, with_root=False))  # the controller is Slurm's stepd
+            rss = procs.mem_bytes(procs.tree(entry.root, with_root=False))  # the controller is Slurm's stepd
             entry.peak_rss = max(entry.peak_rss, rss)
             limit = entry.res.mem_gb * GB
             if rss > limit:
@@ -206,7 +206,8 @@ class Agent:
         """The next attempt asks for more memory or time when that is what ended this one."""
         attempts = self.run.attempts(key)
         error = (attempts[-1].get("error") if attempts else None) or ""
-        res, reasons = escalate(res, [error], peak_rss / 2**20 if peak_rss else None, self.max_mem_gb)
+        res, reasons = escalate(res, [error], peak_rss / 2**20 if peak_rss else None, self.max_mem_gb,
+                                peak_source="summed PSS sampled by the local scheduler")
         if reasons:
             self.resources[key] = res
             self.io.log(f"{key}: retrying with " + "; ".join(reasons))

@@ -19,8 +19,10 @@ TIME_FACTOR = 2.0
 
 
 def escalate(res: Resources, errors: Iterable[str], peak_mb: float | None,
-             max_mem_gb: float | None = None, max_time_min: float | None = None) -> tuple[Resources, list[str]]:
-    """The resources for the next attempt, and one reason per changed value."""
+             max_mem_gb: float | None = None, max_time_min: float | None = None,
+             peak_source: str = "sacct MaxRSS") -> tuple[Resources, list[str]]:
+    """The resources for the next attempt, and one reason per changed value; ``peak_source`` says
+    who measured ``peak_mb`` (sacct on Slurm, the local scheduler's sampler)."""
     errors = [e or "" for e in errors]
     reasons: list[str] = []
     if any(Limit.OUT_OF_MEMORY.ended(e) for e in errors):
@@ -28,7 +30,7 @@ def escalate(res: Resources, errors: Iterable[str], peak_mb: float | None,
         mem = round(max(res.mem_gb, peak_gb) * MEM_MARGIN, 3)
         if max_mem_gb is not None:
             mem = min(mem, max_mem_gb)
-        measured = f"a measured peak of {peak_gb:.3g} GB (sacct MaxRSS)" if peak_mb else "no measured peak"
+        measured = f"a measured peak of {peak_gb:.3g} GB ({peak_source})" if peak_mb else "no measured peak"
         reasons.append(f"mem_gb {res.mem_gb:g} -> {mem:g}: out of memory with {measured}, x{MEM_MARGIN} margin")
         res = replace(res, mem_gb=mem)
     if any(Limit.TIMEOUT.ended(e) for e in errors):
