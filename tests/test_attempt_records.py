@@ -12,6 +12,7 @@ import pytest
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import run_status, unit_status
 from cl_hpc.states import AttemptState, State
+from cl_hpc.store.db import Store
 from tests.conftest import Launcher
 
 
@@ -98,3 +99,7 @@ def test_an_unreadable_attempt_record_is_a_failed_attempt_that_status_names(run:
     code, out = _status(run)
     assert code == 0, out
     assert "cannot be read" in " ".join(out.split()), out
+
+    with Store(run.load_plan().meta["store"]["root"]) as store:  # status refreshed the index from the run dir
+        [row] = store.rows("attempts", "run_id = ? AND key = ?", [run.run_id, "b"])
+    assert row["state"] == "FAILED" and row["error"] == record["error"]
