@@ -19,6 +19,9 @@ from pathlib import Path
 from cl_hpc.errors import ExecutorError
 
 LOCK_NAME = ".launch.lock"
+# busy() takes LOCK_SH for an instant (status does on every poll of a follow): an acquire that
+# lands in that instant tries again for this long before it refuses.
+RETRY_S = 1.0
 _held: dict[Path, int] = {}  # lock path -> the open file that holds it (closing it drops the lock)
 
 
@@ -33,14 +36,20 @@ def acquire(run_path: Path) -> None:
     except OSError as exc:
         raise ExecutorError(f"cannot open the launch lock {path} ({exc.strerror}); a run can be launched and "
                             f"resumed only by a user who can write its directory") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _read(fd)
-        os.close(fd)
-        raise ExecutorError(f"run {run_path.name} is being launched by another process ({_describe(holder)}); "
-                            f"wait until it has submitted, then see `python -m cl_hpc.status {run_path.name}` "
-                            f"(lock: {path})") from None
+    deadline = time.monotonic() + RETRY_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            holder = _read(fd)
+            os.close(fd)
+            raise ExecutorError(f"run {run_path.name} is being launched by another process ({_describe(holder)}); "
+                                f"wait until it has submitted, then see `python -m cl_hpc.status {run_path.name}` "
+                                f"(lock: {path})") from None
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "time": time.time(),
                              "argv": sys.argv[1:]}).encode())
@@ -52,6 +61,10 @@ def release(run_path: Path) -> None:
     a process that has just opened it."""
     fd = _held.pop((run_path / LOCK_NAME).resolve(), None)
     if fd is not None:
+        try:
+            os.ftruncate(fd, 0)  # still held: a later refusal must not name this process, gone by then
+        except OSError:
+            pass
         os.close(fd)
 
 
