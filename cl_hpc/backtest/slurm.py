@@ -9,6 +9,8 @@ No torch is imported here.
 from __future__ import annotations
 
 import shlex
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -51,13 +53,25 @@ def render_jobs(conf: BacktestConf, n_cells: int, out: Path, overrides: Sequence
 
 
 def submit(cells_script: str, merge_script: str, out: Path) -> tuple[str, str]:
-    """Write both scripts into OUT/slurm and submit them; returns (array job id, merge job id)."""
+    """Write both scripts into OUT/slurm and submit them; returns (array job id, merge job id).
+
+    Each submission's scripts have names of their own (cells-<time>-<id>.sbatch): an sbatch whose
+    answer was lost looks in squeue for a job of this very script (commands.sbatch), and with one
+    fixed name it could adopt an earlier backtest's array, still queued, as this one's."""
     folder = out / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CELLS_SCRIPT).write_text(cells_script)
-    array_job = _sbatch(folder / CELLS_SCRIPT)
-    (folder / MERGE_SCRIPT).write_text(merge_script.replace("{array_job}", array_job))
-    return array_job, _sbatch(folder / MERGE_SCRIPT)
+    cells_path, merge_path = script_paths(folder)
+    cells_path.write_text(cells_script)
+    array_job = _sbatch(cells_path)
+    merge_path.write_text(merge_script.replace("{array_job}", array_job))
+    return array_job, _sbatch(merge_path)
+
+
+def script_paths(folder: Path) -> tuple[Path, Path]:
+    """(cells script, merge script) for one submission, unique to it."""
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    cells, merge = (name.replace(".sbatch", f"-{stamp}.sbatch") for name in (CELLS_SCRIPT, MERGE_SCRIPT))
+    return folder / cells, folder / merge
 
 
 def _sbatch(script: Path) -> str:

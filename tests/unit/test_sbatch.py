@@ -19,6 +19,7 @@ from cl_hpc.execute.slurm.sbatch import (
     slurm_mem,
     slurm_time,
 )
+from tests.fakes.slurm import TRANSIENT, FakeSlurm
 
 EXPECTED = Path(__file__).parent / "expected"
 CMD = "/venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 train 0 0:1,1:1,2:1,3:2"
@@ -159,3 +160,20 @@ def test_render_guard_matches_the_stored_script() -> None:
     if os.environ.get("CL_HPC_UPDATE_EXPECTED") == "1":
         expected.write_text(rendered)
     assert rendered == expected.read_text()
+
+
+def test_a_backtest_never_adopts_an_earlier_backtests_queued_array(fake_slurm: FakeSlurm, tmp_path: Path) -> None:
+    """A second backtest into the same OUT while the first's array is still queued: its cells
+    sbatch's answer is lost (nothing queued), and the lookup must not take the first array for it."""
+    from cl_hpc.backtest.slurm import submit
+
+    cells = "#!/bin/bash\n#SBATCH --job-name=cl_hpc.backtest.cells\n#SBATCH --array=0,1\nexec true\n"
+    merge = ("#!/bin/bash\n#SBATCH --job-name=cl_hpc.backtest.merge\n#SBATCH --dependency=afterok:{array_job}\n"
+             "exec true\n")
+    out = tmp_path / "out"
+    assert submit(cells, merge, out) == ("100", "101")
+    fake_slurm.fail("sbatch", [3], TRANSIENT)  # the answer is lost, nothing was queued
+    array_job, merge_job = submit(cells, merge, out)
+    assert array_job not in ("100", "101"), "adopted the earlier backtest's array"
+    assert (array_job, merge_job) == ("102", "103") and sorted(fake_slurm.jobs()) == ["100", "101", "102", "103"]
+    assert fake_slurm.jobs()["103"]["dependency"] == "afterok:102"
