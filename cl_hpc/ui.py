@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from rich.console import Console
 from rich.live import Live
@@ -59,8 +59,17 @@ def explain(statuses: Mapping[str, UnitStatus]) -> list[str]:
         lines.append(f"  log: {log}")
     cancelled = [k for k, s in statuses.items() if s.cancelled and s.cancelled.get("root_cause") == cause.key]
     if cancelled:
-        lines.append(f"  cancelled because of it: {', '.join(cancelled)}")
+        lines.append(f"  cancelled because of it: {some(cancelled)}")
     return lines
+
+
+SOME = 5  # keys named in a line; a fan-out of 1000 shards is "and 995 more", not 1000 keys
+
+
+def some(keys: Sequence[str], n: int = SOME) -> str:
+    """The first ``n`` keys, then how many more there are."""
+    shown = ", ".join(keys[:n])
+    return f"{shown} and {len(keys) - n} more" if len(keys) > n else shown
 
 
 def _cancellations(statuses: Mapping[str, UnitStatus]) -> list[str]:
@@ -70,7 +79,7 @@ def _cancellations(statuses: Mapping[str, UnitStatus]) -> list[str]:
     for key, st in statuses.items():
         if st.state is State.CANCELLED and st.cancelled and not st.cancelled.get("root_cause"):
             by_reason.setdefault(str(st.cancelled.get("reason")), []).append(key)
-    return [f"cancelled ({', '.join(keys)}): {reason}" for reason, keys in by_reason.items()]
+    return [f"cancelled ({some(keys)}): {reason}" for reason, keys in by_reason.items()]
 
 
 def headline(plan: Plan, statuses: Mapping[str, UnitStatus], run: RunDir) -> list[str]:

@@ -270,6 +270,29 @@ def test_a_task_over_its_memory_fails_like_on_slurm(launcher: Launcher) -> None:
     assert "root cause: hog failed" in result.output
 
 
+def test_a_second_scheduler_is_refused_naming_the_commands(tmp_path: Path) -> None:
+    """A run whose scheduler still lives: submitting to it again names how to wait and to cancel."""
+    from cl_hpc.config.schema import LocalClusterConf
+    from cl_hpc.dag.model import Plan
+    from cl_hpc.errors import ExecutorError
+    from cl_hpc.execute.local import SCHEDULER_FILE, LocalExecutor
+    from cl_hpc.rundir.layout import RunDir
+
+    scheduler = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        run = RunDir(tmp_path / "r1")
+        run.path.mkdir()
+        (run.path / SCHEDULER_FILE).write_text(json.dumps({
+            "state": "running", "pid": scheduler.pid, "pid_started": psutil.Process(scheduler.pid).create_time()}))
+        with pytest.raises(ExecutorError) as err:
+            LocalExecutor(LocalClusterConf()).submit(run, Plan("empty", {}, (), {}), [], 1)
+        assert "already has a live local scheduler" in str(err.value)
+        assert "`python -m cl_hpc.cancel r1`" in str(err.value) and "`python -m cl_hpc.status r1`" in str(err.value)
+    finally:
+        scheduler.kill()
+        scheduler.wait()
+
+
 # --- defect 15: Ctrl-C stops the follow, not the run, and says so ------------------------------
 
 def test_ctrl_c_while_following_says_the_run_goes_on(launcher: Launcher, follows: Callable[..., Follow]) -> None:

@@ -49,7 +49,9 @@ class LocalExecutor(Executor):
     def submit(self, run: RunDir, plan: Plan, todo: Sequence[str], epoch: int) -> None:
         self._reap()
         if scheduler_alive(run):
-            raise ExecutorError(f"run {run.run_id} already has a live local scheduler; wait or cancel it first")
+            raise ExecutorError(f"run {run.run_id} already has a live local scheduler; wait for it to finish "
+                                f"(`python -m cl_hpc.status {run.run_id}`) or cancel it first with "
+                                f"`python -m cl_hpc.cancel {run.run_id}`")
         # Tasks of a scheduler that died still run: stop them before their units run again.
         for orphan in stop_orphans(run, list(plan.units), "its local scheduler died; stopped before the resume"):
             if orphan.key in todo:
