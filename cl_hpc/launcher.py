@@ -98,16 +98,42 @@ def _launch(cfg: DictConfig, conf: Config, console: Console) -> int:
         gc_pause.resume()
     started = time.monotonic()
     try:
-        executor.submit(run, plan, todo, epoch)
-    finally:  # submitted (or given up): another launcher may read the run's states now
-        launch_lock.release(run.path)
-    gc_pause.resume()
-    if executor.detaches:  # from here on the run no longer needs this process
-        console.print(f"run {run.run_id}: submitted in {time.monotonic() - started:.2f} s", highlight=False)
-    if executor.name == "slurm" and not _multirun():
-        _yield_cpu()
-    _index(run, plan)
+        try:
+            executor.submit(run, plan, todo, epoch)
+        finally:  # submitted (or given up): another launcher may read the run's states now
+            launch_lock.release(run.path)
+        gc_pause.resume()
+        if executor.detaches:  # from here on the run no longer needs this process
+            console.print(f"run {run.run_id}: submitted in {time.monotonic() - started:.2f} s", highlight=False)
+        if executor.name == "slurm" and not _multirun():
+            _yield_cpu()
+        _index(run, plan)
+    except KeyboardInterrupt:
+        if not executor.detaches:
+            raise
+        return _interrupted_submission(run, executor, console)
     return _after_submit(run, plan, executor, conf.launch.follow, console)
+
+
+def _interrupted_submission(run: RunDir, executor: Executor, console: Console) -> int:
+    """Ctrl-C while submitting or just after: say where the run stands, never a traceback.
+
+    A detached run may already go on without this process (the local scheduler was started, every
+    sbatch returned), or the submission was given up (Slurm cancels what it queued), or nothing
+    drives it (a scheduler that never started): each needs its own next step.
+    """
+    problems = executor.problems(run)
+    statuses = executor.status(run)
+    if problems:
+        lines = [f"interrupted while submitting run {run.run_id}:", *problems]
+    elif all(s.state.terminal for s in statuses.values()):
+        lines = [f"interrupted while submitting: run {run.run_id} was given up (its units are cancelled); "
+                 f"submit it again with launch.resume={run.run_id}"]
+    else:
+        lines = interrupted(run)
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    return 130  # the shell's code for a SIGINT exit
 
 
 def _multirun() -> bool:

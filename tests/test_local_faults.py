@@ -315,3 +315,23 @@ def test_a_followed_run_ends_with_its_final_outputs(launcher: Launcher) -> None:
     (line,) = [line for line in result.output.splitlines() if line.startswith("d: ")]
     assert f"value {(1 + 10) + (1 + 100)}" in line.split(" · "), result.output
     assert "b: value" not in result.output, "only the final tasks' outputs: the others fed them"
+
+
+def test_ctrl_c_right_after_the_scheduler_started_says_the_run_goes_on(launcher: Launcher,
+                                                                       follows: Callable[..., Follow]) -> None:
+    """Review of issue 10: a SIGINT while the launcher waited for its scheduler to start, or while it
+    indexed the run, ended in a KeyboardInterrupt traceback with no word on the run going on."""
+    follow = follows("pipeline=slow", "pipeline.tasks.sleeper.params.sleep_s=8", "launch.follow=true")
+    scheduler = None
+    deadline = time.monotonic() + 60
+    while scheduler is None and time.monotonic() < deadline:  # the first moment the scheduler has a pid
+        runs = [p for p in launcher.run_root.glob("*/scheduler.json")] if launcher.run_root.exists() else []
+        scheduler = next((p for p in runs if (json.loads(p.read_text() or "{}") or {}).get("pid")), None)
+        time.sleep(0.005)
+    assert scheduler is not None, follow.output
+    follow.proc.send_signal(signal.SIGINT)
+    assert follow.exit_code(60) == 130, follow.output
+    assert "Traceback" not in follow.output and "KeyboardInterrupt" not in follow.output, follow.output
+    run = scheduler.parent
+    assert f"run {run.name} goes on in the background" in follow.output, follow.output
+    assert _wait_for(lambda: _status(launcher, run).get("state") == "COMPLETED", 90), _status(launcher, run)
