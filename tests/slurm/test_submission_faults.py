@@ -58,8 +58,15 @@ def test_a_multi_word_cluster_python_runs_the_tasks_and_the_retry_guard(launcher
     info = _wait_state(launcher, run.name, {"COMPLETED", "FAILED", "CANCELLED"}, timeout_s=180)
     assert info.get("state") == "COMPLETED", (info, launcher.status(run.name).stdout)
     assert [a["state"] for a in info["units"]["once"]["attempts"]] == ["FAILED", "COMPLETED"]
-    guard = json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]["history"][0]["job_id"]
-    assert guard  # the first job of `once` was replaced by the guard's re-submission
+    # The retry went through the guard: the first job is history, attempt 2 ran in the job the
+    # guard re-submitted, and the guard's own log says it submitted that job.
+    once = json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]
+    first_job, retry_job = once["history"][0]["job_id"], once["job_id"]
+    attempts = [json.loads((run / "tasks" / "once" / "attempts" / f"{n}.json").read_text()) for n in (1, 2)]
+    assert retry_job != first_job and [a["job_id"] for a in attempts] == [first_job, retry_job], (once, attempts)
+    logs = {p.name: p.read_text() for p in (run / "tasks" / "once" / "logs").glob("*_log.out")}
+    said = f"cl_hpc guard: re-submitted once as job {retry_job}"
+    assert [name for name, text in logs.items() if said in text], logs
     script = next((run / "tasks" / "once" / "logs").glob("guard-*.sh")).read_text()
     assert f"exec env PYTHONUNBUFFERED=1 {sys.executable} -m cl_hpc.execute.slurm.guard" in script
 
