@@ -30,7 +30,7 @@ def test_a_failed_submission_is_cancelled_whole_and_can_be_resumed(launcher: Lau
     fake_slurm.fail("sbatch", [3], REFUSED)
     first = launcher("pipeline=diamond", *SLURM)
     assert first.proc.returncode == 2, first.output
-    assert "submitting task 'c' failed, so the 2 job(s) already submitted were cancelled" in first.output
+    assert "submitting task 'c' failed, so the 2 job(s) already submitted (100, 101) were cancelled" in first.output
     assert "launch.resume=" in first.output
     jobs = fake_slurm.jobs()
     assert sorted(jobs) == ["100", "101"] and all(j["states"][""][0] == "CANCELLED" for j in jobs.values())
@@ -180,3 +180,122 @@ def test_the_retry_guard_cancels_the_dependents_once_no_attempts_are_left(launch
     done = _guard(run, "after")
     assert "after failed with no attempts left" in done.stdout, done.stdout + done.stderr
     assert _states(launcher, run.name)["after"] == "FAILED"
+
+
+# --- review of issue 10: jobs never left queued and untracked, resumes never beside old jobs -----
+
+def _job_states(fake_slurm: FakeSlurm) -> dict[str, str]:
+    return {j: job["states"][""][0] for j, job in fake_slurm.jobs().items()}
+
+
+def test_a_refused_guard_sbatch_cancels_the_task_job_it_guards(launcher: Launcher, fake_slurm: FakeSlurm) -> None:
+    """once's sbatch succeeds, its guard's is refused: once's job (100) must be cancelled with the
+    launch and be in slurm.json, not stay PENDING untracked (a resume would then submit a second)."""
+    fake_slurm.fail("sbatch", [2], REFUSED)
+    first = launcher("pipeline=retry", *SLURM)
+    assert first.proc.returncode == 2, first.output
+    assert "submitting task 'once' failed, so the 1 job(s) already submitted (100) were cancelled" in first.output
+    assert _job_states(fake_slurm) == {"100": "CANCELLED"}
+    run = first.run_dir()
+    assert json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]["job_id"] == "100"
+    again = launcher("pipeline=retry", *SLURM, f"launch.resume={run.name}")
+    assert again.proc.returncode == 0, again.output
+    assert [st for st in _job_states(fake_slurm).values() if st == "PENDING"] == ["PENDING"] * 3  # once, its guard, after
+
+
+def test_jobs_that_could_not_be_cancelled_are_not_called_cancelled(launcher: Launcher, fake_slurm: FakeSlurm) -> None:
+    fake_slurm.fail("sbatch", [3], REFUSED)
+    fake_slurm.fail("scancel", [1], "scancel: error: Invalid user for job", rc=1)
+    first = launcher("pipeline=diamond", *SLURM)
+    assert first.proc.returncode == 2, first.output
+    flat = " ".join(first.output.split())
+    assert "the 2 job(s) already submitted (100, 101) could NOT be cancelled" in flat, first.output
+    assert "were cancelled" not in flat and "`scancel 100 101`" in flat, first.output
+
+
+def _left_by_a_dead_guard(launcher: Launcher, fake_slurm: FakeSlurm) -> tuple[Path, int]:
+    """A run whose retry guard failed: `after` waits forever (PENDING), so it may be resumed."""
+    run = launcher("pipeline=retry", *SLURM).run_dir()
+    entry = json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]
+    fake_slurm.set_state(entry["job_id"], "FAILED", "1:0")
+    fake_slurm.set_state(entry["guard"], "FAILED", "1:0")
+    return run, fake_slurm.calls("sbatch")
+
+
+def test_a_resume_whose_scancel_fails_submits_nothing(launcher: Launcher, fake_slurm: FakeSlurm) -> None:
+    run, sbatches = _left_by_a_dead_guard(launcher, fake_slurm)
+    fake_slurm.fail("scancel", [1], "scancel: error: Kill job error on job id 102: Access/permission denied", rc=1)
+    again = launcher("pipeline=retry", *SLURM, f"launch.resume={run.name}")
+    assert again.proc.returncode == 2, again.output
+    flat = " ".join(again.output.split())
+    assert "the resume could not cancel job(s) 102, left by earlier launches" in flat, again.output
+    assert "`scancel 102`" in flat and "Access/permission denied" in flat, again.output
+    assert fake_slurm.calls("sbatch") == sbatches, "no second copy beside the job still queued"
+
+
+def test_a_resume_waits_until_the_cancelled_jobs_have_left_squeue(launcher: Launcher, fake_slurm: FakeSlurm) -> None:
+    """scancel is asynchronous (KillWait): the old job reads COMPLETING for a while; the resume
+    submits only once squeue no longer lists it."""
+    run, sbatches = _left_by_a_dead_guard(launcher, fake_slurm)
+    fake_slurm.update(scancel_lag=2)
+    again = launcher("pipeline=retry", *SLURM, f"launch.resume={run.name}")
+    assert again.proc.returncode == 0, again.output
+    log = [entry[0] for entry in fake_slurm.read()["log"]]
+    after_cancel = log[log.index("scancel"):]
+    before_sbatch = after_cancel[:after_cancel.index("sbatch")]
+    assert before_sbatch.count("squeue") >= 3, before_sbatch  # listed COMPLETING twice, then gone
+    assert fake_slurm.calls("sbatch") == sbatches + 3  # once, its guard, after
+
+
+def test_jobs_still_listed_after_the_wait_stop_the_resume_naming_them(launcher: Launcher,
+                                                                      fake_slurm: FakeSlurm) -> None:
+    from cl_hpc.errors import ExecutorError
+    from cl_hpc.execute.slurm.executor import stop_earlier_jobs
+    from cl_hpc.rundir.layout import RunDir
+
+    run, _ = _left_by_a_dead_guard(launcher, fake_slurm)
+    fake_slurm.update(scancel_lag=10**6)  # a job whose processes never go
+    try:
+        stop_earlier_jobs(RunDir(run), timeout_s=0.5, poll_s=0.1)
+        raise AssertionError("the resume went on beside a job still in squeue")
+    except ExecutorError as exc:
+        assert "job(s) 102 (COMPLETING), left by earlier launches" in str(exc) and "squeue -j 102" in str(exc), exc
+
+
+def test_a_guard_whose_scancel_fails_fails_and_status_names_it(launcher: Launcher, fake_slurm: FakeSlurm) -> None:
+    """once failed its last attempt: its guard cancels `after`; if that scancel fails, the guard
+    must fail (so problems() names it), not end COMPLETED with a warning while `after` waits forever."""
+    run = launcher("pipeline=retry", *SLURM).run_dir()
+    first = json.loads((run / "slurm.json").read_text())["launches"]["0"]
+    fake_slurm.set_state(first["once"]["job_id"], "FAILED", "1:0")
+    assert _guard(run, "once").returncode == 0  # attempt 2 re-submitted
+    once = json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]
+    fake_slurm.set_state(once["job_id"], "FAILED", "1:0")
+    fake_slurm.fail("scancel", [fake_slurm.calls("scancel") + 1], "scancel: error: Invalid user for job", rc=1)
+    done = _guard(run, "once")
+    assert done.returncode != 0 and "Invalid user for job" in done.stderr, done.stdout + done.stderr
+    assert _job_states(fake_slurm)[first["after"]["job_id"]] == "PENDING"  # what the guard could not cancel
+    fake_slurm.set_state(once["guard"], "FAILED", "1:0")  # how Slurm records a guard job that exited 1
+    proc = launcher.status(run.name, "--json")
+    problems = json.loads(proc.stdout)["problems"]
+    assert any(p.startswith(f"the retry guard of once (job {once['guard']}) ended FAILED") for p in problems), problems
+
+
+def test_a_guard_whose_own_guard_is_refused_keeps_its_resubmission_tracked(launcher: Launcher,
+                                                                           fake_slurm: FakeSlurm) -> None:
+    """The guard re-submits once (sbatch 4), then the new job's guard is refused (sbatch 5): the
+    new job must be in slurm.json (status follows it, cancel and resume find it), and this guard
+    fails, which problems() names."""
+    run = launcher("pipeline=retry", *SLURM).run_dir()
+    first = json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]
+    fake_slurm.set_state(first["job_id"], "FAILED", "1:0")
+    fake_slurm.fail("sbatch", [fake_slurm.calls("sbatch") + 2], REFUSED)
+    done = _guard(run, "once")
+    assert done.returncode != 0 and "retry guard of once could not be submitted" in done.stderr, done.stderr
+    once = json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]
+    queued = [j for j, st in _job_states(fake_slurm).items() if st == "PENDING" and j != first["guard"]]
+    assert once["job_id"] != first["job_id"] and once["job_id"] in queued, (once, queued)
+    assert once["history"][0]["job_id"] == first["job_id"] and once["guard"] == first["guard"], once
+    fake_slurm.set_state(first["guard"], "FAILED", "1:0")  # how Slurm records a guard job that exited 1
+    problems = json.loads(launcher.status(run.name, "--json").stdout)["problems"]
+    assert any(p.startswith(f"the retry guard of once (job {first['guard']}) ended FAILED") for p in problems), problems

@@ -8,10 +8,11 @@ failure end CANCELLED instead of pending forever. The launcher can then exit: Sl
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import replace
-from typing import Any, Mapping, Sequence, TypedDict
+from typing import Any, Callable, Mapping, Sequence, TypedDict
 
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.config.schema import Resources, SlurmClusterConf
@@ -110,27 +111,30 @@ class SlurmExecutor(Executor):
     def submit(self, run: RunDir, plan: Plan, todo: Sequence[str], epoch: int) -> None:
         wanted = set(todo)
         submitted: Launch = {}
-        if epoch > 0:  # a resume: what earlier launches left queued would run beside the new jobs
-            scancel(sorted(commands.live_jobs(all_job_ids(run))))
+        if epoch > 0:  # a resume: what earlier launches left queued or running would run beside the new jobs
+            stop_earlier_jobs(run)
         try:
             for spec in plan.tasks.values():
                 units = [u for u in plan.units_of(spec.name) if u.key in wanted]
                 if units:
-                    submitted[spec.name] = self.submit_task(run, plan, spec, units, submitted, epoch)
-                    save_launch(run, epoch, submitted, self.conf)
+                    record = functools.partial(_record_task, run, epoch, submitted, self.conf, spec.name)
+                    record(self.submit_task(run, plan, spec, units, submitted, epoch, on_submitted=record))
         except BaseException as exc:  # Ctrl-C mid-submission too: the same half DAG is left
-            reason = f"submitting task {spec.name!r} failed, so the {len(submitted)} job(s) already submitted " \
-                     f"were cancelled: {exc}"
-            abandon(run, todo, submitted, reason)
+            reason = abandon(run, todo, submitted, f"submitting task {spec.name!r} failed", exc)
             if not isinstance(exc, Exception):
                 raise
             raise ExecutorError(f"{reason}\nEvery unit of this launch is marked CANCELLED; fix the cause and "
                                 f"resume with launch.resume={run.run_id}") from exc
 
     def submit_task(self, run: RunDir, plan: Plan, spec: TaskSpec, units: list[Unit],
-                    submitted: Mapping[str, TaskJobs], epoch: int,
-                    resources: Resources | None = None) -> TaskJobs:
-        """Submit ``units`` of one task (a job, or an array for a fan-out), and its retry guard."""
+                    submitted: Mapping[str, TaskJobs], epoch: int, resources: Resources | None = None,
+                    on_submitted: Callable[[TaskJobs], None] | None = None) -> TaskJobs:
+        """Submit ``units`` of one task (a job, or an array for a fan-out), and its retry guard.
+
+        ``on_submitted`` gets the entry as soon as the task's sbatch returned, before the guard is
+        submitted: if the guard's sbatch fails (or Ctrl-C lands in between), the task's job is
+        already recorded, so it is cancelled with the rest rather than left queued and untracked.
+        The guard's id is then added to that same entry."""
         shards = tuple(u.shard for u in units if u.shard is not None) if spec.foreach is not None else None
         job = SbatchJob(
             name=f"cl_hpc.{run.run_id}.{spec.name}", comment=f"cl_hpc run={run.run_id} task={spec.name}",
@@ -150,6 +154,8 @@ class SlurmExecutor(Executor):
         entry: TaskJobs = {"job_id": job_id_of(job_ids[0]), "array": list(shards) if shards is not None else None,
                                  "units": {u.key: j for u, j in zip(units, job_ids)},
                                  "resources": vars(job.resources)}
+        if on_submitted is not None:
+            on_submitted(entry)
         if spec.retries:
             wait_interval(self._last_sbatch, self.conf.submit_interval_s)
             self._last_sbatch = time.time()
@@ -181,18 +187,71 @@ class SlurmExecutor(Executor):
         return out
 
 
-def abandon(run: RunDir, todo: Sequence[str], submitted: Mapping[str, TaskJobs], reason: str) -> None:
-    """Cancel a launch that could not be submitted whole, and say so in the run dir.
+def _record_task(run: RunDir, epoch: int, submitted: Launch, conf: SlurmClusterConf, task: str,
+                 entry: TaskJobs) -> None:
+    """``task``'s jobs are queued: in the launch (so an error from here on cancels them) and in slurm.json."""
+    submitted[task] = entry
+    save_launch(run, epoch, submitted, conf)
+
+
+def abandon(run: RunDir, todo: Sequence[str], submitted: Mapping[str, TaskJobs], failed: str,
+            cause: BaseException) -> str:
+    """Cancel a launch that could not be submitted whole, and say so in the run dir; returns the
+    reason recorded: ``failed`` ("submitting task 'c' failed"), what became of the jobs already
+    submitted (cancelled, naming them, or why they could not be), and ``cause``.
 
     What was submitted waits on what never will be, so it is cancelled; every unit of the launch
     is then marked CANCELLED with the reason. Otherwise the units never submitted would read
     PENDING forever: no job of theirs exists for status to ask about, and resume would refuse a
     run that looks still going.
     """
-    scancel([j for s in submitted.values() for j in (s["job_id"], s.get("guard")) if j])
+    jobs = [j for s in submitted.values() for j in (s["job_id"], s.get("guard")) if j]
+    if not jobs:
+        done = "no job had been submitted yet"
+    else:
+        what = f"the {len(jobs)} job(s) already submitted ({', '.join(jobs)})"
+        try:
+            commands.scancel(jobs)
+            done = f"{what} were cancelled"
+        except ExecutorError as exc:  # said beside the cause, which is what the user must fix first
+            done = f"{what} could NOT be cancelled ({exc}); cancel them with `scancel {' '.join(jobs)}`"
+    reason = f"{failed}, so {done}: {cause}"
     for key in todo:
         if run.cancelled(key) is None and run.outputs(key) is None:  # a unit that already completed keeps it
             run.mark_cancelled(key, reason, None)
+    return reason
+
+
+# scancel only asks: slurmctld signals the job, then kills it after KillWait (30 s by default), and
+# squeue lists it (COMPLETING) until its processes are gone.
+STOP_WAIT_S = 60.0
+STOP_POLL_S = 1.0
+
+
+def stop_earlier_jobs(run: RunDir, timeout_s: float = STOP_WAIT_S, poll_s: float = STOP_POLL_S) -> None:
+    """Before a resume submits: cancel what earlier launches of the run left queued or running,
+    and wait until squeue no longer lists it. Raises, naming the jobs, when scancel fails or they
+    are still listed after ``timeout_s``: a resume must never start a task beside its old copy."""
+    ids = sorted(commands.live_jobs(all_job_ids(run)), key=int)
+    if not ids:
+        return
+    try:
+        commands.scancel(ids)
+    except ExecutorError as exc:
+        raise ExecutorError(f"the resume could not cancel job(s) {', '.join(ids)}, left by earlier launches of run "
+                            f"{run.run_id}, so it submitted nothing: {exc}. Cancel them (`scancel {' '.join(ids)}`) "
+                            f"and resume again") from None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = commands.live_jobs(ids)
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            named = ", ".join(f"{j} ({state})" for j, state in sorted(left.items()))
+            raise ExecutorError(f"job(s) {named}, left by earlier launches of run {run.run_id}, are still in squeue "
+                                f"{timeout_s:g} s after scancel, so the resume submitted nothing; resume again once "
+                                f"`squeue -j {','.join(sorted(left))}` no longer lists them")
+        time.sleep(poll_s)
 
 
 def never_submitted(run: RunDir) -> list[str]:

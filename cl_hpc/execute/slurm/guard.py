@@ -21,11 +21,11 @@ from cl_hpc.execute.slurm.escalate import escalate
 from cl_hpc.execute.slurm.executor import (
     Launch,
     SlurmExecutor,
+    TaskJobs,
     dependency,
     launch_jobs,
     read_jobs,
     save_launch,
-    scancel,
     unit_jobs,
 )
 from cl_hpc.execute.slurm.parse import LIVE_STATES, SlurmState
@@ -49,7 +49,9 @@ def guard(run: RunDir, task: str, epoch: int) -> str:
     dead = [u.key for u in units if statuses[u.key].state is State.FAILED]
     retry = [u for u in units if statuses[u.key].state is State.RETRYING]
     if dead:
-        scancel(_dependent_jobs(plan, jobs, task))
+        # Raises when scancel fails: this guard job then ends FAILED and status's problems() names
+        # it, where a warning would leave the dependents waiting forever behind a COMPLETED guard.
+        commands.scancel(_dependent_jobs(plan, jobs, task))
         return f"{', '.join(dead)} failed with no attempts left: cancelled the dependents of {task}"
     if not retry:
         return f"every unit of {task} completed: nothing to do"
@@ -57,11 +59,21 @@ def guard(run: RunDir, task: str, epoch: int) -> str:
     errors = [statuses[u.key].error or "" for u in retry]
     peak = _peak_mb(task_jobs) if any(Limit.OUT_OF_MEMORY.ended(e) for e in errors) else None
     res, reasons = escalate(Resources(**jobs[task]["resources"]), errors, peak, *_caps(executor, plan, task))
-    entry = executor.submit_task(run, plan, plan.tasks[task], retry, {}, epoch, resources=res)
-    entry["units"] = {**jobs[task]["units"], **entry["units"]}
-    entry["history"] = [*jobs[task].get("history", []), {"job_id": jobs[task]["job_id"], "escalation": reasons}]
-    jobs[task] = entry
-    save_launch(run, epoch, jobs, conf)
+    replaced = jobs[task]
+
+    def record(entry: TaskJobs) -> None:
+        """The re-submitted job is queued: into slurm.json before its own guard is submitted, so it
+        is never left untracked. Until that guard's id replaces it, the entry names this guard: if
+        its submission fails, this job ends FAILED and problems() names it."""
+        entry["units"] = {**replaced["units"], **entry["units"]}
+        entry["history"] = [*replaced.get("history", []), {"job_id": replaced["job_id"], "escalation": reasons}]
+        if replaced.get("guard"):
+            entry["guard"] = replaced["guard"]
+        jobs[task] = entry
+        save_launch(run, epoch, jobs, conf)
+
+    entry = executor.submit_task(run, plan, plan.tasks[task], retry, {}, epoch, resources=res, on_submitted=record)
+    save_launch(run, epoch, jobs, conf)  # with the new guard's id
     _repoint(plan, jobs, task, statuses)
     return f"re-submitted {', '.join(u.key for u in retry)} as job {entry['job_id']}" + "".join(f"; {r}" for r in reasons)
 

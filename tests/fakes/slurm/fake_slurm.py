@@ -8,7 +8,9 @@ count of calls per command, every call's argv, and the faults to inject:
     "faults": [{"command": "sbatch", "calls": [3], "stderr": "...", "rc": 1, "queue": false}, ...]
         the listed calls (1-based, per command) fail with that stderr and exit code; with
         "queue": true an sbatch still queues its job first (an answer lost after slurmctld acted);
-    "sacct_lag": K    a job's rows appear in sacct only from the K-th sacct call after its submission.
+    "sacct_lag": K    a job's rows appear in sacct only from the K-th sacct call after its submission;
+    "scancel_lag": K  a cancelled job that was live reads COMPLETING (squeue still lists it) for K
+                      squeue calls after its scancel, then CANCELLED: slurmctld's KillWait.
 
 With $CL_HPC_FAKE_SLURM_GATE set, each call of $CL_HPC_FAKE_SLURM_GATE_COMMAND (default sbatch)
 after the first $CL_HPC_FAKE_SLURM_GATE_AFTER (default 0) touches ``<gate>.waiting`` and waits for
@@ -149,6 +151,7 @@ def _find(state: dict[str, Any], ids: str) -> tuple[list[dict[str, Any]], list[s
 
 
 def _squeue(state: dict[str, Any], args: list[str]) -> int:
+    _settle_cancelled(state)
     opts, _ = _options(args)
     fmt = opts.get("o") or opts.get("format") or "%i %T"
     if "j" in opts or "jobs" in opts:
@@ -194,10 +197,24 @@ def _set(state: dict[str, Any], target: str, new: str, code: str = "0:0", only_l
 
 def _scancel(state: dict[str, Any], args: list[str]) -> int:
     _, ids = _options(args)
-    bad = [i for i in ids if not _set(state, i, "CANCELLED", "0:15")]
+    lag = int(state.get("scancel_lag", 0))
+    for i in ids:
+        if lag and i.split("_")[0] in state["jobs"]:
+            state["jobs"][i.split("_")[0]]["cancelled_at_squeue"] = state["calls"].get("squeue", 0)
+    bad = [i for i in ids if not _set(state, i, "COMPLETING" if lag else "CANCELLED", "0:15")]
     for i in bad:
         sys.stderr.write(f"scancel: error: Invalid job id {i}\n")
     return 1 if bad else 0
+
+
+def _settle_cancelled(state: dict[str, Any]) -> None:
+    """A cancelled job leaves COMPLETING once scancel_lag squeue calls have seen it (this one counted)."""
+    for job in state["jobs"].values():
+        since = job.get("cancelled_at_squeue")
+        if since is not None and state["calls"]["squeue"] - since > int(state.get("scancel_lag", 0)):
+            job["states"] = {k: ["CANCELLED" if st == "COMPLETING" else st, code]
+                             for k, (st, code) in job["states"].items()}
+            del job["cancelled_at_squeue"]
 
 
 def _scontrol(state: dict[str, Any], args: list[str]) -> int:
