@@ -23,8 +23,18 @@ from cl_hpc.execute.machine import machine_capacity
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import run_status
+from cl_hpc.states import TextEnum
 
 CANCEL_FILE = "cancel.request"
+
+
+class SchedulerState(TextEnum):
+    """scheduler.json's ``state``: the local scheduler's own life, not a unit's."""
+
+    STARTING = "starting"  # the launcher wrote the file; the scheduler process has not taken it yet
+    RUNNING = "running"
+    FINISHED = "finished"  # ran out of units, or was told it is over (a cancel, a crashed one cleaned up)
+    CRASHED = "crashed"  # stopped on an error of its own: its running map stays for resume and cancel
 
 
 class LocalExecutor(Executor):
@@ -59,7 +69,7 @@ class LocalExecutor(Executor):
         (run.path / CANCEL_FILE).unlink(missing_ok=True)
         cap = self.capacity()
         write_json_atomic(run.path / SCHEDULER_FILE, {
-            "todo": list(todo), "epoch": epoch, "state": "starting", "poll_s": self.conf.poll_s,
+            "todo": list(todo), "epoch": epoch, "state": SchedulerState.STARTING, "poll_s": self.conf.poll_s,
             "capacity": {"cpus": cap.cpus, "mem_gb": cap.mem_gb, "gpus": cap.gpus},
         })
         with open(run.path / "scheduler.log", "ab") as log:
@@ -82,15 +92,16 @@ class LocalExecutor(Executor):
         for key in open_keys:
             run.mark_cancelled(key, "cancelled by request (cl_hpc.cancel), without a live scheduler", None)
         info = read_json(run.path / SCHEDULER_FILE)
-        if info and info.get("state") in (*_LIVE, CRASHED):
-            write_json_atomic(run.path / SCHEDULER_FILE, {**info, "state": "finished", "ended": time.time(),
+        if info and info.get("state") in (*_LIVE, SchedulerState.CRASHED):
+            write_json_atomic(run.path / SCHEDULER_FILE, {**info, "state": SchedulerState.FINISHED,
+                                                          "ended": time.time(),
                                                           "note": "cancelled after the scheduler died"})
 
     def problems(self, run: RunDir) -> list[str]:
         self._reap()
         info = read_json(run.path / SCHEDULER_FILE) or {}
-        if info.get("state") in (*_LIVE, CRASHED) and not scheduler_alive(run):
-            what = f"stopped by {info['error']}" if info.get("state") == CRASHED else "is gone"
+        if info.get("state") in (*_LIVE, SchedulerState.CRASHED) and not scheduler_alive(run):
+            what = f"stopped by {info['error']}" if info.get("state") == SchedulerState.CRASHED else "is gone"
             return [f"the local scheduler (pid {info.get('pid')}) {what} before the run finished; see "
                     f"{run.path / 'scheduler.log'}, and continue it with `python -m cl_hpc.launch "
                     f"launch.resume={run.run_id}` (its tasks still running are stopped first) or stop it with "
@@ -103,13 +114,12 @@ class LocalExecutor(Executor):
             self._scheduler = None
 
 
-_LIVE = ("starting", "running")
-CRASHED = "crashed"  # scheduler.json's state when the scheduler stopped on an error of its own
+_LIVE = (SchedulerState.STARTING, SchedulerState.RUNNING)
 
 
 def scheduler_alive(run: RunDir) -> bool:
     info = read_json(run.path / SCHEDULER_FILE) or {}
-    if info.get("state") in ("finished", CRASHED):
+    if info.get("state") in (SchedulerState.FINISHED, SchedulerState.CRASHED):
         return False
     return procs.alive(info.get("pid"), info.get("pid_started"))  # a zombie is dead; a reused pid is not it
 

@@ -28,7 +28,7 @@ from cl_hpc import procs
 from cl_hpc.config.resources import Resources
 from cl_hpc.dag.capacity import Capacity
 from cl_hpc.dag.model import Plan
-from cl_hpc.execute.local import CANCEL_FILE, CRASHED, SCHEDULER_FILE
+from cl_hpc.execute.local import CANCEL_FILE, SCHEDULER_FILE, SchedulerState
 from cl_hpc.execute.local_io import Recorder, disk_note
 from cl_hpc.execute.runner import run_unit, timeout_message
 from cl_hpc.execute.schedule import Pool, cancel_dependents, ready
@@ -85,7 +85,6 @@ class Agent:
             time.sleep(self.poll_s)
 
     def admit(self) -> None:
-        launched = False
         for key in ready(self.plan, self.todo, self.done):
             res = self.resources.get(key, self.plan.spec(key).resources)
             if key in self.running or not self.pool.fits(res):
@@ -100,8 +99,8 @@ class Agent:
                 self._not_started(key, res, attempt, exc)
                 continue
             self.running[key] = Running(job, res, gpu_ids, attempt, time.time(), _controller(job))
-            launched = True
-        if launched:
+            # Now, not after the loop: if this process dies before its next launch, a resume or a
+            # cancel still finds this controller (it has no attempt record until its task starts).
             self.save_running()
 
     def launch(self, key: str, res: Resources, gpu_ids: list[int], attempt: int) -> Any:
@@ -261,7 +260,7 @@ def main(run_dir: str) -> int:
     info = read_json(run.path / SCHEDULER_FILE) or {}
     io = Recorder(run)
     me = psutil.Process(os.getpid())
-    io.update_scheduler(pid=me.pid, pid_started=me.create_time(), state="running")
+    io.update_scheduler(pid=me.pid, pid_started=me.create_time(), state=SchedulerState.RUNNING)
     io.reserve()
     signal.signal(signal.SIGTERM, lambda *_: (run.path / CANCEL_FILE).write_text("SIGTERM\n"))
     cap = info["capacity"]
@@ -272,10 +271,10 @@ def main(run_dir: str) -> int:
         agent.loop()
     except BaseException as exc:  # a bug or a signal: say so, where status and a follow will look
         io.log(f"cl_hpc scheduler: stopped by {type(exc).__name__}: {exc}")
-        io.update_scheduler(state=CRASHED, ended=time.time(), error=f"{type(exc).__name__}: {exc}")
+        io.update_scheduler(state=SchedulerState.CRASHED, ended=time.time(), error=f"{type(exc).__name__}: {exc}")
         raise  # the running map stays: a resume or a cancel stops what it left running
     else:
-        io.update_scheduler(state="finished", ended=time.time(), running={})
+        io.update_scheduler(state=SchedulerState.FINISHED, ended=time.time(), running={})
     finally:
         io.release()
         _index(agent)
