@@ -293,6 +293,31 @@ def test_a_second_scheduler_is_refused_naming_the_commands(tmp_path: Path) -> No
         scheduler.wait()
 
 
+def test_each_launched_controller_is_saved_before_the_next_launch(launcher: Launcher,
+                                                                  follows: Callable[..., Follow]) -> None:
+    """a's end makes b and c ready in one admit pass. c's attempt folder holds a FIFO, so reading it
+    (the pass does, to number c's attempt) blocks the scheduler after b's launch: b's controller
+    must already be in scheduler.json's running map, else a scheduler killed there leaves it in
+    neither that map nor an attempt record, and no resume or cancel would stop it."""
+    gate = launcher.tmp / "a.gate"
+    follow = follows("pipeline=diamond", "pipeline.tasks.a.target=tests.tasks.wait_for_file",
+                     f"+pipeline.tasks.a.params.path={gate}", "cluster.cpus=2", "launch.follow=false")
+    run = follow.run_dir()
+    assert _wait_for(lambda: _running_attempt(run, "a"), 60), follow.output
+    (run / "tasks" / "c" / "attempts").mkdir(parents=True, exist_ok=True)
+    os.mkfifo(run / "tasks" / "c" / "attempts" / "9.json")
+    gate.touch()
+
+    def saved() -> dict[str, Any]:
+        info = json.loads((run / "scheduler.json").read_text() or "{}")
+        return info.get("running", {}).get("b") or {}
+
+    entry = _wait_for(saved, 60)
+    assert entry, f"b was launched but is not in the running map: {(run / 'scheduler.json').read_text()}"
+    assert procs.alive(entry["pid"], entry["pid_started"]), entry
+    _kill_scheduler(run)
+
+
 # --- defect 15: Ctrl-C stops the follow, not the run, and says so ------------------------------
 
 def test_ctrl_c_while_following_says_the_run_goes_on(launcher: Launcher, follows: Callable[..., Follow]) -> None:
