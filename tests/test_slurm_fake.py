@@ -299,3 +299,27 @@ def test_a_guard_whose_own_guard_is_refused_keeps_its_resubmission_tracked(launc
     fake_slurm.set_state(first["guard"], "FAILED", "1:0")  # how Slurm records a guard job that exited 1
     problems = json.loads(launcher.status(run.name, "--json").stdout)["problems"]
     assert any(p.startswith(f"the retry guard of once (job {first['guard']}) ended FAILED") for p in problems), problems
+
+
+def test_ctrl_c_before_the_guard_is_queued_cancels_the_task_job(launcher: Launcher, fake_slurm: FakeSlurm,
+                                                                tmp_path: Path) -> None:
+    """Ctrl-C after once's sbatch returned, while its guard's sbatch runs (held at the gate): once's
+    job is recorded already, so the interrupted launch cancels it rather than leaving it queued."""
+    gate = tmp_path / "gate"
+    args = [sys.executable, "-m", "cl_hpc.launch", "hydra.searchpath=[file://tests/conf]",
+            f"run_root={launcher.run_root}", f"store.root={launcher.store_root}", "pipeline=retry", *SLURM]
+    env = {**_env(), "CL_HPC_FAKE_SLURM_GATE": str(gate), "CL_HPC_FAKE_SLURM_GATE_AFTER": "1"}
+    first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(f"{gate}.waiting").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0]
+            time.sleep(0.05)
+        first.send_signal(signal.SIGINT)
+        out = first.communicate(timeout=120)[0]
+    finally:
+        gate.touch()
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode != 0, out
+    assert _job_states(fake_slurm) == {"100": "CANCELLED"}, (fake_slurm.jobs(), out)
