@@ -200,7 +200,8 @@ def test_a_refused_guard_sbatch_cancels_the_task_job_it_guards(launcher: Launche
     assert json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]["job_id"] == "100"
     again = launcher("pipeline=retry", *SLURM, f"launch.resume={run.name}")
     assert again.proc.returncode == 0, again.output
-    assert [st for st in _job_states(fake_slurm).values() if st == "PENDING"] == ["PENDING"] * 3  # once, its guard, after
+    pending = [st for st in _job_states(fake_slurm).values() if st == "PENDING"]
+    assert pending == ["PENDING"] * 3  # once, its guard, after
 
 
 def test_jobs_that_could_not_be_cancelled_are_not_called_cancelled(launcher: Launcher, fake_slurm: FakeSlurm) -> None:
