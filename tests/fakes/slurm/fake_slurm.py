@@ -24,6 +24,7 @@ commands are tested on the local cluster (tests/slurm/); this is beside them, ne
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import re
@@ -161,13 +162,17 @@ def _squeue(state: dict[str, Any], args: list[str]) -> int:
             return 1
     else:
         jobs = list(state["jobs"].values())
-    fields = {"%i": lambda j, u: u[0], "%T": lambda j, u: u[1], "%r": lambda j, u: "None", "%o": lambda j, u: j["script"],
-              "%j": lambda j, u: j["name"], "%k": lambda j, u: j["comment"], "%E": lambda j, u: j["dependency"] or ""}
     for job in jobs:
         for unit in _units(job):
             if unit[1] in LIVE:
-                print(re.sub(r"%[a-zA-Z]", lambda m, j=job, u=unit: str(fields.get(m[0], lambda j, u: "")(j, u)), fmt))
+                values = {"%i": unit[0], "%T": unit[1], "%r": "None", "%o": job["script"], "%j": job["name"],
+                          "%k": job["comment"], "%E": job["dependency"] or ""}
+                print(re.sub(r"%[a-zA-Z]", functools.partial(_field, values), fmt))
     return 0
+
+
+def _field(values: dict[str, str], match: re.Match[str]) -> str:
+    return str(values.get(match[0], ""))
 
 
 def _sacct(state: dict[str, Any], args: list[str]) -> int:
