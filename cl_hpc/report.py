@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from rich.table import Table
 
@@ -27,7 +27,7 @@ from cl_hpc.store.profiles import attempt_elapsed_s, attempt_peak_mb, by_attempt
 from cl_hpc.ui import make_console
 
 
-def efficiency_rows(rows: list[Mapping[str, Any]], recs: Mapping[str, Recommendation]) -> list[dict[str, Any]]:
+def efficiency_rows(rows: Sequence[Mapping[str, Any]], recs: Mapping[str, Recommendation]) -> list[dict[str, Any]]:
     """One row per attempt (segments merged): the report's numbers, pure."""
     return [_attempt(key, attempt, segs, recs.get(segs[0]["task"]))
             for (_, key, attempt), segs in by_attempt(rows).items()]

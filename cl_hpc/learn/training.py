@@ -114,7 +114,7 @@ class BatchedTensorDataset(TensorDataset):
         return tuple(tensor[index] for tensor in self.tensors)
 
 
-def _already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def _already_batched(batch: Any) -> Any:  # the (x, y) batch __getitems__ made, as it is
     return batch  # module level, not a lambda: DataLoader workers pickle it
 
 

@@ -86,7 +86,9 @@ class StepTimer(pl.Callback):
             if self.on_first_step is not None:
                 self.on_first_step()
         self._start = self._now()
-        self._wait_s = self.waits.take() if trainer.profiler is self.waits else None
+        # Trainer.profiler exists on every Lightning 2.x Trainer; its stubs do not declare it.
+        profiler = getattr(trainer, "profiler", None)
+        self._wait_s = self.waits.take() if profiler is self.waits else None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -236,7 +236,9 @@ def _read_entries(path: Path) -> dict[str, Any]:
         # Our writes are atomic, so a crash cannot leave half a file; a hand edit, another tool
         # or a foreign file at this path can. The cache only saves time: re-measure, overwrite.
         return {}
-    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return {}
+    entries = data.get("entries")
     if not isinstance(entries, dict) or data.get("format") != _CACHE_FORMAT:
         return {}
     return dict(entries)

@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
 
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.errors import ClHpcError
@@ -259,7 +259,9 @@ def _loss(model: nn.Module, batch: Any, loss_fn: LossFn | None) -> torch.Tensor:
 def _training_step_loss(model: nn.Module, batch: Any) -> torch.Tensor:
     import torch
 
-    out = model.training_step(batch, 0)
+    # A LightningModule's (the caller checked); nn.Module's typed __getattr__ would call it a Tensor.
+    step = cast(Callable[..., Any], model.training_step)
+    out = step(batch, 0)
     loss = out.get("loss") if isinstance(out, dict) else out
     if not isinstance(loss, torch.Tensor):
         raise FlopsError(f"{type(model).__name__}.training_step returned {type(out).__name__}; counting "

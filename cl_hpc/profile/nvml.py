@@ -312,7 +312,8 @@ _INIT_FAILURES = {  # NVML_ERROR_* code -> why there is no GPU
 
 
 def _init_failure(err: Exception) -> str:
-    known = _INIT_FAILURES.get(getattr(err, "value", None))
+    value = getattr(err, "value", None)  # pynvml's NVMLError carries the NVML return code
+    known = _INIT_FAILURES.get(value) if isinstance(value, int) else None
     return "no GPU: " + (known or f"nvmlInit failed: {type(err).__name__}: {err}")
 
 
