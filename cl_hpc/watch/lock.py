@@ -48,7 +48,8 @@ GRACE_S = 600.0  # trust a lock holder on another host (not a Slurm job) for thi
 # squeue as asked under the guard: judging calls it at most twice, so the guard is held for at most
 # about 2 x (2 tries x 15 s + 1 s of pause) even when slurmctld does not answer.
 SQUEUE_TIMEOUT_S, SQUEUE_RETRIES = 15.0, 1
-GUARD_TIMEOUT_S = 180.0  # the longest wait for the guard's flock (about 3x the longest judging) before naming its holder
+# The longest wait for the guard's flock before naming its holder: about 3x the longest judging.
+GUARD_TIMEOUT_S = 180.0
 LiveJobs = Callable[[Sequence[str]], dict[str, str]]  # job ids -> {base id: state} of those in squeue
 
 
