@@ -89,3 +89,31 @@ def test_the_command_layer_on_the_real_cluster(tmp_path: Path) -> None:
     with pytest.raises(commands.SlurmCommandError, match=r"`scontrol show job 99999998` failed \(exit 1\): "
                                                          r".*Invalid job id specified"):
         commands.scontrol("show", "job", "99999998")
+
+
+def test_a_resume_waits_until_the_running_job_it_cancelled_has_left_squeue(tmp_path: Path) -> None:
+    """scancel only asks: a job that ignores SIGTERM runs on until KillWait's SIGKILL, and squeue
+    lists it meanwhile. The resume's stop must return only once it is gone."""
+    from cl_hpc.execute.slurm.executor import JOBS_FILE, stop_earlier_jobs
+    from cl_hpc.rundir.layout import RunDir
+
+    started = tmp_path / "started"
+    script = tmp_path / "stubborn.sh"
+    script.write_text(f"#!/bin/bash\n#SBATCH --job-name=cl_hpc.test.stubborn\n#SBATCH --time=2\n#SBATCH --mem=50M\n"
+                      f"#SBATCH --output={tmp_path}/%j.out\ntrap '' TERM\ntouch {started}\n"
+                      f"while true; do sleep 0.1; done\n")
+    job = commands.sbatch(script)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert time.monotonic() < deadline, commands.live_jobs([job])
+            time.sleep(0.1)
+        run = RunDir(tmp_path / "run")
+        run.path.mkdir()
+        (run.path / JOBS_FILE).write_text(json.dumps({"launches": {"0": {"t": {
+            "job_id": job, "array": None, "units": {"t": job}, "resources": {}}}}}))
+        stop_earlier_jobs(run)
+        assert commands.live_jobs([job]) == {}, "the resume went on while the old job was still there"
+    finally:
+        commands.scancel([job])
+    assert _sacct_state(job) == "CANCELLED"
