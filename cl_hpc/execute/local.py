@@ -13,6 +13,7 @@ import time
 from typing import Mapping, Sequence
 
 from cl_hpc import procs
+from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.config.schema import LocalClusterConf
 from cl_hpc.dag.capacity import Capacity
 from cl_hpc.dag.model import Plan
@@ -20,7 +21,6 @@ from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.base import Executor
 from cl_hpc.execute.local_orphans import SCHEDULER_FILE, stop_orphans
 from cl_hpc.execute.machine import machine_capacity
-from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import run_status
 from cl_hpc.states import TextEnum

@@ -25,6 +25,7 @@ import psutil
 import submitit
 
 from cl_hpc import procs
+from cl_hpc.atomic import read_json
 from cl_hpc.config.resources import Resources
 from cl_hpc.dag.capacity import Capacity
 from cl_hpc.dag.model import Plan
@@ -33,7 +34,6 @@ from cl_hpc.execute.local_io import Recorder, disk_note
 from cl_hpc.execute.runner import run_unit, timeout_message
 from cl_hpc.execute.schedule import Pool, cancel_dependents, ready
 from cl_hpc.execute.slurm.escalate import escalate
-from cl_hpc.atomic import read_json
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.records import AttemptRecord
 from cl_hpc.states import AttemptState, Limit
@@ -212,7 +212,7 @@ class Agent:
             self.io.log(f"{key}: retrying with " + "; ".join(reasons))
 
     def cancel_all(self, reason: str) -> None:
-        for key, entry in self.running.items():
+        for entry in self.running.values():
             entry.job.cancel()
         for key in list(self.todo):
             self.io.write(f"the cancellation of {key}", functools.partial(self.run.mark_cancelled, key, reason, None))

@@ -22,9 +22,9 @@ import re
 import time
 from pathlib import Path
 
+from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.dag.unit_call import UnitCall
 from cl_hpc.errors import RunNotFoundError
-from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.states import AttemptState  # only enum: light enough for the job path
 
 TYPE_CHECKING = False  # every job imports this module: no typing, no dataclasses (cl_hpc/dag/unit_call.py)

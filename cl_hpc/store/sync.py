@@ -10,9 +10,9 @@ from cl_hpc.config.resources import Resources
 from cl_hpc.rundir.layout import RunDir, runs_in
 from cl_hpc.rundir.records import AttemptRecord
 from cl_hpc.rundir.state import State, UnitStatus, root_cause, run_status
+from cl_hpc.states import AttemptState
 from cl_hpc.store.db import Store
 from cl_hpc.store.profiles import profile_rows
-from cl_hpc.states import AttemptState
 
 
 class RunRow(TypedDict):
