@@ -66,7 +66,8 @@ def current_user() -> str:
 
 
 def query_partitions(timeout_s: float = TIMEOUT_S) -> list[PartitionInfo]:
-    return parse.partitions_from(parse.parse_scontrol_records(run_slurm(["scontrol", "show", "partition", "-o"], timeout_s)))
+    out = run_slurm(["scontrol", "show", "partition", "-o"], timeout_s)
+    return parse.partitions_from(parse.parse_scontrol_records(out))
 
 
 def query_nodes(timeout_s: float = TIMEOUT_S) -> list[NodeInfo]:
@@ -89,7 +90,8 @@ def query_default_account(user: str, timeout_s: float = TIMEOUT_S) -> str | None
 
 
 def query_assoc_mgr(user: str, timeout_s: float = TIMEOUT_S) -> tuple[list[Association], str | None]:
-    return parse.parse_assoc_mgr(run_slurm(["scontrol", "show", "assoc_mgr", f"users={user}", "flags=assoc"], timeout_s), user)
+    out = run_slurm(["scontrol", "show", "assoc_mgr", f"users={user}", "flags=assoc"], timeout_s)
+    return parse.parse_assoc_mgr(out, user)
 
 
 def query_cluster(timeout_s: float = TIMEOUT_S, user: str | None = None) -> ClusterInfo:
@@ -133,7 +135,8 @@ def _ask(task_name: str, res: Resources) -> _Ask:
     # Judge what sbatch will be sent (time rounded up to whole minutes, memory in whole MiB), not the raw float.
     time_min = (parse.parse_time_min(slurm_time(res.time_min)) or 0.0) if res.time_min else 0.0
     mem_mb = (parse.parse_mem_mb(slurm_mem(res.mem_gb)) or 0.0) if res.mem_gb else 0.0
-    return _Ask(f"pipeline.tasks.{task_name}.resources", res, time_min, mem_mb, (res.cpus or 1) * (res.tasks_per_node or 1))
+    return _Ask(f"pipeline.tasks.{task_name}.resources", res, time_min, mem_mb,
+                (res.cpus or 1) * (res.tasks_per_node or 1))
 
 
 def resource_problems(task_name: str, res: Resources, info: ClusterInfo,
@@ -148,7 +151,8 @@ def resource_problems(task_name: str, res: Resources, info: ClusterInfo,
     problems += _partition_access_problems(ask, part, info) + _time_problems(ask, part, info)
     nodes = [n for n in info.nodes if n.name in set(part.nodes)]
     if not nodes:  # every per-node limit would fail too; one message says it all
-        return problems + [f"{ask.key}.partition={part.name!r} has no nodes (partitions: {_names(p.name for p in info.partitions)})"]
+        return problems + [f"{ask.key}.partition={part.name!r} has no nodes "
+                           f"(partitions: {_names(p.name for p in info.partitions)})"]
     node_problems = _cpu_problems(ask, part, nodes) + _mem_problems(ask, part, nodes) + _gpu_problems(ask, part, nodes)
     node_problems += _feature_problems(ask, part, nodes, info) + _node_count_problems(ask, part)
     return problems + (node_problems or _fit_problems(ask, part, nodes))
@@ -168,8 +172,10 @@ def _unknown_partition(ask: _Ask, name: str | None, info: ClusterInfo) -> str:
     if name is None:
         return f"{ask.key}.partition is unset and the cluster has no default partition; set one of: {_names(valid)}"
     if ask.res.partition is None:
-        return f"{ask.key}.partition is unset and the default partition {name!r} does not exist (partitions: {_names(valid)})"
-    return f"{ask.key}.partition={name!r} is not a partition of this cluster{_did_you_mean(name, valid)} (partitions: {_names(valid)})"
+        return (f"{ask.key}.partition is unset and the default partition {name!r} does not exist "
+                f"(partitions: {_names(valid)})")
+    return (f"{ask.key}.partition={name!r} is not a partition of this cluster{_did_you_mean(name, valid)} "
+            f"(partitions: {_names(valid)})")
 
 
 def _account_problems(ask: _Ask, info: ClusterInfo) -> list[str]:
@@ -195,9 +201,12 @@ def _account_problems(ask: _Ask, info: ClusterInfo) -> list[str]:
 def _partition_access_problems(ask: _Ask, part: PartitionInfo, info: ClusterInfo) -> list[str]:
     problems = []
     account, qos = ask.res.account or info.default_account, ask.res.qos
-    if account and (account in part.deny_accounts or (part.allow_accounts is not None and account not in part.allow_accounts)):
-        allowed = "all but " + _names(part.deny_accounts) if part.allow_accounts is None else _names(part.allow_accounts)
-        problems.append(f"{ask.key}.account={account!r} may not use partition {part.name!r} (allowed accounts: {allowed})")
+    if account and (account in part.deny_accounts
+                    or (part.allow_accounts is not None and account not in part.allow_accounts)):
+        allowed = ("all but " + _names(part.deny_accounts) if part.allow_accounts is None
+                   else _names(part.allow_accounts))
+        problems.append(f"{ask.key}.account={account!r} may not use partition {part.name!r} "
+                        f"(allowed accounts: {allowed})")
     if qos and (qos in part.deny_qos or (part.allow_qos is not None and qos not in part.allow_qos)):
         allowed = "all but " + _names(part.deny_qos) if part.allow_qos is None else _names(part.allow_qos)
         problems.append(f"{ask.key}.qos={qos!r} may not use partition {part.name!r} (allowed QOS: {allowed})")
@@ -245,7 +254,8 @@ def _gpu_problems(ask: _Ask, part: PartitionInfo, nodes: list[NodeInfo]) -> list
         return []
     types = {t for n in nodes for t in n.gpu_types if t}
     if gpu_type and gpu_type not in types:
-        return [f"{ask.key}.gpu_type={gpu_type!r} is on no node of partition {part.name!r} (GPU types: {_names(types)})"]
+        return [f"{ask.key}.gpu_type={gpu_type!r} is on no node of partition {part.name!r} "
+                f"(GPU types: {_names(types)})"]
     most = max((n.gpu_types.get(gpu_type, 0) if gpu_type else n.gpus for n in nodes), default=0)
     if gpus <= most:
         return []
@@ -281,7 +291,8 @@ def _node_count_problems(ask: _Ask, part: PartitionInfo) -> list[str]:
     most = len(part.nodes) if part.max_nodes is None else min(len(part.nodes), part.max_nodes)
     if (ask.res.nodes or 1) <= most:
         return []
-    return [f"{ask.key}.nodes={ask.res.nodes} but partition {part.name!r} allows at most {most} node(s); use nodes<={most}"]
+    return [f"{ask.key}.nodes={ask.res.nodes} but partition {part.name!r} allows at most {most} node(s); "
+            f"use nodes<={most}"]
 
 
 def _fits(ask: _Ask, node: NodeInfo) -> bool:

@@ -104,7 +104,8 @@ class SlurmExecutor(Executor):
         out = {}
         for spec in plan.tasks.values():
             kind = f"job array of {len(spec.foreach)}" if spec.foreach is not None else "one sbatch job"
-            deps = [f"{'aftercorr' if plan.edge_kind(d, spec.name) == 'corr' else 'afterok'}:{d}" for d in spec.depends_on]
+            deps = [f"{'aftercorr' if plan.edge_kind(d, spec.name) == 'corr' else 'afterok'}:{d}"
+                    for d in spec.depends_on]
             out[spec.name] = f"{kind}; {format_resources(self.resources(spec))}; dependency {','.join(deps) or '-'}"
         return out
 
@@ -296,7 +297,8 @@ def unit_jobs(run: RunDir) -> dict[str, str]:
 def all_job_ids(run: RunDir) -> list[str]:
     """Every job and retry guard of every launch of the run."""
     launches = launches_of(run)
-    return sorted({j for launch in launches.values() for t in launch.values() for j in (t["job_id"], t.get("guard")) if j})
+    return sorted({j for launch in launches.values() for t in launch.values()
+                   for j in (t["job_id"], t.get("guard")) if j})
 
 
 def dependency(plan: Plan, spec: TaskSpec, shards: tuple[int | None, ...] | None,

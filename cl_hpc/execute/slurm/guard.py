@@ -75,7 +75,8 @@ def guard(run: RunDir, task: str, epoch: int) -> str:
     entry = executor.submit_task(run, plan, plan.tasks[task], retry, {}, epoch, resources=res, on_submitted=record)
     save_launch(run, epoch, jobs, conf)  # with the new guard's id
     _repoint(plan, jobs, task, statuses)
-    return f"re-submitted {', '.join(u.key for u in retry)} as job {entry['job_id']}" + "".join(f"; {r}" for r in reasons)
+    return (f"re-submitted {', '.join(u.key for u in retry)} as job {entry['job_id']}"
+            + "".join(f"; {r}" for r in reasons))
 
 
 def _dependent_jobs(plan: Plan, jobs: Launch, task: str) -> list[str]:

@@ -291,7 +291,8 @@ def parse_sacct(text: str, fields: Sequence[str]) -> list[dict[str, str]]:
             continue
         parts = line.split("|")
         if len(parts) < len(fields):
-            raise ValueError(f"sacct line has {len(parts)} fields, expected {len(fields)} ({','.join(fields)}): {line!r}")
+            raise ValueError(f"sacct line has {len(parts)} fields, expected {len(fields)} "
+                             f"({','.join(fields)}): {line!r}")
         parts[len(fields) - 1:] = ["|".join(parts[len(fields) - 1:])]
         rows.append(dict(zip(fields, parts)))
     return rows
