@@ -89,14 +89,16 @@ def test_a_second_resume_of_a_run_being_resumed_is_refused_naming_the_first(laun
     fake_slurm.set_state(once, "FAILED", "1:0")
     fake_slurm.set_state(guard, "FAILED", "1:0")
     gate = tmp_path / "gate"
-    args = [sys.executable, "-m", "cl_hpc.launch", "hydra.searchpath=[file://tests/conf]", f"run_root={launcher.run_root}",
-            f"store.root={launcher.store_root}", "pipeline=retry", *SLURM, f"launch.resume={run.name}"]
+    args = [sys.executable, "-m", "cl_hpc.launch", "hydra.searchpath=[file://tests/conf]",
+            f"run_root={launcher.run_root}", f"store.root={launcher.store_root}", "pipeline=retry", *SLURM,
+            f"launch.resume={run.name}"]
     env = {**_env(), "CL_HPC_FAKE_SLURM_GATE": str(gate), "CL_HPC_FAKE_SLURM_GATE_COMMAND": "sacct"}
     first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
         while not Path(f"{gate}.waiting").exists():
-            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0] if first.poll() else "timeout"
+            assert first.poll() is None and time.monotonic() < deadline, \
+                first.communicate()[0] if first.poll() else "timeout"
             time.sleep(0.05)
         second = launcher("pipeline=retry", *SLURM, f"launch.resume={run.name}")
         assert second.proc.returncode == 2, second.output
@@ -115,14 +117,15 @@ def test_a_launcher_killed_mid_submission_leaves_a_run_that_resume_completes(lau
     """SIGKILL while c's sbatch runs: no error path runs, so status names the units never
     submitted, and resume cancels the jobs left queued before it submits the run again."""
     gate = tmp_path / "gate"
-    args = [sys.executable, "-m", "cl_hpc.launch", "hydra.searchpath=[file://tests/conf]", f"run_root={launcher.run_root}",
-            f"store.root={launcher.store_root}", "pipeline=diamond", *SLURM]
+    args = [sys.executable, "-m", "cl_hpc.launch", "hydra.searchpath=[file://tests/conf]",
+            f"run_root={launcher.run_root}", f"store.root={launcher.store_root}", "pipeline=diamond", *SLURM]
     env = {**_env(), "CL_HPC_FAKE_SLURM_GATE": str(gate), "CL_HPC_FAKE_SLURM_GATE_AFTER": "2"}
     first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)  # its own group: the kill takes its sbatch too
     deadline = time.monotonic() + 120
     while not Path(f"{gate}.waiting").exists():
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0] if first.poll() else "timeout"
+        assert first.poll() is None and time.monotonic() < deadline, \
+            first.communicate()[0] if first.poll() else "timeout"
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
@@ -163,14 +166,16 @@ def test_the_retry_guard_waits_for_a_lagging_sacct_then_resubmits_and_repoints(l
     new = json.loads((run / "slurm.json").read_text())["launches"]["0"]["once"]
     assert f"re-submitted once as job {new['job_id']}" in done.stdout
     assert new["job_id"] != jobs["once"]["job_id"] and new["history"][0]["job_id"] == jobs["once"]["job_id"]
-    assert ["update", f"JobId={jobs['after']['job_id']}", f"Dependency=afterok:{new['job_id']}"] in fake_slurm.log("scontrol")
+    assert ["update", f"JobId={jobs['after']['job_id']}", f"Dependency=afterok:{new['job_id']}"] \
+        in fake_slurm.log("scontrol")
     attempt = json.loads((run / "tasks" / "once" / "attempts" / "1.json").read_text())
     assert attempt["state"] == "FAILED" and attempt["slurm_state"] == "FAILED"
 
 
 def test_the_retry_guard_cancels_the_dependents_once_no_attempts_are_left(launcher: Launcher,
                                                                           fake_slurm: FakeSlurm) -> None:
-    run = launcher("pipeline=retry", *SLURM, "pipeline.tasks.once.retries=0", "pipeline.tasks.after.retries=1").run_dir()
+    run = launcher("pipeline=retry", *SLURM, "pipeline.tasks.once.retries=0",
+                   "pipeline.tasks.after.retries=1").run_dir()
     jobs = json.loads((run / "slurm.json").read_text())["launches"]["0"]
     fake_slurm.set_state(jobs["after"]["job_id"], "FAILED", "1:0")  # after's own guard: nothing depends on it
     done = _guard(run, "after")

@@ -26,8 +26,9 @@ CMD = "/venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 train 0 0:1,1:1,
 
 CASES = {
     "plain_task": SbatchJob(
-        name="cl_hpc.r1.ingest", comment="cl_hpc run=r1 task=ingest", resources=Resources(cpus=1, mem_gb=2, time_min=10),
-        folder="/runs/r1/tasks/ingest/logs", command="/venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 ingest 0 1"),
+        name="cl_hpc.r1.ingest", comment="cl_hpc run=r1 task=ingest",
+        resources=Resources(cpus=1, mem_gb=2, time_min=10), folder="/runs/r1/tasks/ingest/logs",
+        command="/venv/bin/python -u -m cl_hpc.execute.slurm.job /runs/r1 ingest 0 1"),
     "gpu_array_with_deps": SbatchJob(
         name="cl_hpc.r1.train", comment="cl_hpc run=r1 task=train",
         resources=Resources(cpus=8, gpus=2, gpu_type="a100", mem_gb=64, time_min=1500, nodes=2, tasks_per_node=2,
@@ -37,8 +38,9 @@ CASES = {
         dependency="afterok:101,aftercorr:102", signal_delay_s=120,
         setup=("module load cuda/12.4", "source /home/me/venv/bin/activate"), extra={"mail-user": "me@example.org"}),
     "hostile_values": SbatchJob(
-        name="cl_hpc.r1.it's $(rm -rf ~)", comment="cl_hpc run=r1 task=a b;c", resources=Resources(mem_gb=0.5, time_min=0.05,
-        account="a'b", extra={"chdir": "/tmp/with space"}), folder="/runs/r 1/logs", command=CMD, use_srun=False),
+        name="cl_hpc.r1.it's $(rm -rf ~)", comment="cl_hpc run=r1 task=a b;c",
+        resources=Resources(mem_gb=0.5, time_min=0.05, account="a'b", extra={"chdir": "/tmp/with space"}),
+        folder="/runs/r 1/logs", command=CMD, use_srun=False),
 }
 
 
@@ -53,7 +55,8 @@ def test_render_matches_the_stored_script(name: str) -> None:
 
 def test_every_sbatch_value_survives_shell_parsing() -> None:
     script = render_sbatch(CASES["hostile_values"])
-    options = dict(line.removeprefix("#SBATCH --").split("=", 1) for line in script.splitlines() if line.startswith("#SBATCH --"))
+    options = dict(line.removeprefix("#SBATCH --").split("=", 1)
+                   for line in script.splitlines() if line.startswith("#SBATCH --"))
     assert shlex.split(options["job-name"]) == ["cl_hpc.r1.it's $(rm -rf ~)"]
     assert shlex.split(options["comment"]) == ["cl_hpc run=r1 task=a b;c"]
     assert shlex.split(options["account"]) == ["a'b"]

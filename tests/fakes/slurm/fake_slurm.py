@@ -143,7 +143,8 @@ def _sbatch(state: dict[str, Any], args: list[str], quiet: bool = False) -> int:
 
 def _units(job: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(unit id as Slurm prints it, state, exit code) for a job or each shard of an array."""
-    return [(job["id"] if shard == "" else f"{job['id']}_{shard}", st, code) for shard, (st, code) in job["states"].items()]
+    return [(job["id"] if shard == "" else f"{job['id']}_{shard}", st, code)
+            for shard, (st, code) in job["states"].items()]
 
 
 def _find(state: dict[str, Any], ids: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -235,7 +236,8 @@ def _scontrol(state: dict[str, Any], args: list[str]) -> int:
         return 0
     if args[:2] == ["show", "partition"]:
         for i, name in enumerate(state.get("partitions", ["debug"])):
-            print(f"PartitionName={name} AllowGroups=ALL AllowAccounts=ALL AllowQos=ALL Default={'YES' if i == 0 else 'NO'} "
+            print(f"PartitionName={name} AllowGroups=ALL AllowAccounts=ALL AllowQos=ALL "
+                  f"Default={'YES' if i == 0 else 'NO'} "
                   f"MaxNodes=UNLIMITED MaxTime=01:00:00 Nodes=fake1 State=UP TotalCPUs=8 TotalNodes=1 "
                   f"MaxMemPerNode=UNLIMITED")
         return 0
@@ -244,7 +246,8 @@ def _scontrol(state: dict[str, Any], args: list[str]) -> int:
               f"State=IDLE Partitions={','.join(state.get('partitions', ['debug']))}")
         return 0
     if args[:2] == ["show", "config"]:
-        print("Configuration data as of 2026-01-01T00:00:00\nAccountingStorageEnforce = none\nClusterName             = fake")
+        print("Configuration data as of 2026-01-01T00:00:00\nAccountingStorageEnforce = none\n"
+              "ClusterName             = fake")
         return 0
     sys.stderr.write(f"fake scontrol: {' '.join(args)} is not emulated (tests/fakes/slurm/fake_slurm.py)\n")
     return 1
