@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install cl_hpc and its test extras into .venv, start the local Slurm cluster where this machine
-# allows it (root and apt-get), and run the whole test suite. Extra arguments go to pytest.
+# Install cl_hpc and its test extras into .venv, check style and types (ruff, mypy: settings in
+# pyproject.toml), start the local Slurm cluster where this machine allows it (root and apt-get),
+# and run the whole test suite. Extra arguments go to pytest.
 #
 # Under CI=true the Slurm tests must run: a machine that cannot start the cluster fails here,
 # and tests/slurm/conftest.py turns any skip into a failure.
@@ -8,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install.sh .venv test
+
+# Style and types first: they take seconds, and a failure names the file and line.
+.venv/bin/ruff check --quiet
+.venv/bin/mypy
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     bash scripts/slurm-local-up.sh
