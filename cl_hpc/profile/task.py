@@ -22,6 +22,7 @@ from cl_hpc.atomic import write_json_atomic
 from cl_hpc.profile import record
 from cl_hpc.profile.host import cpu_seconds, own_peak_mb, read_cgroup_peak_mb, this_job_cgroup
 from cl_hpc.profile.sampler import Sampler
+from cl_hpc.states import AttemptState  # only enum: light enough for the job path
 
 TYPE_CHECKING = False  # on the job path: no typing or dataclasses at run time (cl_hpc/execute/runner.py)
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class TaskProfiler:
         self.first_step_at: float | None = None
         self._cpu0 = 0.0
         # The sampler thread's periodic flush and finish() never write at once, and no flush starts
-        # after finish(): a late "RUNNING" record must not replace the final one.
+        # after finish(): a late RUNNING record must not replace the final one.
         self._lock = threading.Lock()
         self._finished = False
 
@@ -198,7 +199,7 @@ class TaskProfiler:
         with self._lock:
             if not self._finished:
                 self._last_flush = time.monotonic()
-                self._write(self.build("RUNNING"))
+                self._write(self.build(AttemptState.RUNNING))
 
     def _first_step(self) -> None:
         if self.first_step_at is None:

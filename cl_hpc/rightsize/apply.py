@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from cl_hpc.config.resources import Resources
 from cl_hpc.dag.model import Plan
 from cl_hpc.errors import ConfigError
-from cl_hpc.rightsize.history import Observation, rows_bucket
+from cl_hpc.rightsize.history import Observation, Outcome, rows_bucket
 from cl_hpc.rightsize.recommend import Policy, Recommendation, recommend
+from cl_hpc.states import AttemptState, Limit
 from cl_hpc.store.profiles import attempt_elapsed_s, attempt_peak_mb, by_attempt, current_row
 from cl_hpc.store.uri import sqlite_uri
 
@@ -30,18 +31,20 @@ if TYPE_CHECKING:
     from cl_hpc.store.profiles import ProfileRow
 
 MODES = ("off", "suggest", "auto")
-_OOM = ("OUT_OF_MEMORY", "Exceeded job memory limit")
+_OOM = (Limit.OUT_OF_MEMORY, "Exceeded job memory limit")  # the second: a kill without cgroups
 
 
-def outcome_of(state: str | None, error: str | None) -> str:
+def outcome_of(state: str | None, error: str | None) -> Outcome:
     text = error or ""
-    if state == "OUT_OF_MEMORY" or any(m in text for m in _OOM):
-        return "OOM"
-    if state == "TIMEOUT" or text.startswith("TIMEOUT"):
-        return "TIMEOUT"
-    if state in ("COMPLETED", "PREEMPTED"):
-        return state
-    return "FAILED"
+    if state == Limit.OUT_OF_MEMORY or any(m in text for m in _OOM):
+        return Outcome.OOM
+    if state == Limit.TIMEOUT or Limit.TIMEOUT.ended(text):
+        return Outcome.TIMEOUT
+    if state == AttemptState.COMPLETED:
+        return Outcome.COMPLETED
+    if state == AttemptState.PREEMPTED:
+        return Outcome.PREEMPTED
+    return Outcome.FAILED
 
 
 def observations(rows: Iterable[Mapping[str, Any]],
@@ -51,7 +54,7 @@ def observations(rows: Iterable[Mapping[str, Any]],
     out = []
     for ident, segments in by_attempt(current_row(r) for r in rows).items():
         attempt = attempts.get(ident) or {}
-        if attempt.get("state") in (None, "RUNNING"):
+        if attempt.get("state") in (None, AttemptState.RUNNING):
             continue  # still running, or never recorded: not a finished fact yet
         out.append(_observation(segments, attempt))
     return out

@@ -17,8 +17,21 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from cl_hpc.config.resources import Resources
 from cl_hpc.errors import DataError
 from cl_hpc.profile.diagnosis import Verdict
+from cl_hpc.states import TextEnum
 
-OUTCOMES = ("COMPLETED", "OOM", "TIMEOUT", "FAILED", "PREEMPTED")
+
+class Outcome(TextEnum):
+    """How a past attempt ended, as the right-sizer reads it: its attempt state (AttemptState),
+    with a kill at a limit named apart (apply.outcome_of reads the error's Limit prefix)."""
+
+    COMPLETED = "COMPLETED"
+    OOM = "OOM"  # killed for memory: Slurm's OUT_OF_MEMORY, or FAILED with "Exceeded job memory limit"
+    TIMEOUT = "TIMEOUT"  # killed at its time limit
+    FAILED = "FAILED"
+    PREEMPTED = "PREEMPTED"
+
+
+OUTCOMES = tuple(o.value for o in Outcome)
 _FRACTIONS = ("stall_fraction", "worker_cpu_util", "cpu_util", "iowait_fraction")
 _NON_NEGATIVE = ("peak_mem_gb", "elapsed_s", "setup_s", "steps", "step_p95_s", "num_workers", "data_rows")
 

@@ -46,7 +46,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from cl_hpc.config.resources import Resources
 from cl_hpc.errors import ConfigError
 from cl_hpc.profile.diagnosis import STALL_THRESHOLD, Verdict, diagnose
-from cl_hpc.rightsize.history import Observation, decayed_max, newest_first
+from cl_hpc.rightsize.history import Observation, Outcome, decayed_max, newest_first
 
 _MEASURES = ("elapsed_s", "stall_fraction", "gpu_util")  # what completed runs contribute
 _RESOURCE_FIELDS = frozenset(f.name for f in fields(Resources))
@@ -192,7 +192,7 @@ def time_rule(recent: Sequence[Observation], request: Resources, policy: Policy,
               data_rows: Optional[int]) -> _Proposal:
     """Predicted elapsed x margin, at least the p95 bound, with the TIMEOUT floor."""
     done = [(age, o) for age, o in enumerate(recent) if _completed(o) and o.elapsed_s is not None]
-    timeouts = [(age, o) for age, o in enumerate(recent) if o.outcome == "TIMEOUT"]
+    timeouts = [(age, o) for age, o in enumerate(recent) if o.outcome == Outcome.TIMEOUT]
     if not done and not timeouts:
         return _Proposal()
     preds = [(a, _predicted_s(o, data_rows)) for a, o in done]
@@ -218,8 +218,8 @@ def time_rule(recent: Sequence[Observation], request: Resources, policy: Policy,
 
 def _timeout_floor(recent: Sequence[Observation], request: Resources, policy: Policy, target_s: float,
                    why: list[str]) -> float:
-    age = next((a for a, o in enumerate(recent) if o.outcome in ("TIMEOUT", "COMPLETED")), None)
-    if age is None or recent[age].outcome != "TIMEOUT":
+    age = next((a for a, o in enumerate(recent) if o.outcome in (Outcome.TIMEOUT, Outcome.COMPLETED)), None)
+    if age is None or recent[age].outcome != Outcome.TIMEOUT:
         return target_s  # no timeout, or a run completed after it: the completed run measured the need
     limit = _limit_s(recent[age], request)
     return _apply_floors(target_s, [(limit * policy.timeout_growth, f"TIMEOUT {_ago(age)} at {_min(limit)}: "
@@ -359,13 +359,13 @@ def gpu_rule(recent: Sequence[Observation], request: Resources, policy: Policy) 
 
 def _informative(o: Observation) -> bool:
     """Whether any rule reads this observation: only completed runs measure time, loader and GPUs."""
-    if o.peak_mem_gb is not None or o.outcome in ("OOM", "TIMEOUT"):
+    if o.peak_mem_gb is not None or o.outcome in (Outcome.OOM, Outcome.TIMEOUT):
         return True
     return _completed(o) and any(getattr(o, m) is not None for m in _MEASURES)
 
 
 def _completed(o: Observation) -> bool:
-    return o.outcome == "COMPLETED"
+    return o.outcome == Outcome.COMPLETED
 
 
 def _widening(n_completed: int, policy: Policy) -> float:

@@ -10,8 +10,10 @@ import pytest
 from cl_hpc.config.resources import Resources
 from cl_hpc.errors import ConfigError, DataError
 from cl_hpc.profile.diagnosis import STALL_THRESHOLD, Verdict, diagnose
-from cl_hpc.rightsize.history import Observation, history_key, rows_bucket
+from cl_hpc.rightsize.apply import outcome_of
+from cl_hpc.rightsize.history import OUTCOMES, Observation, Outcome, history_key, rows_bucket
 from cl_hpc.rightsize.recommend import Policy, Recommendation, recommend
+from cl_hpc.states import AttemptState
 
 REQ = Resources(cpus=4, gpus=0, mem_gb=8.0, time_min=50.0, partition="gpu", account="ml", qos="normal",
                 constraint="a100", extra={"exclusive": True})
@@ -314,3 +316,23 @@ def test_the_right_sizer_follows_the_profiles_diagnosis(stall: float, workers: i
 def test_saturated_workers_of_unknown_count_get_a_note() -> None:
     rec = recommend([run(0, stall_fraction=0.5, worker_cpu_util=0.9, loader_verdict="preprocessing-bound")], REQ)
     assert not rec.params and any("num_workers was not recorded" in n for n in rec.notes)
+
+
+# The outcome of an attempt as each writer records it: the runner, the Slurm reconcile, the local
+# scheduler; states as the run dir reads them (AttemptState) or as an old store row holds them (str).
+@pytest.mark.parametrize(("state", "error", "expected"), [
+    (AttemptState.COMPLETED, None, Outcome.COMPLETED),
+    ("COMPLETED", None, Outcome.COMPLETED),
+    (AttemptState.PREEMPTED, "preempted (SIGTERM)", Outcome.PREEMPTED),
+    (AttemptState.FAILED, "ValueError: boom", Outcome.FAILED),
+    ("FAILED", "TIMEOUT: stopped at its time limit of 1 min (resources.time_min)", Outcome.TIMEOUT),
+    (AttemptState.FAILED, "TIMEOUT: killed at its time limit (resources.time_min)", Outcome.TIMEOUT),
+    (AttemptState.FAILED, "OUT_OF_MEMORY: killed for using more than its --mem (resources.mem_gb); Slurm state "
+                          "FAILED, exit 0:9", Outcome.OOM),
+    (AttemptState.FAILED, "OUT_OF_MEMORY: Exceeded job memory limit: its processes used 900 MB", Outcome.OOM),
+    (AttemptState.FAILED, "slurmstepd: error: Exceeded job memory limit", Outcome.OOM),
+    (AttemptState.FAILED, "Slurm ended the job NODE_FAIL (exit code 0:0) before it recorded its end", Outcome.FAILED),
+])
+def test_outcome_of_each_recorded_end(state: str, error: str | None, expected: Outcome) -> None:
+    got = outcome_of(state, error)
+    assert got is expected and got in OUTCOMES
