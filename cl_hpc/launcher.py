@@ -91,6 +91,12 @@ def _launch(cfg: DictConfig, conf: Config, console: Console) -> int:
     if not todo:
         console.print(f"run {run.run_id}: every unit completed before and is unchanged; nothing to run")
         return 0
+    if epoch > 0:  # a resume: old copies stop before this launch resets a dir or records itself
+        try:
+            executor.stop_earlier(run, plan)
+        except BaseException:
+            launch_lock.release(run.path)
+            raise
     _write_run(run, plan, cfg, conf, executor, epoch, todo)
     console.print(f"run {run.run_id}: submitting {len(todo)} of {len(plan.units)} units to {executor.name} "
                   f"({run.path})", highlight=False)

@@ -49,18 +49,20 @@ def tree(root: psutil.Process, with_root: bool = True) -> list[psutil.Process]:
 
 
 def mem_bytes(procs: Iterable[psutil.Process]) -> int:
-    """The memory ``procs`` hold together: the sum of their proportional set sizes (PSS), as Slurm's
-    jobacct_gather/linux sums a step's processes with ``JobAcctGatherParams=UsePss``. A page shared
-    by forked children (a DataLoader worker's copy of the dataset) counts once over them all, where
-    summing RSS would count it once per process. A process whose PSS cannot be read (smaps closed
-    to us) counts its RSS."""
+    """The memory ``procs`` hold together: the sum of their proportional set sizes (PSS), as a
+    cgroup-based cluster counts (each page once) and as Slurm's jobacct_gather/linux does with
+    ``JobAcctGatherParams=UsePss``. A page shared by forked children (a DataLoader worker's copy of
+    the dataset) counts once over them all, where summing RSS would count it once per process. A
+    process whose PSS cannot be read (smaps closed to us, or absent) counts its RSS."""
     total = 0
     for proc in procs:
         try:
             if proc.status() in _DEAD:
                 continue
             try:
-                total += proc.memory_full_info().pss
+                info = proc.memory_full_info()
+                # Without /proc/<pid>/smaps (gVisor, some kernels) psutil returns plain memory_info: no pss.
+                total += getattr(info, "pss", info.rss)
             except psutil.AccessDenied:
                 total += proc.memory_info().rss
         except psutil.Error:  # ended between the listing and the reading

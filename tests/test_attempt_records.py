@@ -4,6 +4,7 @@ failed attempt that status names, never a crash (issue 10: typed records where l
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -103,3 +104,18 @@ def test_an_unreadable_attempt_record_is_a_failed_attempt_that_status_names(run:
     with Store(run.load_plan().meta["store"]["root"]) as store:  # status refreshed the index from the run dir
         [row] = store.rows("attempts", "run_id = ? AND key = ?", [run.run_id, "b"])
     assert row["state"] == "FAILED" and row["error"] == record["error"]
+
+
+def test_an_unreadable_record_of_a_resumed_launch_counts_for_that_launch(run: RunDir) -> None:
+    """It carries no epoch to read: before, only the epoch decided, so a resumed unit whose new record
+    was damaged read PENDING forever (review of issue 10). Its file's time places it in the launch."""
+    meta = run.meta()
+    began = float(meta["launches"][-1]["time"]) + 10
+    run.update_meta(epoch=1, launches=[*meta["launches"], {"epoch": 1, "time": began, "units": ["b"]}])
+    assert run_status(run)["b"].state is State.PENDING  # resubmitted, nothing of this launch yet
+    damaged = run.task_dir("b") / "attempts" / "2.json"
+    damaged.write_bytes(b'{"attempt": 2, "state": "RUNN')  # cut short by a full disk, say
+    os.utime(damaged, (began + 5, began + 5))  # written after this launch began
+    assert run_status(run)["b"].state is State.FAILED
+    os.utime(damaged, (began - 5, began - 5))  # an older launch's damage does not decide this one
+    assert run_status(run)["b"].state is State.PENDING

@@ -230,9 +230,12 @@ def _left_by_a_dead_guard(launcher: Launcher, fake_slurm: FakeSlurm) -> tuple[Pa
 
 def test_a_resume_whose_scancel_fails_submits_nothing(launcher: Launcher, fake_slurm: FakeSlurm) -> None:
     run, sbatches = _left_by_a_dead_guard(launcher, fake_slurm)
+    before = (run / "run.json").read_text(), sorted(str(p) for p in run.rglob("*"))
     fake_slurm.fail("scancel", [1], "scancel: error: Kill job error on job id 102: Access/permission denied", rc=1)
     again = launcher("pipeline=retry", *SLURM, f"launch.resume={run.name}")
     assert again.proc.returncode == 2, again.output
+    # Stopped before the resume wrote anything (review of issue 10): no launch recorded, no dir reset.
+    assert ((run / "run.json").read_text(), sorted(str(p) for p in run.rglob("*"))) == before
     flat = " ".join(again.output.split())
     assert "the resume could not cancel job(s) 102, left by earlier launches" in flat, again.output
     assert "`scancel 102`" in flat and "Access/permission denied" in flat, again.output

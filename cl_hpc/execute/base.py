@@ -44,6 +44,13 @@ class Executor(abc.ABC):
     def cancel(self, run: RunDir) -> None:
         """Stop every unit of the run that has not finished; they end CANCELLED."""
 
+    def stop_earlier(self, run: RunDir, plan: Plan) -> None:
+        """Before a resume writes anything (resets task dirs, records its launch): stop what earlier
+        launches of the run left running, so that no old copy of a unit runs beside its new one or
+        writes into a dir the resume just reset. Raises, naming what is left, when it cannot. A
+        backend whose runs end with their launcher (inprocess) has nothing to stop."""
+        return None
+
     def problems(self, run: RunDir) -> list[str]:
         """Anything wrong with the run that the files alone cannot show (e.g. a dead scheduler)."""
         return []

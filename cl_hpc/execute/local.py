@@ -56,16 +56,18 @@ class LocalExecutor(Executor):
             for name, spec in plan.tasks.items()
         }
 
+    def stop_earlier(self, run: RunDir, plan: Plan) -> None:
+        if scheduler_alive(run):  # its tasks are not orphans: submit refuses the resume, naming it
+            return
+        # Tasks of a scheduler that died still run: stop them before their units run again.
+        stop_orphans(run, list(plan.units), "its local scheduler died; stopped before the resume")
+
     def submit(self, run: RunDir, plan: Plan, todo: Sequence[str], epoch: int) -> None:
         self._reap()
         if scheduler_alive(run):
             raise ExecutorError(f"run {run.run_id} already has a live local scheduler; wait for it to finish "
                                 f"(`python -m cl_hpc.status {run.run_id}`) or cancel it first with "
                                 f"`python -m cl_hpc.cancel {run.run_id}`")
-        # Tasks of a scheduler that died still run: stop them before their units run again.
-        for orphan in stop_orphans(run, list(plan.units), "its local scheduler died; stopped before the resume"):
-            if orphan.key in todo:
-                run.reset_for_rerun(orphan.key)  # what it wrote after the launch reset its dir
         (run.path / CANCEL_FILE).unlink(missing_ok=True)
         cap = self.capacity()
         write_json_atomic(run.path / SCHEDULER_FILE, {

@@ -2,7 +2,7 @@
 
 A resume reads the units' states, decides what to run and submits it; two resumes of one run at
 once would both find the same units to run and submit each twice. The lock is taken before the
-states are read and held until the units are submitted (cl_hpc/launch.py); the second launcher
+states are read and held until the units are submitted (cl_hpc/launcher.py); the second launcher
 does not wait for it but fails at once, naming the holder. The kernel drops a flock when its
 holder exits, however it exits, so a crashed launcher never leaves the run locked.
 """

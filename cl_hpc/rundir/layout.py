@@ -160,7 +160,11 @@ def _read_attempt(path: Path) -> AttemptRecord | None:
         return record
     except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON, bad UTF-8, an unknown state
         why = f"{type(exc).__name__}: {exc}"
-        return {"attempt": int(path.stem), "state": AttemptState.FAILED, "unreadable": str(path),
+        try:
+            written = path.stat().st_mtime
+        except OSError:
+            written = 0.0
+        return {"attempt": int(path.stem), "state": AttemptState.FAILED, "unreadable": str(path), "written": written,
                 "error": f"attempt record {path} cannot be read ({why}); counted as a failed attempt"}
 
 

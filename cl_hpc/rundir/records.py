@@ -42,4 +42,5 @@ class AttemptRecord(_AttemptKeys, total=False):
     max_rss_mb: float  # the local scheduler's peak of the process tree, when it ended the attempt
     slurm_state: str  # the Slurm state (parse.SlurmState) of a job that reconcile recorded
     unreadable: str  # the path of a record that could not be read (RunDir.attempts); state FAILED
+    written: float  # with unreadable: the file's mtime, which tells the launch it belongs to (no epoch to read)
 

@@ -50,10 +50,16 @@ def unit_status(run: RunDir, plan: Plan, key: str, launch: Mapping[str, Any] | N
     attempts = tuple(run.attempts(key))
     current = attempts
     if launch and key in launch.get("units", ()):
-        current = tuple(a for a in attempts if a.get("epoch", 0) == launch.get("epoch", 0))
+        current = tuple(a for a in attempts if _of_launch(a, launch))
     cancelled = run.cancelled(key)
     state = _state(current, cancelled, plan.spec(key).retries)
     return UnitStatus(key, state, attempts, cancelled, run.progress(key))
+
+
+def _of_launch(attempt: Mapping[str, Any], launch: Mapping[str, Any]) -> bool:
+    if "unreadable" in attempt:  # its epoch cannot be read: it is the launch's if written after the launch began
+        return float(attempt.get("written") or 0.0) >= float(launch.get("time") or 0.0)
+    return bool(attempt.get("epoch", 0) == launch.get("epoch", 0))
 
 
 def run_status(run: RunDir, plan: Plan | None = None) -> dict[str, UnitStatus]:

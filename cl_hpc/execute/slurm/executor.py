@@ -100,6 +100,9 @@ class SlurmExecutor(Executor):
         return replace(res, partition=res.partition or self.conf.partition, account=res.account or self.conf.account,
                        qos=res.qos or self.conf.qos)
 
+    def stop_earlier(self, run: RunDir, plan: Plan) -> None:
+        stop_earlier_jobs(run)  # what earlier launches left queued or running would run beside the new jobs
+
     def describe(self, plan: Plan) -> Mapping[str, str]:
         out = {}
         for spec in plan.tasks.values():
@@ -112,8 +115,6 @@ class SlurmExecutor(Executor):
     def submit(self, run: RunDir, plan: Plan, todo: Sequence[str], epoch: int) -> None:
         wanted = set(todo)
         submitted: Launch = {}
-        if epoch > 0:  # a resume: what earlier launches left queued or running would run beside the new jobs
-            stop_earlier_jobs(run)
         try:
             for spec in plan.tasks.values():
                 units = [u for u in plan.units_of(spec.name) if u.key in wanted]
@@ -243,10 +244,15 @@ def stop_earlier_jobs(run: RunDir, timeout_s: float = STOP_WAIT_S, poll_s: float
                             f"{run.run_id}, so it submitted nothing: {exc}. Cancel them (`scancel {' '.join(ids)}`) "
                             f"and resume again") from None
     deadline = time.monotonic() + timeout_s
+    said = False
     while True:
         left = commands.live_jobs(ids)
         if not left:
             return
+        if not said:  # a wait of up to a minute must not look like a hang
+            print(f"waiting up to {timeout_s:g} s for job(s) {', '.join(sorted(left))} of earlier launches to leave "
+                  f"squeue after scancel (Slurm's KillWait)", file=sys.stderr, flush=True)
+            said = True
         if time.monotonic() > deadline:
             named = ", ".join(f"{j} ({state})" for j, state in sorted(left.items()))
             raise ExecutorError(f"job(s) {named}, left by earlier launches of run {run.run_id}, are still in squeue "
