@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -269,14 +269,19 @@ def _print_plan(console: Console, plan: Plan, executor: Executor, todo: list[str
     console.print("dry run: nothing was submitted", highlight=False)
 
 
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
+def _launch_or_explain(config: Callable[[], DictConfig]) -> int:
+    """The launch's exit code; an error a user caused is printed (no traceback) and gives 2."""
     console = make_console()
     try:
-        code = launch(cfg, console)
+        return launch(config(), console)
     except ClHpcError as exc:
         console.print(f"error: {exc}", style="red", highlight=False)
-        code = 2
+        return 2
+
+
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    code = _launch_or_explain(lambda: cfg)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     if code and not multirun:  # in a sweep, one failed combination must not stop the others
         sys.exit(code)
@@ -290,13 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(arg.startswith("-") for arg in argv):
         _hydra_main()
         return
-    console = make_console()
-    try:
-        code = launch(_compose(argv), console)
-    except ClHpcError as exc:
-        console.print(f"error: {exc}", style="red", highlight=False)
-        code = 2
-    sys.exit(code)
+    sys.exit(_launch_or_explain(lambda: _compose(argv)))
 
 
 def _compose(overrides: list[str]) -> DictConfig:

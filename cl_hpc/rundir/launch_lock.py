@@ -3,7 +3,8 @@
 A resume reads the units' states, decides what to run and submits it; two resumes of one run at
 once would both find the same units to run and submit each twice. The lock is taken before the
 states are read and held until the units are submitted (cl_hpc/launcher.py); the second launcher
-does not wait for it but fails at once, naming the holder. The kernel drops a flock when its
+does not wait for the first: after about a second (``RETRY_S``: the instant a ``status`` probe
+holds it) it fails, naming the holder. The kernel drops a flock when its
 holder exits, however it exits, so a crashed launcher never leaves the run locked.
 """
 
@@ -36,24 +37,29 @@ def acquire(run_path: Path) -> None:
     except OSError as exc:
         raise ExecutorError(f"cannot open the launch lock {path} ({exc.strerror}); a run can be launched and "
                             f"resumed only by a user who can write its directory") from None
-    deadline = time.monotonic() + RETRY_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() < deadline:
-                time.sleep(0.02)
-                continue
-            holder = _read(fd)
-            os.close(fd)
-            raise ExecutorError(f"run {run_path.name} is being launched by another process ({_describe(holder)}); "
-                                f"wait until it has submitted, then see `python -m cl_hpc.status {run_path.name}` "
-                                f"(lock: {path})") from None
+    if not flock_until(fd, time.monotonic() + RETRY_S):
+        holder = _read(fd)
+        os.close(fd)
+        raise ExecutorError(f"run {run_path.name} is being launched by another process ({_describe(holder)}); "
+                            f"wait until it has submitted, then see `python -m cl_hpc.status {run_path.name}` "
+                            f"(lock: {path})")
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "time": time.time(),
                              "argv": sys.argv[1:]}).encode())
     _held[path] = fd
+
+
+def flock_until(fd: int, deadline: float, poll_s: float = 0.02) -> bool:
+    """Take an exclusive flock on ``fd``, trying until ``deadline`` (time.monotonic); False if it is
+    still held by another then. Non-blocking tries: a blocking flock cannot be given up."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)
 
 
 def release(run_path: Path) -> None:

@@ -24,7 +24,6 @@ exactly one takes the lock. Updates go through cl_hpc.atomic (write, then rename
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -41,6 +40,7 @@ from cl_hpc import procs
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm.parse import SlurmState
+from cl_hpc.rundir.launch_lock import flock_until
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.state import State, run_status
 
@@ -289,14 +289,8 @@ def _open_private(guard: Path) -> int:
 
 def _flock_until(fd: int, guard: Path, deadline: float, timeout_s: float,
                  read_lock: Callable[[], Optional[dict[str, Any]]]) -> None:
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise ExecutorError(_held_too_long(fd, guard, timeout_s, read_lock())) from None
-            time.sleep(0.05)
+    if not flock_until(fd, deadline, poll_s=0.05):
+        raise ExecutorError(_held_too_long(fd, guard, timeout_s, read_lock()))
 
 
 def _held_too_long(fd: int, guard: Path, timeout_s: float, lock: Optional[dict[str, Any]]) -> str:
