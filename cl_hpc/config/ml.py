@@ -1,8 +1,11 @@
-"""Typed schemas of the data and model groups (``conf/data/*.yaml``, ``conf/model/*.yaml``).
+"""Typed schemas of the data group (``conf/data/*.yaml``) and of ``fit:``, how any model is trained.
+
+The ``model:`` and ``datamodule:`` keys are ``_target_`` configs of the user's (or the bundled)
+classes: cl_hpc/learn/contract.py checks them, not a schema here.
 
 The root schema (``schema.py``) registers them; the tasks receive them back as plain dicts
-(``run(ctx, data={...}, model={...})``) and turn them into these dataclasses with
-:func:`data_conf` / :func:`model_conf`, which also check what a type alone cannot (window sizes,
+(``run(ctx, data={...}, fit={...})``) and turn them into these dataclasses with
+:func:`data_conf` / :func:`fit_conf`, which also check what a type alone cannot (window sizes,
 drift positions). Light on purpose: the login node imports this module.
 """
 
@@ -14,8 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar
 
 from cl_hpc.errors import ConfigError
 
-GENERATORS = ("sea", "hyperplane", "agrawal", "none")
-MODELS = ("mlp",)
+GENERATORS = ("sea", "hyperplane", "agrawal", "tokens", "none")
 
 T = TypeVar("T")
 
@@ -25,7 +27,8 @@ class DataConf:
     """Where the time-partitioned data lives, how to generate it, and which windows to use."""
 
     landing_dir: str = "data/landing"  # folder of *.parquet partitions (any name); relative = to the cwd
-    # river generator that fills an empty landing zone: sea | hyperplane | agrawal | none (your own files)
+    # generator that fills an empty landing zone: sea | hyperplane | agrawal (river), tokens (a drifting
+    # token stream for language models: cl_hpc/data/tokens.py) | none (your own files)
     generator: str = "sea"
     # noise of the generator: label-flip rate for SEA (noise) and Hyperplane (noise_percentage),
     # feature perturbation for Agrawal (perturbation)
@@ -45,7 +48,9 @@ class DataConf:
     start: str = "2026-01-01T00:00:00"  # timestamp of the first generated partition
     freq: str = "1h"  # time span of one partition, a fixed duration (pandas Timedelta string)
     timestamp_col: str = "ts"  # event-time column (Parquet timestamp type)
-    label_col: str = "y"  # class label column (integer, bool or string)
+    # class label column (integer, bool or string); None = the rows carry no label (a token stream,
+    # whose data module makes its targets from the rows themselves)
+    label_col: Optional[str] = "y"
     # feature columns (numeric); empty = every column but the label and the timestamp
     features: List[str] = field(default_factory=list)
     train_window: int = 8  # newest partitions to train on, just before the eval window
@@ -53,20 +58,22 @@ class DataConf:
     as_of: Optional[str] = None  # see only partitions that start before this timestamp (backtests); None = all
 
 
-@dataclass
-class ModelConf:
-    """The classifier and how to train it (CPU by default)."""
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+ACCELERATORS = ("auto", "cpu", "gpu")
 
-    name: str = "mlp"  # architecture; only "mlp" for now
-    hidden: int = 64  # units per hidden layer
-    layers: int = 2  # hidden layers (0 = logistic regression)
-    dropout: float = 0.1  # dropout after each hidden layer
-    lr: float = 0.003  # AdamW learning rate
-    weight_decay: float = 0.0001  # AdamW weight decay
-    batch_size: int = 256  # rows per optimiser step
-    max_epochs: int = 8  # passes over the train window
+
+@dataclass
+class FitConf:
+    """How the Lightning Trainer fits any model (``model:`` and ``datamodule:`` say what it fits)."""
+
+    max_epochs: int = 8  # passes over the training rows
+    max_steps: int = -1  # stop after this many optimizer steps; -1 = no limit (max_epochs decides)
     seed: int = 0  # seeds torch, numpy and the loader's shuffling (lightning.seed_everything)
-    num_workers: int = 0  # DataLoader worker processes; 0 = load in the trainer (the window is in memory)
+    # auto: a GPU when the task's resources give it one (resources.gpus) and CUDA sees it, else the CPU
+    accelerator: str = "auto"
+    # Lightning precision; None = bf16-mixed on a GPU, 32-true on the CPU
+    precision: Optional[str] = None
+    gradient_clip_val: Optional[float] = None  # clip the gradient norm to this; None = no clipping
 
 
 def _to_conf(cls: Type[T], params: Optional[Mapping[str, Any]], group: str) -> T:
@@ -95,10 +102,10 @@ def data_conf(params: Optional[Mapping[str, Any]] = None) -> DataConf:
     return conf
 
 
-def model_conf(params: Optional[Mapping[str, Any]] = None) -> ModelConf:
-    """The task param ``model`` as a checked ModelConf (None = the defaults)."""
-    conf = _to_conf(ModelConf, params, "model")
-    _check_model(conf)
+def fit_conf(params: Optional[Mapping[str, Any]] = None) -> FitConf:
+    """The task param ``fit`` as a checked FitConf (None = the defaults)."""
+    conf = _to_conf(FitConf, params, "fit")
+    _check_fit(conf)
     return conf
 
 
@@ -114,6 +121,16 @@ def _check_data(c: DataConf) -> None:
     _require(c.rows_per_partition >= 1, f"data.rows_per_partition={c.rows_per_partition} must be >= 1")
     if c.generator == "none":
         return  # the files are the user's: the generation settings do not apply
+    _require(c.generator != "tokens" or c.label_col is None,
+             f"data.label_col={c.label_col!r}: the token stream writes no label column (its targets are the "
+             f"next tokens); set data.label_col: null (conf/data/tokens.yaml)")
+    _require(c.generator == "tokens" or c.label_col is not None,
+             f"data.generator={c.generator!r} writes a label column: data.label_col must name it, not null")
+    _require(c.generator != "tokens" or c.label_col is None,
+             f"data.label_col={c.label_col!r}: the token stream writes no label column (its targets are the "
+             f"next tokens); set data.label_col: null (conf/data/tokens.yaml)")
+    _require(c.generator == "tokens" or c.label_col is not None,
+             f"data.generator={c.generator!r} writes a label column: data.label_col must name it, not null")
     _require(c.n_partitions >= c.train_window + c.eval_window,
              f"data.n_partitions={c.n_partitions} is less than train_window + eval_window "
              f"= {c.train_window + c.eval_window}; generate more partitions or shrink the windows")
@@ -129,11 +146,11 @@ def _check_data(c: DataConf) -> None:
              f"data.drift_at={c.drift_at} must be partition indices >= 1, strictly increasing")
 
 
-def _check_model(c: ModelConf) -> None:
-    _require(c.name in MODELS, f"model.name={c.name!r}; valid: {list(MODELS)}")
-    _require(c.hidden >= 1 and c.layers >= 0, f"model.hidden={c.hidden} must be >= 1 and model.layers={c.layers} >= 0")
-    _require(0.0 <= c.dropout < 1.0, f"model.dropout={c.dropout} must be in [0, 1)")
-    _require(c.lr > 0 and c.weight_decay >= 0, f"model.lr={c.lr} must be > 0 and model.weight_decay >= 0")
-    _require(c.batch_size >= 1 and c.max_epochs >= 1,
-             f"model.batch_size={c.batch_size} and model.max_epochs={c.max_epochs} must both be >= 1")
-    _require(c.num_workers >= 0, f"model.num_workers={c.num_workers} must be >= 0")
+def _check_fit(c: FitConf) -> None:
+    _require(c.max_epochs >= 1, f"fit.max_epochs={c.max_epochs} must be >= 1")
+    _require(c.max_steps == -1 or c.max_steps >= 1, f"fit.max_steps={c.max_steps} must be >= 1, or -1 for no limit")
+    _require(c.accelerator in ACCELERATORS, f"fit.accelerator={c.accelerator!r}; valid: {list(ACCELERATORS)}")
+    _require(c.precision is None or c.precision in PRECISIONS,
+             f"fit.precision={c.precision!r}; valid: {list(PRECISIONS)} or null (bf16-mixed on GPU, 32-true on CPU)")
+    _require(c.gradient_clip_val is None or c.gradient_clip_val > 0,
+             f"fit.gradient_clip_val={c.gradient_clip_val} must be > 0, or null")

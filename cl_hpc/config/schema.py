@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from cl_hpc.config.ml import DataConf, ModelConf
+from cl_hpc.config.ml import DataConf, FitConf
 from cl_hpc.config.resources import Resources
 
 
@@ -136,7 +136,11 @@ class Config:
     # Typed Any so each backend's own schema (its group option's defaults entry) validates it.
     cluster: Any = MISSING
     data: DataConf = MISSING
-    model: ModelConf = MISSING
+    # The workload: `_target_` configs of a LightningModule and a LightningDataModule meeting the model
+    # contract (cl_hpc/learn/contract.py), with their init arguments; conf/model/*.yaml sets both.
+    model: Dict[str, Any] = field(default_factory=dict)
+    datamodule: Dict[str, Any] = field(default_factory=dict)
+    fit: FitConf = field(default_factory=FitConf)
     launch: LaunchConf = field(default_factory=LaunchConf)
     store: StoreConf = field(default_factory=StoreConf)
     profile: ProfileConf = field(default_factory=ProfileConf)
@@ -164,4 +168,4 @@ def register() -> None:
     cs.store(name="schema_cluster_inprocess", node=InProcessClusterConf)
     cs.store(name="schema_cluster_slurm", node=SlurmClusterConf)
     cs.store(name="schema_data", node=DataConf)
-    cs.store(name="schema_model", node=ModelConf)
+    cs.store(name="schema_fit", node=FitConf)

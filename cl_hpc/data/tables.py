@@ -21,7 +21,7 @@ def load_xy(path: str | Path, features: list[str], label: str) -> tuple[np.ndarr
         table = pq.read_table(path, columns=[*features, label])
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path}: cannot read feature table columns {[*features, label]} ({exc}); "
-                        f"re-run the features task") from exc
+                        f"re-run the task that wrote it") from exc
     x = np.column_stack([table.column(f).to_numpy().astype(np.float32) for f in features])
     y = table.column(label).to_numpy().astype(np.int64)
     return x, y
@@ -33,3 +33,17 @@ def load_times(path: str | Path, column: str) -> pd.Series:
     from cl_hpc.data.partitions import utc_naive
 
     return utc_naive(pq.read_table(path, columns=[column]).column(column).to_pandas())
+
+
+def load_frame(path: str | Path, timestamp_col: str | None = None) -> pd.DataFrame:
+    """A window's raw rows as pandas (what a data module turns into batches), its timestamp column in
+    UTC without a zone (see partitions.utc_naive)."""
+    from cl_hpc.data.partitions import utc_naive
+
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: cannot read the window's rows ({exc}); re-run the ingest task") from exc
+    if timestamp_col and timestamp_col in frame.columns:
+        frame[timestamp_col] = utc_naive(frame[timestamp_col])
+    return frame

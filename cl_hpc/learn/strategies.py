@@ -128,6 +128,15 @@ def rescale(x: np.ndarray, from_mean: Sequence[float], from_std: Sequence[float]
     return ((raw - np.asarray(to_mean)) / np.asarray(to_std)).astype(x.dtype, copy=False)
 
 
+def replay_index(n_old: int, n_new: int, fraction: float, seed: int) -> np.ndarray:
+    """Positions of a seeded uniform sample of ``n_old`` older rows, ``fraction`` x the new rows (at
+    most all of them), in their original order: mixed into a fine-tune, it keeps the model from
+    forgetting what it knew. The data module turns them into batches like any other rows."""
+    n = min(n_old, int(round(n_new * fraction)))
+    idx = np.random.default_rng(seed).choice(n_old, size=n, replace=False) if n else np.empty(0, dtype=int)
+    return np.sort(idx)
+
+
 def replay_sample(x_old: np.ndarray, y_old: np.ndarray, n_new: int, fraction: float,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded uniform sample of older rows, ``fraction`` x the new rows (at most all of them):

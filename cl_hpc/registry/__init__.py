@@ -6,7 +6,7 @@ Light on purpose: importing it loads neither torch nor Lightning (only loading a
     with ModelRegistry.open("store") as registry:
         v = registry.register("retrain", "runs/<id>/tasks/train/model.pt", strategy="stateless", ...)
         registry.promote("retrain", v.version, "champion", reason="first model")
-        net, payload = registry.load_checkpoint("retrain", "champion")
+        workload = registry.load_model("retrain", "champion")  # recorded classes, weights and states
 """
 
 from cl_hpc.registry.records import AliasEvent, ModelVersion

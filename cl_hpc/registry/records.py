@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from cl_hpc.registry.versions import Version
 
-_JSON_COLUMNS = ("config", "window_partitions", "packages", "metrics", "tags")
+_JSON_COLUMNS = ("config", "window_partitions", "packages", "metrics", "tags", "init_args", "signature")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class ModelVersion:
     run_id: str | None = None
     task_key: str | None = None
     quarantined: str | None = None  # why the checkpoint is no longer trusted; None while it is
+    model_class: str | None = None  # the LightningModule's dotted path (None: a first-format MLP version)
+    init_args: dict[str, Any] = field(default_factory=dict)  # what it was built with, data-derived ones included
+    datamodule_class: str | None = None  # the LightningDataModule's dotted path
+    signature: dict[str, Any] = field(default_factory=dict)  # inputs and outputs, as MLflow records them
 
     @property
     def promotable(self) -> bool:

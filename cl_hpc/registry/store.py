@@ -82,7 +82,9 @@ class ModelRegistry:
                  config: Mapping[str, Any] | None = None, window_partitions: Sequence[str] = (),
                  window_digest: str | None = None, metrics: Mapping[str, Any] | None = None,
                  tags: Iterable[str] = (), run_id: str | None = None, task_key: str | None = None,
-                 workdir: Path | str | None = None) -> ModelVersion:
+                 workdir: Path | str | None = None, model_class: str | None = None,
+                 init_args: Mapping[str, Any] | None = None, datamodule_class: str | None = None,
+                 signature: Mapping[str, Any] | None = None) -> ModelVersion:
         """Record a trained checkpoint as the next version of ``name`` and return it.
 
         A stateless strategy makes (X+1).0; a stateful one needs ``parent`` and makes its X.(Y+1)
@@ -90,6 +92,8 @@ class ModelRegistry:
         is checked against the file. Registering the same checkpoint bytes again under ``name``
         (a retried task) returns the version already made instead of a new one.
         ``workdir``: the git checkout of the training code (default: the current directory).
+        ``model_class``/``init_args``/``datamodule_class``/``signature``: what the version is (the
+        train task's outputs); loading rebuilds the recorded classes from them.
         """
         parent_version = self._parent(check_name(name), strategy, parent)
         path = Path(checkpoint_path).resolve()
@@ -99,7 +103,9 @@ class ModelRegistry:
             checkpoint_sha256=_checked_sha(path, checkpoint_sha256), created=0.0, parent=parent_version,
             config=dict(config or {}), window_partitions=list(window_partitions), window_digest=window_digest,
             git_commit=commit, git_dirty=dirty, python=python_version(), packages=package_versions(),
-            metrics=dict(metrics or {}), tags=_tags([], tags), run_id=run_id, task_key=task_key)
+            metrics=dict(metrics or {}), tags=_tags([], tags), run_id=run_id, task_key=task_key,
+            model_class=model_class, init_args=dict(init_args or {}), datamodule_class=datamodule_class,
+            signature=dict(signature or {}))
         return self.store._transaction(lambda: self._insert(draft))
 
     def _parent(self, name: str, strategy: str, parent: str | Version | None) -> Version | None:
@@ -191,17 +197,27 @@ class ModelRegistry:
             raise self._quarantine(record, actual)
         return record
 
-    def load_checkpoint(self, name: str, ref: str | Version) -> tuple[Any, dict[str, Any]]:
-        """(network in eval mode, payload) of a version or alias, verified before it is unpickled."""
+    def load_payload(self, name: str, ref: str | Version) -> dict[str, Any]:
+        """The checkpoint payload of a version or alias (classes, init arguments, states, signature),
+        verified before it is unpickled with weights_only=True; a changed file quarantines the version."""
         record = self.get(name, ref)
         path = _existing(record)
         # torch: imported only by the callers that load
-        from cl_hpc.learn.checkpoint import CheckpointChanged, load_checkpoint
+        from cl_hpc.learn.checkpoint import CheckpointChanged, read_payload
 
         try:
-            return load_checkpoint(path, record.checkpoint_sha256)  # reads once, verifies, then weights_only=True
+            return read_payload(path, record.checkpoint_sha256)  # reads once, verifies, then weights_only=True
         except CheckpointChanged as exc:
             raise self._quarantine(record, exc.actual) from exc
+
+    def load_model(self, name: str, ref: str | Version) -> Any:
+        """A version or alias as a ``cl_hpc.learn.workload.Workload``: its recorded model class built with
+        its recorded init arguments and weights (eval mode, CPU), its data module with its preprocessing
+        state. A class that moved or changed its signature is a ContractError naming both."""
+        from cl_hpc.learn.checkpoint import workload_from
+
+        record = self.get(name, ref)
+        return workload_from(self.load_payload(name, record.version), f"model {record.label}")
 
     def _quarantine(self, record: ModelVersion, actual: str) -> ChecksumError:
         reason = (f"checkpoint sha256 was {actual}, not the registered {record.checkpoint_sha256} "

@@ -128,8 +128,16 @@ def _v5(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE profiles RENAME COLUMN workers TO workers_max")
 
 
+def _v6(conn: sqlite3.Connection) -> None:
+    # Any model (the model contract, cl_hpc/learn/contract.py): what a version is, so that loading it
+    # rebuilds the recorded class and the gate and the server can check the signature. NULL in older
+    # rows (the bundled MLP's first checkpoint format, which still loads).
+    for column in ("model_class TEXT", "init_args TEXT", "datamodule_class TEXT", "signature TEXT"):
+        conn.execute(f"ALTER TABLE models ADD COLUMN {column}")
+
+
 # Append only: migration N brings a database from user_version N-1 to N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
 
 
 class Store:

@@ -2,14 +2,16 @@
 
 - ``cl_hpc.tasks.ingest.run(ctx, data)``: fill the landing zone on first use, read the newest train
   window and the later eval window with dask, validate them, copy them into the task dir;
-- ``cl_hpc.tasks.features.run(ctx, data)``: fit standardisation on the train window only, write the
-  scaled train/eval tables and the statistics (JSON);
-- ``cl_hpc.tasks.train.run(ctx, model)``: train the classifier with Lightning on CPU, save a
-  checksummed state_dict checkpoint;
-- ``cl_hpc.tasks.evaluate.run(ctx, model, data)``: verify and load the checkpoint, score it on the
-  held-out eval window (accuracy, log-loss, ROC AUC or macro-F1).
+- ``cl_hpc.tasks.validate.run(ctx, registry, ...)``: schema, NaN and label-shift checks of the train window;
+- ``cl_hpc.tasks.train.run(ctx, model, datamodule, fit, ...)``: fit any workload (the model contract,
+  cl_hpc/learn/contract.py) with Lightning, stateless or as a stateful fine-tune of the champion;
+  save a checksummed checkpoint that records its classes, init arguments, states and signature;
+- ``cl_hpc.tasks.evaluate.run(ctx, data, ...)``: verify and load the checkpoint, score it on the
+  held-out eval window with the model's own metrics (and the data module's baseline);
+- ``cl_hpc.tasks.compare.run(ctx, gate, registry, ...)``: the champion/challenger gate;
+- ``cl_hpc.tasks.promote.run(ctx, registry, config)``: register the challenger, promote it if it passed.
 
-``data`` and ``model`` are the ``data`` and ``model`` config groups as plain dicts
-(``cl_hpc.config.ml.DataConf`` / ``ModelConf``); ``conf/pipeline/retrain.yaml`` wires them.
+``model`` and ``datamodule`` are ``_target_`` configs (conf/model/*.yaml), ``fit`` and ``data`` the
+``cl_hpc.config.ml.FitConf`` / ``DataConf`` groups as plain dicts; conf/pipeline/*.yaml wire them.
 Nothing heavy is imported here.
 """

@@ -1,8 +1,9 @@
-"""Task ``evaluate``: score the trained checkpoint on the held-out eval window.
+"""Task ``evaluate``: score the trained checkpoint on the held-out eval window, through the model
+contract (the same code path the gate, the watch and the server use).
 
 The checkpoint's sha256 must match what ``train`` recorded before it is loaded (with
-``weights_only=True``). The features must match the ones the eval table was scaled with. Torch
-alone is imported, not Lightning, to keep this process's start-up short.
+``weights_only=True``); the recorded classes are rebuilt from their recorded init arguments, and
+the eval rows are preprocessed with the data module's recorded state.
 """
 
 from __future__ import annotations
@@ -13,47 +14,37 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from cl_hpc.config.ml import data_conf, model_conf
+from cl_hpc.config.ml import data_conf
 from cl_hpc.context import TaskContext
-from cl_hpc.data.tables import load_xy
-from cl_hpc.errors import DataError
-from cl_hpc.learn.checkpoint import load_checkpoint
-from cl_hpc.learn.metrics import accuracy, classification_metrics
-from cl_hpc.learn.nets import predict_proba
-from cl_hpc.learn.strategies import to_model_scale
+from cl_hpc.data.tables import load_frame
+from cl_hpc.learn.checkpoint import load_workload
+from cl_hpc.learn.contract import Evaluation
+from cl_hpc.learn.scoring import evaluate
 from cl_hpc.tasks._common import cpus, upstream
 
 _TRAIN_NEEDS = ("checkpoint_path", "checkpoint_sha256")
-_FEATURE_NEEDS = ("eval_path", "features", "label_col", "classes", "train_class_counts", "mean", "std")
+_INGEST_NEEDS = ("eval_path", "timestamp_col")
 
 
-def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None,
-        data: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """``model`` / ``data``: the config groups as dicts; checked, and part of this task's params so a
-    change to either re-runs it. The checkpoint and the eval table come from ``train`` and ``features``."""
-    model_conf(model)
+def run(ctx: TaskContext, data: Optional[Mapping[str, Any]] = None, model: Optional[Mapping[str, Any]] = None,
+        datamodule: Optional[Mapping[str, Any]] = None, fit: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """``data``: the data config group, checked. ``model``/``datamodule``/``fit``: part of this task's params
+    only so that a change to them re-runs it (the checkpoint says what to load)."""
     data_conf(data)
     trained = upstream(ctx, "train", _TRAIN_NEEDS)
-    feats = upstream(ctx, "features", _FEATURE_NEEDS)
+    ingest = upstream(ctx, "ingest", _INGEST_NEEDS)
     threads = cpus(ctx)
     if threads:
         torch.set_num_threads(threads)
     path = Path(trained["checkpoint_path"])
-    net, payload = load_checkpoint(path, trained["checkpoint_sha256"])
-    if list(payload["features"]) != list(feats["features"]):
-        raise DataError(f"checkpoint {path} was trained on features {payload['features']}, but the eval table "
-                        f"{feats['eval_path']} has {feats['features']}; re-run train after features")
-    x, y = load_xy(feats["eval_path"], list(feats["features"]), feats["label_col"])
-    x = to_model_scale(x, feats["mean"], feats["std"], payload)
-    probs = predict_proba(net, torch.from_numpy(x)).numpy()
-    metrics = classification_metrics(probs, y)
-    return {**metrics, "baseline_accuracy": _majority_accuracy(feats["train_class_counts"], probs, y),
-            "classes": feats["classes"], "checkpoint_path": str(path),
-            "checkpoint_sha256": trained["checkpoint_sha256"], "eval_path": feats["eval_path"]}
+    loaded = load_workload(path, trained["checkpoint_sha256"])
+    scores = evaluate(loaded, load_frame(ingest["eval_path"], ingest["timestamp_col"]))
+    return {**scores.summary(), **_baseline(scores), "model_class": loaded.model_target.path,
+            "checkpoint_path": str(path), "checkpoint_sha256": trained["checkpoint_sha256"],
+            "eval_path": ingest["eval_path"]}
 
 
-def _majority_accuracy(train_counts: list[int], probs: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of always predicting the train window's most common class: the bar to beat."""
-    majority = np.zeros_like(probs)
-    majority[:, int(np.argmax(train_counts))] = 1.0
-    return accuracy(majority, y)
+def _baseline(scores: Evaluation) -> dict[str, Any]:
+    """The data module's trivial predictor on the same rows (the bar to beat): ``baseline_<metric>``."""
+    return {f"baseline_{name}": float(np.mean(values)) for name, values in scores.baseline.items()
+            if name in scores.metrics and len(values)}
