@@ -276,6 +276,10 @@ def generate_frame(conf: DataConf, first: int = 0, count: Optional[int] = None,
                    cursor: Optional[StreamCursor] = None) -> pd.DataFrame:
     """Partitions ``first .. first + count - 1`` (default: up to ``n_partitions``) of the configured
     drifting stream, with timestamps: the same rows whichever slice is asked for."""
+    if conf.generator == "tokens":  # not a river stream: each partition is drawn from its own seed
+        from cl_hpc.data.tokens import token_frame
+
+        return token_frame(conf, first, count)
     per = conf.rows_per_partition
     count = conf.n_partitions - first if count is None else count
     rows = (cursor or StreamCursor(conf)).take(first * per, count * per)
@@ -294,6 +298,11 @@ def generate_frame(conf: DataConf, first: int = 0, count: Optional[int] = None,
 
 def _stream(conf: DataConf) -> Any:
     """Concepts chained by river's ConceptDriftStream: concept k+1 takes over at drift_at[k]."""
+    if conf.generator == "tokens":
+        from cl_hpc.data.tokens import token_params
+
+        token_params(conf)  # checks the settings; generate_frame draws token partitions without a stream
+        return ()
     from river.datasets.synth import ConceptDriftStream  # river is only needed to generate
 
     stream = _concept(conf, 0)

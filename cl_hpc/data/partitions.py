@@ -39,7 +39,7 @@ class Columns:
     """The columns a window is read with, and the Arrow type each must have in every file."""
 
     timestamp: str
-    label: str
+    label: Optional[str]  # None: the rows carry no label (a token stream)
     features: tuple[str, ...]
     types: dict[str, pa.DataType]
     # True when data.features was empty: every column but the label and the time is a feature, and
@@ -48,7 +48,7 @@ class Columns:
 
     @property
     def names(self) -> list[str]:
-        return [self.timestamp, *self.features, self.label]
+        return [self.timestamp, *self.features, *([self.label] if self.label is not None else [])]
 
 
 # --- listing --------------------------------------------------------------------------------------
@@ -177,7 +177,8 @@ def _roles(cols: Columns, metas: dict[Path, pq.FileMetaData]) -> dict[str, str]:
         for meta in metas.values():
             features += [n for n in meta.schema.to_arrow_schema().names
                          if n not in (cols.timestamp, cols.label) and n not in features]
-    return {cols.timestamp: "timestamp", **{f: "feature" for f in features}, cols.label: "label"}
+    label = {cols.label: "label"} if cols.label is not None else {}
+    return {cols.timestamp: "timestamp", **{f: "feature" for f in features}, **label}
 
 
 def _footers(parts: Sequence[Partition]) -> tuple[dict[Path, pq.FileMetaData], dict[Path, str]]:

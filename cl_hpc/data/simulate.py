@@ -43,7 +43,7 @@ from cl_hpc.data.landing import (
 )
 from cl_hpc.errors import ConfigError
 
-SIMULATED = ("sea", "hyperplane", "agrawal")
+SIMULATED = ("sea", "hyperplane", "agrawal", "tokens")
 # Settings of a new zone per generator: those of conf/data/<generator>.yaml (a test keeps them
 # equal), so `simulate` and `python -m cl_hpc.launch data=<generator>` write the same files.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -52,6 +52,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "hyperplane": {"generator": "hyperplane", "noise": 0.05, "concepts": [0], "drift_at": [],
                    "generator_params": {"n_features": 10, "n_drift_features": 2, "mag_change": 0.001,
                                         "sigma": 0.1}},
+    # Markov-chain token sequences for the GPT workload (cl_hpc/data/tokens.py): no label column
+    "tokens": {"generator": "tokens", "noise": 0.05, "concepts": [0, 1, 2], "rows_per_partition": 256,
+               "label_col": None, "generator_params": {"vocab_size": 256, "seq_len": 32, "branching": 4}},
 }
 # The command-line option that sets each generation setting, for error messages.
 OPTIONS = {"generator": "--generator", "noise": "--noise", "concepts": "--concepts", "drift_at": "--drift-at",
@@ -121,6 +124,9 @@ def _nan_column(frame: pd.DataFrame, conf: DataConf) -> tuple[pd.DataFrame, str]
 
 
 def _flipped_labels(frame: pd.DataFrame, conf: DataConf) -> tuple[pd.DataFrame, str]:
+    if conf.label_col is None:
+        raise ConfigError(f"--corrupt flipped-labels needs a label column; the {conf.generator} stream has none "
+                          f"(try nan-column or string-in-numeric)")
     counts = frame[conf.label_col].value_counts()
     target = min(counts.index, key=lambda v: (counts[v], v))  # the rarest class: the largest shift
     note = f"flipped-labels: all {len(frame)} labels set to {target!r}, the partition's rarest class"

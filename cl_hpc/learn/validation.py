@@ -33,7 +33,7 @@ class Expectations:
     """What a window must look like. Rates and distances are fractions in [0, 1]."""
 
     columns: Mapping[str, str]  # every expected column -> a KINDS entry or an exact dtype name
-    label: str  # the label column (also listed in columns)
+    label: Optional[str]  # the label column (also listed in columns); None = no label, no label checks
     classes: tuple[Any, ...]  # the known label values
     reference: Optional[Mapping[Any, float]] = None  # label counts or shares of a trusted window; None = no shift check
     max_nan_rate: float = 0.0  # most NaNs a column may hold, as a share of rows
@@ -44,7 +44,7 @@ class Expectations:
     min_rows: int = 1  # fewer rows is an "empty" window
 
     def __post_init__(self) -> None:
-        if self.label not in self.columns:
+        if self.label is not None and self.label not in self.columns:
             raise ConfigError(f"expectations: label {self.label!r} is not among the columns {list(self.columns)}")
         limits = [self.max_nan_rate, *self.nan_rates.values(), self.max_label_tv, self.max_class_shift]
         if any(v is not None and not 0.0 <= v <= 1.0 for v in limits):
@@ -96,7 +96,7 @@ def validate_window(df: pd.DataFrame, expect: Expectations) -> ValidationReport:
         return ValidationReport(False, len(df), tuple(issues), {})
     issues += _nan_rates(df, expect)
     shares: dict[str, float] = {}
-    if expect.label in df.columns:
+    if expect.label is not None and expect.label in df.columns:
         issues += _unknown_labels(df[expect.label], expect)
         shares = label_shares(df[expect.label], expect.classes)
         issues += _label_shift(shares, expect)

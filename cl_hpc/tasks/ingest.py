@@ -56,14 +56,16 @@ def run(ctx: TaskContext, data: Optional[Mapping[str, Any]] = None) -> dict[str,
 
 
 def _copy_windows(windows: dict[str, list[Partition]], cols: Columns, staging: Path) -> dict[str, Any]:
-    """Write each window to ``staging`` and count rows, nulls and labels, in one pass over the files."""
+    """Write each window to ``staging`` and count rows, nulls and labels (when the rows carry one), in
+    one pass over the files."""
     work = {}
     for name, parts in windows.items():
         frame = read_window(parts, cols)
         work[name] = {
             "write": frame.to_parquet(staging / name, write_index=False, compute=False),
             "nulls": frame.isna().sum(),
-            "labels": frame[cols.label].value_counts(),
+            "rows": frame.index.size,
+            "labels": frame[cols.label].value_counts() if cols.label is not None else None,
         }
     (done,) = dask.compute(work)
     return done
@@ -89,11 +91,12 @@ def _outputs(zone: Mapping[str, Any], windows: dict[str, list[Partition]], cols:
         "digest": hashlib.sha256("".join(digests.values()).encode()).hexdigest(),
     }
     for name, parts in windows.items():
-        labels: pd.Series = counts[name]["labels"]
+        labels: Optional[pd.Series] = counts[name]["labels"]
         out[f"{name}_path"] = str(paths[name])
-        out[f"{name}_rows"] = int(labels.sum())
+        out[f"{name}_rows"] = int(counts[name]["rows"])
         out[f"{name}_partitions"] = [p.path.name for p in parts]
         out[f"{name}_start"] = parts[0].start.isoformat()
         out[f"{name}_digest"] = digests[name]
-        out[f"{name}_labels"] = {str(k): int(v) for k, v in sorted(labels.items())}
+        # {} without a label column: a token stream's targets are its own next tokens
+        out[f"{name}_labels"] = {str(k): int(v) for k, v in sorted(labels.items())} if labels is not None else {}
     return out

@@ -3,6 +3,7 @@
 Schema (the feature and label columns and their kinds), NaN rates, label values outside the known
 classes, and the label distribution against the champion's training window (total-variation bound):
 a corrupted or poisoned batch fails here with every issue listed, and nothing downstream runs.
+Rows without a label (``label_col`` None: a token stream) get the schema and NaN checks only.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ def run(ctx: TaskContext, registry: Optional[Mapping[str, Any]] = None, max_labe
     """``max_label_tv``: how far the label distribution may move from the champion's window."""
     ingest = upstream(ctx, "ingest", _NEEDS)
     label = ingest["label_col"]
-    frame = pd.read_parquet(ingest["train_path"], columns=[*ingest["features"], label])
-    reference, classes = _reference(registry, ingest)
-    expect = Expectations(columns={**{f: "numeric" for f in ingest["features"]}, label: "int"}, label=label,
-                          classes=classes, reference=reference, max_label_tv=max_label_tv, max_nan_rate=max_nan_rate)
+    labels = [label] if label is not None else []
+    frame = pd.read_parquet(ingest["train_path"], columns=[*ingest["features"], *labels])
+    reference, classes = _reference(registry, ingest) if label is not None else (None, ())
+    expect = Expectations(columns={**{f: "numeric" for f in ingest["features"]}, **{c: "int" for c in labels}},
+                          label=label, classes=classes, reference=reference, max_label_tv=max_label_tv,
+                          max_nan_rate=max_nan_rate)
     report = require_valid(frame, expect, where=f"train window {ingest['train_path']}")
     return {"passed": report.passed, "rows": report.rows, "label_distribution": report.label_distribution,
             "reference": dict(reference or {}), "classes": list(classes)}
