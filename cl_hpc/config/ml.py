@@ -126,11 +126,6 @@ def _check_data(c: DataConf) -> None:
              f"next tokens); set data.label_col: null (conf/data/tokens.yaml)")
     _require(c.generator == "tokens" or c.label_col is not None,
              f"data.generator={c.generator!r} writes a label column: data.label_col must name it, not null")
-    _require(c.generator != "tokens" or c.label_col is None,
-             f"data.label_col={c.label_col!r}: the token stream writes no label column (its targets are the "
-             f"next tokens); set data.label_col: null (conf/data/tokens.yaml)")
-    _require(c.generator == "tokens" or c.label_col is not None,
-             f"data.generator={c.generator!r} writes a label column: data.label_col must name it, not null")
     _require(c.n_partitions >= c.train_window + c.eval_window,
              f"data.n_partitions={c.n_partitions} is less than train_window + eval_window "
              f"= {c.train_window + c.eval_window}; generate more partitions or shrink the windows")
