@@ -44,7 +44,11 @@ def version_table(record: ModelVersion, aliases: Mapping[str, Version], events: 
     table.add_column("value", overflow="fold")
     pointing = [alias for alias, version in aliases.items() if version == record.version]
     rows: list[tuple[str, str]] = [
-        ("aliases", ", ".join(pointing) or "-"), ("strategy", record.strategy),
+        ("aliases", ", ".join(pointing) or "-"),
+        ("model", record.model_class or "cl_hpc.learn.tabular.TabularClassifier (first checkpoint format)"),
+        ("init args", ", ".join(f"{k}={v!r}" for k, v in record.init_args.items()) or "-"),
+        ("data module", record.datamodule_class or "-"), ("signature", _signature(record.signature)),
+        ("strategy", record.strategy),
         ("parent", str(record.parent or "-")), ("created", when(record.created)),
         ("trust", f"QUARANTINED: {record.quarantined}" if record.quarantined else "ok (promotable)"),
         ("checkpoint", record.checkpoint_path), ("sha256", record.checkpoint_sha256),
@@ -60,6 +64,14 @@ def version_table(record: ModelVersion, aliases: Mapping[str, Version], events: 
     for field, value in rows:
         table.add_row(field, value)
     return table
+
+
+def _signature(recorded: Mapping[str, Any]) -> str:
+    if not recorded:
+        return "-"
+    from cl_hpc.learn.contract import Signature
+
+    return Signature.from_dict(recorded).describe()
 
 
 def events_table(name: str, events: list[AliasEvent]) -> Table:
