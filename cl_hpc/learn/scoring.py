@@ -4,6 +4,7 @@ and the server share (never a copy of it), in chunks to bound memory, in eval mo
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator
 
 import numpy as np
@@ -49,12 +50,21 @@ def predict(workload: Workload, frame: pd.DataFrame, chunk_rows: int = CHUNK_ROW
     return dict(decode(outputs)) if callable(decode) else outputs
 
 
+def place(workload: Workload, gpus: int) -> Workload:
+    """The model on a GPU when the task was given one and CUDA sees it (scoring then runs there, in
+    bf16 autocast as training did); on the CPU otherwise. Returns the same workload."""
+    if gpus > 0 and torch.cuda.is_available():
+        workload.model.cuda()
+    return workload
+
+
 def _run(model: Any, method: str, *args: Any) -> dict[str, np.ndarray]:
     was_training = model.training
     model.eval()
     device = next(model.parameters(), torch.empty(0)).device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             out = getattr(model, method)(*(_to(a, device) for a in args))
     finally:
         model.train(was_training)

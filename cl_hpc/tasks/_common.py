@@ -25,3 +25,9 @@ def cpus(ctx: TaskContext) -> Optional[int]:
     """The cores this task was given (None when the executor did not say)."""
     value = ctx.resources.get("cpus") if ctx.resources else None
     return int(value) if value else None
+
+
+def gpus(ctx: TaskContext) -> int:
+    """The GPUs this task was given (0 when none, or when the executor did not say)."""
+    value = ctx.resources.get("gpus") if ctx.resources else None
+    return int(value or 0)

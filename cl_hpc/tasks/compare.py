@@ -28,9 +28,9 @@ from cl_hpc.data.tables import load_frame
 from cl_hpc.learn.checkpoint import load_workload
 from cl_hpc.learn.contract import Evaluation, require_metric, with_primary_metric
 from cl_hpc.learn.gate import decide_evaluations, gate_conf
-from cl_hpc.learn.scoring import evaluate
+from cl_hpc.learn.scoring import evaluate, place
 from cl_hpc.learn.workload import Workload
-from cl_hpc.tasks._common import upstream
+from cl_hpc.tasks._common import gpus, upstream
 
 _TRAIN = ("checkpoint_path", "checkpoint_sha256")
 _INGEST = ("eval_path", "train_path", "timestamp_col")
@@ -45,11 +45,11 @@ def run(ctx: TaskContext, gate: Optional[Mapping[str, Any]] = None, registry: Op
     ``allow_label_space_change``: the older name of the same switch."""
     allow = allow_signature_change or bool(allow_label_space_change)
     trained, ingest = upstream(ctx, "train", _TRAIN), upstream(ctx, "ingest", _INGEST)
-    challenger = load_workload(Path(trained["checkpoint_path"]), trained["checkpoint_sha256"])
+    challenger = place(load_workload(Path(trained["checkpoint_path"]), trained["checkpoint_sha256"]), gpus(ctx))
     conf = gate_conf(with_primary_metric(gate, challenger.model))
     direction = require_metric(challenger.model, conf.metric, "compare (pipeline.tasks.compare.params.gate.metric)")
     frame = load_frame(ingest["eval_path"], ingest["timestamp_col"])
-    alias_at, champ, why_not = _champion(registry, challenger, frame)
+    alias_at, champ, why_not = _champion(registry, challenger, frame, gpus(ctx))
     if why_not and not allow:
         return _refused(ctx, why_not, alias_at)
     new = evaluate(challenger, frame)
@@ -82,8 +82,8 @@ def _refused(ctx: TaskContext, why: str, alias_at: Optional[str]) -> dict[str, A
 _Champion = tuple[str, Workload, Evaluation, Any]  # version, workload, its eval-window scores, registry record
 
 
-def _champion(registry: Optional[Mapping[str, Any]], challenger: Workload,
-              frame: pd.DataFrame) -> tuple[Optional[str], Optional[_Champion], Optional[str]]:
+def _champion(registry: Optional[Mapping[str, Any]], challenger: Workload, frame: pd.DataFrame,
+              gpus: int = 0) -> tuple[Optional[str], Optional[_Champion], Optional[str]]:
     """Where the alias points (None at a cold start); (version, workload, its eval-window scores,
     record) of the champion to score against, or None at a cold start or when it is not comparable;
     and why it is not comparable, or None."""
@@ -97,7 +97,7 @@ def _champion(registry: Optional[Mapping[str, Any]], challenger: Workload,
         record = champion(reg, ref)
         if record is None:
             return None, None, None
-        loaded = reg.load_model(ref.name, record.version)  # checksum verified
+        loaded = place(reg.load_model(ref.name, record.version), gpus)  # checksum verified
     version = str(record.version)
     differences = loaded.signature.differences(challenger.signature)
     if differences:

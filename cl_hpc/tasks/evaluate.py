@@ -19,8 +19,8 @@ from cl_hpc.context import TaskContext
 from cl_hpc.data.tables import load_frame
 from cl_hpc.learn.checkpoint import load_workload
 from cl_hpc.learn.contract import Evaluation
-from cl_hpc.learn.scoring import evaluate
-from cl_hpc.tasks._common import cpus, upstream
+from cl_hpc.learn.scoring import evaluate, place
+from cl_hpc.tasks._common import cpus, gpus, upstream
 
 _TRAIN_NEEDS = ("checkpoint_path", "checkpoint_sha256")
 _INGEST_NEEDS = ("eval_path", "timestamp_col")
@@ -37,7 +37,7 @@ def run(ctx: TaskContext, data: Optional[Mapping[str, Any]] = None, model: Optio
     if threads:
         torch.set_num_threads(threads)
     path = Path(trained["checkpoint_path"])
-    loaded = load_workload(path, trained["checkpoint_sha256"])
+    loaded = place(load_workload(path, trained["checkpoint_sha256"]), gpus(ctx))
     scores = evaluate(loaded, load_frame(ingest["eval_path"], ingest["timestamp_col"]))
     return {**scores.summary(), **_baseline(scores), "model_class": loaded.model_target.path,
             "checkpoint_path": str(path), "checkpoint_sha256": trained["checkpoint_sha256"],

@@ -33,7 +33,7 @@ from cl_hpc.learn.strategies import Decision, decide, replay_index, strategy_con
 from cl_hpc.learn.training import fit as fit_workload
 from cl_hpc.learn.training import slurm_world
 from cl_hpc.learn.workload import Workload, check_batches, data_from, model_for
-from cl_hpc.tasks._common import cpus, upstream
+from cl_hpc.tasks._common import cpus, gpus, upstream
 
 _NEEDS = ("train_path", "timestamp_col", "digest")
 CHECKPOINT = "model.pt"
@@ -76,7 +76,7 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None, datamodule:
     strat = strategy_conf(strategy) if stateful else None
     ctx.progress(0, None, f"{inputs.decision.mode} training on {len(inputs.frame)} rows", force=True)
     result = fit_workload(inputs.workload, inputs.frame, conf, ctx.task_dir, ctx.progress, threads=cpus(ctx),
-                          resume_path=resume, profiler=ctx.profiler, gpus=int(ctx.resources.get("gpus") or 0),
+                          resume_path=resume, profiler=ctx.profiler, gpus=gpus(ctx),
                           lr_scale=strat.fine_tune_lr_scale if strat else 1.0,
                           max_epochs=strat.fine_tune_epochs if strat else None)
     world = slurm_world()
