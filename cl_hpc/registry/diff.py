@@ -1,5 +1,6 @@
-"""What differs between two model versions: config (dotted keys), metrics (with deltas), data
-window, code and dependencies. Pure functions over records; JSON-ready output."""
+"""What differs between two model versions: the model (class, init arguments, signature), config
+(dotted keys), metrics (with deltas), data window, code and dependencies. Pure functions over
+records; JSON-ready output."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def diff_versions(a: ModelVersion, b: ModelVersion) -> dict[str, Any]:
         "a": str(a.version),
         "b": str(b.version),
         "lineage": changes(_lineage(a), _lineage(b)),
+        "model": changes(_model(a), _model(b)),
         "config": changes(a.config, b.config),
         "metrics": metric_deltas(a.metrics, b.metrics),
         "window": _window(a, b),
@@ -64,6 +66,13 @@ def diff_versions(a: ModelVersion, b: ModelVersion) -> dict[str, Any]:
 def _lineage(record: ModelVersion) -> dict[str, Any]:
     return {"parent": str(record.parent) if record.parent else None, "strategy": record.strategy,
             "checkpoint_sha256": record.checkpoint_sha256, "run_id": record.run_id, "task_key": record.task_key}
+
+
+def _model(record: ModelVersion) -> dict[str, Any]:
+    """What the version is: its classes, init arguments and signature (a changed input or output is
+    what makes two versions incomparable at the gate)."""
+    return {"model_class": record.model_class, "init_args": record.init_args,
+            "datamodule_class": record.datamodule_class, "signature": record.signature}
 
 
 def _window(a: ModelVersion, b: ModelVersion) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def event_line(e: AliasEvent) -> str:
 
 def print_diff(console: Console, diff: Mapping[str, Any]) -> None:
     console.print(f"model {diff['name']}: {diff['a']} -> {diff['b']}", style="bold", highlight=False)
-    for section in ("lineage", "config", "code", "deps"):
+    for section in ("lineage", "model", "config", "code", "deps"):
         console.print(f"{section}:" + ("" if diff[section] else " same"), style="bold", highlight=False)
         for c in diff[section]:
             console.print(f"  {c['key']}: {_side(c, 'old')} -> {_side(c, 'new')}", highlight=False)
