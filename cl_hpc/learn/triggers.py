@@ -9,8 +9,8 @@ reports ``value=None`` and does not fire.
 - time: hours since the last training >= ``interval`` (a model never trained fires);
 - volume: rows landed since the last training >= ``min_new_fraction`` of that training set;
 - performance: the metric on newly labelled data fell >= ``max_drop`` (relative) below its level at
-  promotion; optionally a river change detector replays the 0/1 error stream since promotion and
-  fires when it flags a rise of the error rate;
+  promotion, in the metric's own direction (a loss that rises has fallen); optionally a river change
+  detector replays the 0/1 error stream since promotion and fires when it flags a rise of the error rate;
 - drift: the dataset-level result of :mod:`cl_hpc.learn.drift`; *severe* (share >= ``severe_factor``
   x the drift threshold, or any PSI alert) tells the hybrid strategy to retrain from scratch.
 """
@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cl_hpc.errors import ConfigError, DataError
+from cl_hpc.learn.contract import Direction
 from cl_hpc.learn.drift import DatasetDrift
 from cl_hpc.learn.gate import METRICS
 
@@ -72,7 +73,9 @@ class VolumeTriggerConf:
 @dataclass
 class PerformanceTriggerConf:
     enabled: bool = True
-    metric: str = "accuracy"  # the metric the state's values are in; its direction comes from gate.METRICS
+    # the metric the state's values are in; None = the model's primary metric (the first of its `metrics`).
+    # Its direction comes from the model (TriggerState.direction), else from gate.METRICS for a classifier's
+    metric: Optional[str] = None
     # relative fall below the level at promotion that fires (0.03 = 3 %); with the ADWIN detector, the
     # settings scripts/bench_continual.py found to keep >= 98% of every-window accuracy across seeds
     max_drop: float = 0.03
@@ -83,7 +86,9 @@ class PerformanceTriggerConf:
     detector_params: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _problems([(self.metric in METRICS, f"metric={self.metric!r}; valid: {list(METRICS)}"),
+        _problems([(self.metric is None or (isinstance(self.metric, str) and bool(self.metric.strip())),
+                    f"metric={self.metric!r} must name a metric the model reports, or be null (its primary "
+                    f"metric)"),
                    (0 < self.max_drop < 1, f"max_drop={self.max_drop} must be in (0, 1)"),
                    (self.min_labelled >= 1, f"min_labelled={self.min_labelled} must be >= 1"),
                    (self.detector in (None, *DETECTORS), f"detector={self.detector!r}; valid: "
@@ -148,6 +153,8 @@ class TriggerState:
     labelled_rows: int = 0  # rows behind metric_now
     errors: Sequence[int] | np.ndarray = ()  # the serving model's 0/1 errors since promotion (1 = wrong), oldest first
     drift: Union[DatasetDrift, Mapping[str, Any], None] = None  # drift.detect_drift's result or its to_dict()
+    metric: Optional[str] = None  # the metric the values are in (the config's when None)
+    direction: Optional[Direction] = None  # which way it improves (the model's); None = gate.METRICS'
 
 
 @dataclass(frozen=True)
@@ -199,12 +206,19 @@ def volume_trigger(conf: VolumeTriggerConf, state: TriggerState) -> TriggerResul
 
 def performance_trigger(conf: PerformanceTriggerConf, state: TriggerState) -> TriggerResult:
     base, now = state.metric_at_promotion, state.metric_now
+    metric = state.metric or conf.metric or "the model's primary metric"
     if base is None or now is None:
         return TriggerResult("performance", None, conf.max_drop, False,
-                             f"{conf.metric} at promotion ({base}) or on new labels ({now}) is unknown")
-    fall = base - now if METRICS[conf.metric] else now - base  # how much worse, in metric units
+                             f"{metric} at promotion ({base}) or on new labels ({now}) is unknown")
+    higher = state.direction.higher_is_better if state.direction is not None else METRICS.get(metric)
+    if higher is None:
+        return TriggerResult("performance", None, conf.max_drop, False,
+                             f"which way {metric} improves is unknown (the model's `metrics` attribute says it)")
+    fall = base - now if higher else now - base  # how much worse, in metric units
     drop = fall / abs(base) if base else fall  # relative; absolute from a zero baseline
-    detail = f"{conf.metric} {base:.4g} at promotion, {now:.4g} on {state.labelled_rows} newly labelled rows"
+    way = "higher" if higher else "lower"
+    detail = (f"{metric} ({way} is better) {base:.4g} at promotion, {now:.4g} on {state.labelled_rows} newly "
+              f"labelled rows")
     if state.labelled_rows < conf.min_labelled:
         return TriggerResult("performance", drop, conf.max_drop, False,
                              f"{detail}: fewer than min_labelled={conf.min_labelled}, not judged")

@@ -12,10 +12,17 @@
   those rows had landed before it was trained, so they are neither new nor newly labelled. In this
   project rows land with their labels, so the new partitions are both the new data (volume
   trigger) and the newly labelled data (performance trigger).
-- The champion on those partitions: its checkpoint is loaded through the registry (sha256 checked
-  before anything is unpickled), the features scaled with its stored mean/std, and its 0/1 error
-  stream, oldest first, is what a river detector replays.
-- Drift from the champion's window to the new partitions (:func:`cl_hpc.learn.drift.window_drift`).
+- The champion on those partitions: the registry rebuilds its recorded model and data module
+  (``load_model``: sha256 checked before anything is unpickled), and :func:`cl_hpc.learn.monitor.score_rows`
+  scores it on their raw rows through the one scoring path (its own preprocessing, never a copy):
+  the trigger's metric (``trigger.performance.metric``; null = the model's primary metric), judged
+  against its level at promotion (``metrics[<metric>]``) in the metric's own direction, and the 0/1
+  error stream, oldest first, that a river detector replays (from per-row ``correct``, where the
+  model reports it). A label the champion never saw counts as an error; rows it cannot score at
+  all give a note, not a crash.
+- Drift from the champion's window to the new partitions (:func:`cl_hpc.learn.drift.window_drift`)
+  on its input columns: its signature's inputs when they are plain columns (the features a
+  first-format version recorded); without a label column (a token stream) only the inputs.
 
 No champion: an empty state, in which the time trigger fires ("never trained"): a bootstrap run.
 Every step is a function of explicit inputs, so each is testable without the command line;
@@ -30,7 +37,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,10 +47,14 @@ from cl_hpc.data.landing import resolve_dir
 from cl_hpc.data.partitions import utc_naive
 from cl_hpc.data.windows import Partition, list_partitions
 from cl_hpc.errors import DataError
+from cl_hpc.learn.contract import Direction, Signature
 from cl_hpc.learn.drift import DatasetDrift, DriftConf, window_drift
+from cl_hpc.learn.monitor import RowScores, input_columns, resolve_metric, score_rows
 from cl_hpc.learn.triggers import TriggerConf, TriggerState
 from cl_hpc.registry import ModelRegistry, ModelVersion
 from cl_hpc.store.db import DB_NAME
+
+FIRST_FORMAT_CLASS = "cl_hpc.learn.tabular.TabularClassifier"  # what a version without model_class is
 
 
 @dataclass(frozen=True)
@@ -69,15 +79,6 @@ class Source:
     alias: str = "champion"
     run_root: Optional[Path] = None  # where its run dir may still be (for its eval window)
     store_options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Scores:
-    """The champion's predictions on newly labelled rows."""
-
-    metric: Optional[float]  # the trigger metric on them; None when no row is labelled
-    labelled: int  # rows with a label
-    errors: np.ndarray  # 0/1 per labelled row, oldest first (1 = the champion was wrong)
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,16 @@ def gated_on(record: ModelVersion, run_root: Optional[Path]) -> list[str]:
     return [str(p) for p in (outputs or {}).get("eval_partitions") or []]
 
 
-def champion_from(record: ModelVersion, parts: Sequence[Partition], metric: str,
+def champion_from(record: ModelVersion, parts: Sequence[Partition], metric: Optional[str],
                   gated: Sequence[str] = ()) -> Champion:
+    """``metric``: the trigger's (None: performance off, no level at promotion)."""
     window = _named(parts, record.window_partitions)
     ends = [p.start for p in window] + [_recorded_time(record.metrics.get("window_end"))]
     window_end = max((e for e in ends if e is not None), default=None)
     seen = [p.start for p in _named(parts, gated)]
     return Champion(label=record.label, trained_at=datetime.fromtimestamp(record.created, tz=timezone.utc),
-                    metric=_number(record.metrics.get(metric)), window=window, window_end=window_end,
+                    metric=_number(record.metrics.get(metric)) if metric else None, window=window,
+                    window_end=window_end,
                     seen_end=max(seen + [window_end]) if window_end is not None else None,
                     train_rows=_train_rows(record, window))
 
@@ -174,53 +177,47 @@ def count_rows(parts: Sequence[Partition]) -> int:
 # --- the champion on the new rows ------------------------------------------------------------------
 
 
-def read_labelled(parts: Sequence[Partition], features: Sequence[str], label: str,
-                  timestamp: Optional[str]) -> pd.DataFrame:
-    """Features and label of every row with a label and every feature, oldest first (stable within
-    equal times); a row missing any of them cannot be scored."""
-    columns = [*features, label, *([timestamp] if timestamp else [])]
+def recorded_class(record: ModelVersion) -> type:
+    """The version's model class (imported, not built): its ``metrics`` say which way each improves."""
+    from cl_hpc.learn.workload import import_class
+
+    return import_class(record.model_class or FIRST_FORMAT_CLASS, f"model {record.label}: recorded model")
+
+
+def trigger_metric(record: ModelVersion, conf: TriggerConf) -> tuple[str, Direction]:
+    """The performance trigger's metric for this version and which way it improves: the configured one,
+    or the model's primary metric (null); a metric the model does not report is a ContractError."""
+    return resolve_metric(conf.performance.metric, recorded_class(record),
+                          f"trigger.performance.metric (model {record.label})")
+
+
+def read_new(parts: Sequence[Partition], required: Sequence[str], label: Optional[str],
+             timestamp: Optional[str]) -> pd.DataFrame:
+    """Every column of the new partitions' rows, oldest first (stable within equal times), without
+    the rows that lack a label (when the data has a label column) or one of ``required``: those
+    cannot be scored. Whole rows: a data module may need more than its inputs (a language model's
+    next tokens)."""
     frames = []
     for part in parts:
         try:
-            frames.append(pq.read_table(part.path, columns=columns).to_pandas())
+            frame = pq.read_table(part.path).to_pandas()
         except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{part.path}: cannot read columns {columns} the champion needs ({exc}); "
+            raise DataError(f"{part.path}: cannot read the rows the champion is scored on ({exc}); "
                             f"fix or move the file") from exc
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    if timestamp:
-        frame = frame.sort_values(timestamp, kind="mergesort", ignore_index=True)
-    return frame.dropna(subset=[*features, label]).reset_index(drop=True)
+        if timestamp and timestamp in frame.columns:
+            frame[timestamp] = utc_naive(frame[timestamp])
+        frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if timestamp and timestamp in rows.columns:
+        rows = rows.sort_values(timestamp, kind="mergesort", ignore_index=True)
+    needed = [c for c in [*required, *([label] if label else [])] if c in rows.columns]
+    return rows.dropna(subset=needed).reset_index(drop=True)
 
 
-def score(net: Any, payload: Mapping[str, Any], rows: pd.DataFrame, metric: str) -> Scores:
-    """The champion's metric and 0/1 errors on ``rows``, scaled as it was trained.
-
-    A label the champion never saw counts as an error; it leaves metrics other than accuracy,
-    which need a probability for the true class, computed on the known labels only.
-    """
-    if rows.empty:
-        return Scores(None, 0, np.zeros(0, dtype=int))
-    import torch
-
-    from cl_hpc.learn.gate import metric_value
-    from cl_hpc.learn.nets import predict_proba
-
-    features = list(payload["features"])
-    x = (rows[features].to_numpy(dtype=np.float32) - np.asarray(payload["mean"], np.float32)) \
-        / np.asarray(payload["std"], np.float32)
-    index = {value: i for i, value in enumerate(payload["classes"])}
-    y = rows[payload["label_col"]].map(lambda v: index.get(v, -1)).to_numpy(dtype=np.int64)
-    probs = predict_proba(net, torch.from_numpy(np.ascontiguousarray(x))).numpy()
-    errors = (probs.argmax(axis=1) != y).astype(int)
-    known = y >= 0
-    value = 1.0 - float(errors.mean()) if metric == "accuracy" else \
-        (metric_value(metric, probs[known], y[known]) if known.any() else None)
-    return Scores(value, len(rows), errors)
-
-
-def drift_between(data: DataConf, features: Sequence[str], label: str, reference: Sequence[Partition],
+def drift_between(data: DataConf, features: Sequence[str], label: Optional[str], reference: Sequence[Partition],
                   current: Sequence[Partition], conf: DriftConf) -> DatasetDrift:
-    """Drift of the champion's features from its window to the new partitions."""
+    """Drift of the champion's input columns from its window to the new partitions (a label-less
+    stream has no label column to check)."""
     return window_drift(dataclasses.replace(data, features=list(features), label_col=label),
                         list(reference), list(current), conf)
 
@@ -234,37 +231,61 @@ def gather(source: Source, data: DataConf, conf: TriggerConf, drift_conf: DriftC
         return Gathered(TriggerState(now=now), None, (), (f"no {source.alias!r} of model {source.model!r} in "
                                                           f"{source.store_root / DB_NAME}: a first model is due",))
     parts = list_partitions(resolve_dir(data.landing_dir), data.timestamp_col)
-    champion = champion_from(record, parts, conf.performance.metric, gated_on(record, source.run_root))
+    metric, direction = trigger_metric(record, conf) if conf.performance.enabled else (None, None)
+    champion = champion_from(record, parts, metric, gated_on(record, source.run_root))
     new = new_partitions(parts, champion.seen_end)
     notes = _window_notes(record, champion, data)
-    scores, drift = Scores(None, 0, np.zeros(0, dtype=int)), None
+    scores, drift = RowScores(None, 0), None
     if new and (conf.performance.enabled or conf.drift.enabled):
-        scores, drift, more = _judge_new(source, record, champion, new, data, conf, drift_conf)
+        scores, drift, more = _judge_new(source, record, champion, new, data, conf, drift_conf, metric)
         notes += more
     # Without its window the new rows are unknown: no row count, so the volume trigger says so.
     train_rows = champion.train_rows if champion.window_end is not None else None
     state = TriggerState(now=now, last_trained_at=champion.trained_at, train_rows=train_rows,
                          new_rows=count_rows(new), metric_at_promotion=champion.metric, metric_now=scores.metric,
                          labelled_rows=scores.labelled, errors=scores.errors,
-                         drift=drift.to_dict() if drift is not None else None)
+                         drift=drift.to_dict() if drift is not None else None, metric=metric, direction=direction)
     return Gathered(state, champion, tuple(new), tuple(notes), drift)
 
 
 def _judge_new(source: Source, record: ModelVersion, champion: Champion, new: list[Partition], data: DataConf,
-               conf: TriggerConf, drift_conf: DriftConf) -> tuple[Scores, Optional[DatasetDrift], list[str]]:
+               conf: TriggerConf, drift_conf: DriftConf,
+               metric: Optional[str]) -> tuple[RowScores, Optional[DatasetDrift], list[str]]:
     with ModelRegistry.open(source.store_root, **dict(source.store_options)) as registry:
-        net, payload = registry.load_checkpoint(record.name, record.version)  # sha256 verified first
-    features, label = list(payload["features"]), str(payload["label_col"])
-    scores = Scores(None, 0, np.zeros(0, dtype=int))
-    if conf.performance.enabled:
-        rows = read_labelled(new, features, label, data.timestamp_col)
-        scores = score(net, payload, rows, conf.performance.metric)
+        # sha256 verified before anything is unpickled; the recorded classes rebuilt with their states
+        workload = registry.load_model(record.name, record.version) if conf.performance.enabled else None
+        columns = _input_columns(registry, record, workload)
+    label = getattr(workload.datamodule, "label_col", None) if workload is not None else None
+    label = label or data.label_col
+    scores, notes = RowScores(None, 0), []
+    if workload is not None and metric is not None:
+        scores = score_rows(workload, read_new(new, columns or (), label, data.timestamp_col), metric)
+        notes += [f"{champion.label}: {scores.note}"] if scores.note else []
     if not conf.drift.enabled:
-        return scores, None, []
+        return scores, None, notes
+    if columns is None:
+        return scores, None, [*notes, f"{champion.label} takes tensor inputs ({_signature_text(record)}), "
+                                      f"not plain columns; drift not measured"]
     if not champion.window:
-        return scores, None, [f"{champion.label}: none of its window's partitions is in the landing zone "
-                              f"any more; drift not measured"]
-    return scores, drift_between(data, features, label, champion.window, new, drift_conf), []
+        return scores, None, [*notes, f"{champion.label}: none of its window's partitions is in the landing zone "
+                                      f"any more; drift not measured"]
+    return scores, drift_between(data, columns, data.label_col, champion.window, new, drift_conf), notes
+
+
+def _input_columns(registry: ModelRegistry, record: ModelVersion, workload: Optional[Any]) -> Optional[list[str]]:
+    """The champion's raw input columns: its recorded signature's, else (a version from before
+    signatures were recorded) its checkpoint's, else the features its data module recorded."""
+    if record.signature:
+        return input_columns(record.signature)
+    if workload is not None:
+        return input_columns(workload.signature.to_dict())
+    payload = registry.load_payload(record.name, record.version)
+    state = payload.get("datamodule_state") or {}
+    return input_columns(payload.get("signature"), [str(f) for f in state.get("features") or ()])
+
+
+def _signature_text(record: ModelVersion) -> str:
+    return Signature.from_dict(record.signature).describe() if record.signature else "no recorded signature"
 
 
 def _window_notes(record: ModelVersion, champion: Champion, data: DataConf) -> list[str]:

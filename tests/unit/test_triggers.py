@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cl_hpc.errors import ConfigError, DataError
+from cl_hpc.learn.contract import Direction
 from cl_hpc.learn.drift import DatasetDrift, FeatureDrift
 from cl_hpc.learn.triggers import (
     DETECTORS,
@@ -107,6 +108,34 @@ def test_performance_trigger(metric: str, base: Optional[float], now: Optional[f
     assert (result.name, result.threshold, result.fired) == ("performance", 0.05, fires)
     if rows < 200 and drop is not None:
         assert "not judged" in result.detail
+
+
+@pytest.mark.parametrize("direction, base, now, drop, fires", [
+    (Direction.LOWER, 2.0, 2.2, 0.10, True),  # a per-token loss rising 10 %
+    (Direction.LOWER, 2.0, 1.5, -0.25, False),  # falling: better
+    (Direction.HIGHER, 0.40, 0.30, 0.25, True),  # token accuracy falling 25 %
+])
+def test_the_models_own_direction_decides_which_way_is_worse(direction: Direction, base: float, now: float,
+                                                             drop: float, fires: bool) -> None:
+    """A metric the classifier table does not know (a language model's): the state carries the
+    name and direction the watch resolved from the model; the config's metric is null."""
+    result = performance_trigger(PerformanceTriggerConf(max_drop=0.05),
+                                 state(metric_at_promotion=base, metric_now=now, labelled_rows=500,
+                                       metric="loss", direction=direction))
+    assert (result.value, result.fired) == (pytest.approx(drop), fires)
+    assert result.detail.startswith(f"loss ({direction.value} is better) ")
+
+
+def test_a_metric_of_unknown_direction_is_not_judged() -> None:
+    result = performance_trigger(PerformanceTriggerConf(metric="bleu", max_drop=0.05),
+                                 state(metric_at_promotion=0.3, metric_now=0.1, labelled_rows=500))
+    assert (result.value, result.fired) == (None, False) and "which way bleu improves is unknown" in result.detail
+
+
+def test_the_default_metric_is_null_the_models_primary() -> None:
+    assert PerformanceTriggerConf().metric is None
+    result = performance_trigger(PerformanceTriggerConf(), state(metric_now=0.5))
+    assert result.value is None and result.detail.startswith("the model's primary metric at promotion (None)")
 
 
 def errors(seed: int, rates: list[float], n: int = 1000) -> np.ndarray:
@@ -222,7 +251,7 @@ def test_severe_drift_is_reported_for_the_hybrid_strategy() -> None:
     ({"time": {"interval": "soon"}}, "interval='soon' must be a positive duration"),
     ({"time": {"interval": "-1h"}}, "interval='-1h' must be a positive duration"),
     ({"volume": {"min_new_fraction": 0}}, "min_new_fraction=0 must be > 0"),
-    ({"performance": {"metric": "f2"}}, "metric='f2'; valid"),
+    ({"performance": {"metric": " "}}, "metric=' ' must name a metric the model reports, or be null"),
     ({"performance": {"max_drop": 1.5}}, "max_drop=1.5 must be in"),
     ({"performance": {"detector": "kswin"}}, "detector='kswin'; valid"),
     ({"performance": {"detector": "adwin", "detector_params": {"bogus": 1}}}, "river river.drift.ADWIN"),

@@ -1,10 +1,12 @@
 """The watch's trigger state, gathered from a real registry (SQLite, a real checkpoint written with
-save_checkpoint) and a real landing zone of Parquet partitions; then the real triggers on it.
+save_workload) and a real landing zone of Parquet partitions; then the real triggers on it.
 
-The champion is a logistic regression with hand-set weights: on scaled features z it predicts
-class 1 when z0 + z1 > 0, which is how the zone's labels are made. So its accuracy is exactly 1 on
-data of the same concept, exactly 0 on data whose labels are flipped, and it is wrong on every row
-if its stored mean/std were not applied (the raw features are far from 0).
+The champion is the bundled tabular workload as a logistic regression with hand-set weights: on
+scaled features z it predicts class 1 when z0 + z1 > 0, which is how the zone's labels are made. So
+its accuracy is exactly 1 on data of the same concept, exactly 0 on data whose labels are flipped,
+and it is wrong on every row if its data module's scaling were not applied (the raw features are
+far from 0). A tiny GPT on a token stream without labels checks the other side of the contract: a
+metric where lower is better, no 0/1 errors, drift on its token columns.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from cl_hpc.atomic import write_json_atomic
 from cl_hpc.config.ml import DataConf
 from cl_hpc.data.landing import partition_name
 from cl_hpc.errors import ChecksumError
+from cl_hpc.learn.contract import ContractError, Direction
 from cl_hpc.learn.drift import DriftConf
 from cl_hpc.learn.triggers import TriggerConf, evaluate_triggers, fired, trigger_conf
 from cl_hpc.registry import ModelRegistry
@@ -55,33 +58,50 @@ def make_zone(zone: Path, n: int = 4) -> list[Path]:
     return [write_partition(zone, i, seed=i) for i in range(n)]
 
 
-def save_champion_checkpoint(path: Path) -> str:
+def tabular_champion() -> Any:
+    """TabularClassifier + TabularData: class 1 when z0 + z1 > 0 on the data module's scaled inputs."""
     import torch
 
-    from cl_hpc.learn.checkpoint import save_checkpoint
-    from cl_hpc.learn.nets import MLP
+    from cl_hpc.learn.contract import Target
+    from cl_hpc.learn.strategies import Moments
+    from cl_hpc.learn.tabular import TabularClassifier, TabularData
+    from cl_hpc.learn.workload import Workload
 
-    hparams = {"n_features": 3, "n_classes": 2, "hidden": 4, "layers": 0, "dropout": 0.0}
-    net = MLP(**hparams)
+    data_args = {"label_col": "y", "features": ["a", "b", "c"]}
+    data = TabularData(**data_args)
+    data.load_state_dict({"features": ["a", "b", "c"], "classes": [0, 1], "class_counts": [1, 1],
+                          "moments": Moments.from_std(2.0, MEAN, STD).to_dict()})
+    args = {"n_features": 3, "n_classes": 2, "hidden": 4, "layers": 0, "dropout": 0.0}
+    model = TabularClassifier(**args)
     with torch.no_grad():
-        net.body[0].weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [50.0, 50.0, 0.0]]))
-        net.body[0].bias.zero_()
-    meta = {"features": ["a", "b", "c"], "classes": [0, 1], "mean": MEAN.tolist(), "std": STD.tolist(),
-            "label_col": "y", "window_digest": "test"}
-    return save_checkpoint(path, net, hparams, meta)
+        model.net.body[0].weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [50.0, 50.0, 0.0]]))
+        model.net.body[0].bias.zero_()
+    return Workload(model, data, Target("cl_hpc.learn.tabular.TabularClassifier", args),
+                    Target("cl_hpc.learn.tabular.TabularData", data_args))
+
+
+def register_champion(store: Path, name: str, workload: Any, window: list[Path], metrics: dict[str, Any],
+                      as_paths: bool = False, run_id: Optional[str] = None) -> Path:
+    from cl_hpc.learn.checkpoint import save_workload
+
+    checkpoint = store.parent / "model.pt"
+    sha = save_workload(checkpoint, workload, {"window_digest": "test"})
+    with ModelRegistry.open(store) as registry:
+        version = registry.register(name, checkpoint, strategy="stateless", checkpoint_sha256=sha,
+                                    window_partitions=[str(p) if as_paths else p.name for p in window],
+                                    metrics=metrics, run_id=run_id, model_class=workload.model_target.path,
+                                    init_args=workload.model_target.args,
+                                    datamodule_class=workload.data_target.path,
+                                    signature=workload.signature.to_dict())
+        registry.promote(name, version.version, "champion", reason="test champion")
+    return checkpoint
 
 
 def make_champion(store: Path, name: str, window: list[Path], accuracy: float = 1.0,
                   metrics: Optional[dict[str, Any]] = None, as_paths: bool = False,
                   run_id: Optional[str] = None) -> Path:
-    checkpoint = store.parent / "model.pt"
-    sha = save_champion_checkpoint(checkpoint)
-    with ModelRegistry.open(store) as registry:
-        version = registry.register(name, checkpoint, strategy="stateless", checkpoint_sha256=sha,
-                                    window_partitions=[str(p) if as_paths else p.name for p in window],
-                                    metrics={"accuracy": accuracy, **(metrics or {})}, run_id=run_id)
-        registry.promote(name, version.version, "champion", reason="test champion")
-    return checkpoint
+    return register_champion(store, name, tabular_champion(), window, {"accuracy": accuracy, **(metrics or {})},
+                             as_paths, run_id)
 
 
 def data_for(zone: Path) -> DataConf:
@@ -209,3 +229,113 @@ def test_an_altered_checkpoint_is_refused_and_quarantined(tmp_path: Path, champi
         gathered(tmp_path)
     with ModelRegistry.open(tmp_path / "store") as registry:
         assert registry.get("m", "champion").quarantined
+
+
+# --- any model: its own metric and direction, label-less data, old versions --------------------------
+
+
+def test_a_metric_where_lower_is_better_worsens_upward(tmp_path: Path) -> None:
+    window = make_zone(tmp_path / "zone")
+    make_champion(tmp_path / "store", "m", window, metrics={"log_loss": 0.05})
+    write_partition(tmp_path / "zone", 4, seed=10, flip=True)
+    conf = trigger_conf({"performance": {"metric": "log_loss", "detector": None}, "volume": {"enabled": False}})
+    got = gathered(tmp_path, conf)
+    assert got.state.metric == "log_loss" and got.state.direction is Direction.LOWER
+    assert got.state.metric_now is not None and got.state.metric_now > 1.0  # confidently wrong on every row
+    performance = next(r for r in evaluate_triggers(conf, got.state) if r.name == "performance")
+    assert performance.fired and performance.value > 1.0 and "lower is better" in performance.detail
+
+
+def test_a_null_metric_is_the_models_primary_one(tmp_path: Path, champion: list[Path]) -> None:
+    got = gathered(tmp_path)
+    assert (got.state.metric, got.state.direction, got.champion.metric) == ("accuracy", Direction.HIGHER, 1.0)
+
+
+def test_a_metric_the_model_does_not_report_names_those_it_does(tmp_path: Path, champion: list[Path]) -> None:
+    with pytest.raises(ContractError, match=r"'perplexity' is not reported .*'accuracy', 'log_loss'"):
+        gathered(tmp_path, trigger_conf({"performance": {"metric": "perplexity"}}))
+
+
+VOCAB, SEQ = 16, 8
+
+
+def write_tokens(zone: Path, index: int, seed: int, bad_token: bool = False) -> Path:
+    """A label-less partition of token rows tok_000 .. tok_008 (SEQ + 1 tokens), uniform over VOCAB."""
+    tokens = np.random.default_rng(seed).integers(0, VOCAB, size=(ROWS, SEQ + 1))
+    if bad_token:
+        tokens[5, 3] = VOCAB + 3  # outside the vocabulary
+    start = START + pd.Timedelta(hours=index)
+    frame = pd.DataFrame({"ts": start + pd.to_timedelta(np.arange(ROWS), unit="s"),
+                          **{f"tok_{i:03d}": tokens[:, i] for i in range(SEQ + 1)}})
+    zone.mkdir(parents=True, exist_ok=True)
+    path = zone / partition_name(start)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return path
+
+
+@pytest.fixture
+def gpt_champion(tmp_path: Path) -> list[Path]:
+    """An untrained tiny GPT on uniform tokens (loss about ln 16 = 2.77), recorded at a loss of 1.0."""
+    from cl_hpc.learn.contract import Target
+    from cl_hpc.learn.tokens import TokenData
+    from cl_hpc.learn.workload import Workload, model_for
+
+    window = [write_tokens(tmp_path / "zone", i, seed=i) for i in range(3)]
+    data_target = Target("cl_hpc.learn.tokens.TokenData", {"vocab_size": VOCAB})
+    data = TokenData(vocab_size=VOCAB)
+    data.fit_state(pd.concat([pd.read_parquet(p) for p in window], ignore_index=True))
+    model, built = model_for(Target("cl_hpc.learn.gpt.GPT", {"d_model": 16, "n_layers": 1, "n_heads": 2}), data)
+    register_champion(tmp_path / "store", "m", Workload(model, data, built, data_target), window, {"loss": 1.0})
+    return window
+
+
+def test_a_label_less_model_is_judged_on_its_loss_without_an_error_stream(tmp_path: Path,
+                                                                           gpt_champion: list[Path]) -> None:
+    write_tokens(tmp_path / "zone", 3, seed=10)
+    source = Source(tmp_path / "store", "m", run_root=tmp_path / "runs")
+    data = DataConf(landing_dir=str(tmp_path / "zone"), generator="none", label_col=None)
+    now = datetime.now(timezone.utc) + timedelta(hours=1)
+    got = gather(source, data, TriggerConf(), DriftConf(), now)
+    assert (got.state.metric, got.state.direction) == ("loss", Direction.LOWER)
+    assert got.state.labelled_rows == ROWS and got.state.metric_now == pytest.approx(np.log(VOCAB), rel=0.2)
+    assert np.asarray(got.state.errors).size == 0  # a language model reports no per-row `correct`
+    assert got.drift is not None and got.drift.features and not got.drift.drifted
+    assert [f.feature for f in got.drift.features] == [f"tok_{i:03d}" for i in range(SEQ)]  # its inputs
+    by_name = {r.name: r for r in evaluate_triggers(TriggerConf(), got.state)}
+    assert by_name["performance"].fired and by_name["performance"].value == pytest.approx(got.state.metric_now - 1)
+    assert not by_name["performance.adwin"].fired and by_name["performance.adwin"].value is None
+    # a token outside its vocabulary: the rows cannot be scored, which is said, not raised
+    write_tokens(tmp_path / "zone", 4, seed=11, bad_token=True)
+    got = gather(source, data, TriggerConf(), DriftConf(), now)
+    assert got.state.metric_now is None and got.state.labelled_rows == 0
+    assert any("cannot score" in n and "holds 19" in n for n in got.notes), got.notes
+
+
+def save_first_format(path: Path) -> str:
+    """A checkpoint of the first format (cl_hpc.mlp/1): the same logistic regression, scaled by mean/std."""
+    import hashlib
+
+    import torch
+
+    net = tabular_champion().model.net
+    payload = {"format": "cl_hpc.mlp/1", "net": {"n_features": 3, "n_classes": 2, "hidden": 4, "layers": 0,
+                                                 "dropout": 0.0},
+               "state_dict": net.state_dict(), "features": ["a", "b", "c"], "classes": [0, 1],
+               "mean": MEAN.tolist(), "std": STD.tolist(), "label_col": "y"}
+    torch.save(payload, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("performance", [True, False])
+def test_a_first_format_version_is_scored_and_its_recorded_features_drift(tmp_path: Path, performance: bool) -> None:
+    window = make_zone(tmp_path / "zone")
+    checkpoint = tmp_path / "model.pt"
+    sha = save_first_format(checkpoint)
+    with ModelRegistry.open(tmp_path / "store") as registry:  # no class, no signature: an old version
+        version = registry.register("m", checkpoint, strategy="stateless", checkpoint_sha256=sha,
+                                    window_partitions=[p.name for p in window], metrics={"accuracy": 1.0})
+        registry.promote("m", version.version, "champion", reason="test champion")
+    write_partition(tmp_path / "zone", 4, seed=10, shift=1.5)
+    got = gathered(tmp_path, trigger_conf({"performance": {"enabled": performance}}))
+    assert got.state.metric_now == (1.0 if performance else None)
+    assert got.drift is not None and got.drift.drifted and [f.feature for f in got.drift.features] == ["a", "b", "c"]
