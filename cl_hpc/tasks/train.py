@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
+from pytorch_lightning import seed_everything
 
 from cl_hpc.atomic import read_json, write_json_atomic
 from cl_hpc.config.ml import fit_conf
@@ -66,6 +67,9 @@ def run(ctx: TaskContext, model: Optional[Mapping[str, Any]] = None, datamodule:
     # A requeued segment resumes the weights of its first segment: it must keep that segment's
     # decision (mode and parent), whatever the registry's champion has become meanwhile.
     pinned = read_json(pin) if resume.exists() else None
+    # The model's initial weights are drawn when it is built, before fit seeds: seed here too, or two
+    # runs of the same config train from different weights.
+    seed_everything(conf.seed, workers=True, verbose=False)
     inputs = _plan_inputs(frame, ingest["timestamp_col"], targets, strategy, registry, drift_severe, conf.seed,
                           pinned)
     if pinned is None:
