@@ -23,7 +23,8 @@ CASES = [
     (["cluster.cpus=1.5"], ["takes an integer or null", "LocalClusterConf.cpus in cl_hpc/config/schema.py"]),
     (["data.features=x1"],
      ["data.features=x1", "takes a list, e.g. [a,b]", "DataConf.features in cl_hpc/config/ml.py"]),
-    (["model.hiddn=3"], ["ModelConf has no key 'hiddn'", "did you mean model.hidden?", "model holds:"]),
+    # Hydra's struct mode refuses a new key; +model.hiddn=3 adds it and meets the class check (below)
+    (["model.hiddn=3"], ["model.hiddn=3: model has no key 'hiddn'", "did you mean model.hidden?", "model holds:"]),
     (["pipeline.tasks.trian.resources.cpus=2"],
      ["pipeline.tasks has no key 'trian'", "did you mean pipeline.tasks.train?", "ingest, features, train, evaluate"]),
     (["runroot=x"], ["Config has no key 'runroot'", "did you mean run_root?"]),
@@ -47,6 +48,21 @@ def test_the_launcher_prints_it_and_submits_nothing(launcher: Launcher) -> None:
     assert result.proc.returncode == 2
     assert "takes an integer" in result.output and "Nothing was submitted" in result.output
     assert "Traceback" not in result.output and result.runs() == []
+
+
+@pytest.mark.parametrize("override,fragments", [
+    ("model._target_=nope.Missing", ["pipeline.tasks.train.params.model._target_=nope.Missing",
+                                     "no module named 'nope'", "model takes a LightningModule class"]),
+    ("+model.hiddn=3", ["pipeline.tasks.train.params.model.hiddn=3 (also in task evaluate): TabularClassifier.__init__ "
+                        "takes (n_features, n_classes, hidden, layers", "did you mean hidden?"]),
+], ids=["no module", "init argument"])
+def test_the_workload_classes_are_checked_from_source_before_anything_is_submitted(
+        launcher: Launcher, override: str, fragments: list[str]) -> None:
+    result = launcher(override)
+    assert result.proc.returncode == 2, result.output
+    for fragment in fragments:
+        assert fragment in result.output, f"{fragment!r} not in:\n{result.output}"
+    assert "Nothing was submitted" in result.output and "Traceback" not in result.output and result.runs() == []
 
 
 def test_help_offers_only_choosable_options_and_a_schema_is_not_one() -> None:

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping
 
 from cl_hpc.config.resources import Resources
 from cl_hpc.dag.capacity import Capacity
+from cl_hpc.dag.classes import workload_problems
 from cl_hpc.dag.model import Edge, EdgeKind, Plan, TaskSpec, Unit, unit_key
 from cl_hpc.dag.names import case_collisions, pipeline_name_problem, task_name_problem
 from cl_hpc.dag.targets import target_problem
@@ -28,6 +29,7 @@ def build_plan(pipeline: Mapping[str, Any], capacity: Capacity | None, workdir: 
         raise DagError(report("the pipeline's graph is invalid", problems))
     order = topological_order(tasks)
     problems = [p for name in order for p in _task_problems(tasks[name], tasks)]
+    problems += workload_problems([tasks[name] for name in order], _WHERE)  # model/datamodule classes, unimported
     resource_problems = [p for name in order for p in resource_problems_of(tasks[name], capacity)]
     if problems:
         raise DagError(report("the pipeline is invalid", problems + resource_problems))
