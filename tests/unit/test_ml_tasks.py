@@ -38,7 +38,8 @@ def make_ctx(run_dir: Path, task: str, upstream: dict[str, Any]) -> TaskContext:
 def run_pipeline(root: Path, data: dict[str, Any], datamodule: dict[str, Any] = DATAMODULE,
                  fit: dict[str, Any] = FIT) -> dict[str, dict[str, Any]]:
     """ingest -> train -> evaluate, each fed its upstream outputs as an executor would."""
-    run_dir, out = root / "run", {}
+    run_dir = root / "run"
+    out: dict[str, dict[str, Any]] = {}
     workload = {"model": MODEL, "datamodule": datamodule, "fit": fit}
     steps = [(ingest, {"data": data}, []), (train, workload, ["ingest"]),
              (evaluate, {**workload, "data": data}, ["train", "ingest"])]
