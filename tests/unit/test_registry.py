@@ -26,19 +26,36 @@ REPO = Path(__file__).resolve().parents[2]
 V = parse_version
 
 
-def make_checkpoint(path: Path, seed: int = 0, hidden: int = 8) -> str:
-    """A tiny real MLP checkpoint written with the project's save_checkpoint; returns its sha256.
+MLP = "cl_hpc.learn.tabular.TabularClassifier"
+TABULAR = "cl_hpc.learn.tabular.TabularData"
+
+
+def make_workload(seed: int = 0, hidden: int = 8) -> Any:
+    """A tiny real tabular workload (TabularClassifier + TabularData fitted on 20 rows of a, b, c).
     Torch is imported here, not at module level, so spawned registry workers start fast."""
+    import numpy as np
+    import pandas as pd
     import torch
 
-    from cl_hpc.learn.checkpoint import save_checkpoint
-    from cl_hpc.learn.nets import MLP
+    from cl_hpc.learn.contract import Target
+    from cl_hpc.learn.workload import Workload, data_from, model_for
 
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"a": rng.normal(size=20), "b": rng.normal(size=20), "c": rng.normal(size=20),
+                          "y": [0, 1] * 10})
+    data_target = Target(TABULAR, {"label_col": "y", "features": ["a", "b", "c"]})
+    data = data_from(data_target)
+    data.fit_state(frame)
     torch.manual_seed(seed)
-    hparams = {"n_features": 3, "n_classes": 2, "hidden": hidden, "layers": 1, "dropout": 0.0}
-    meta = {"features": ["a", "b", "c"], "classes": [0, 1], "mean": [0.0] * 3, "std": [1.0] * 3,
-            "label_col": "y", "window_digest": f"w{seed}"}
-    return save_checkpoint(path, MLP(**hparams), hparams, meta)
+    model, built = model_for(Target(MLP, {"hidden": hidden, "layers": 1, "dropout": 0.0}), data)
+    return Workload(model, data, built, data_target)
+
+
+def make_checkpoint(path: Path, seed: int = 0, hidden: int = 8) -> str:
+    """A tiny real checkpoint written with the project's save_workload; returns its sha256."""
+    from cl_hpc.learn.checkpoint import save_workload
+
+    return save_workload(path, make_workload(seed, hidden), {"window_digest": f"w{seed}"})
 
 
 # ---- version arithmetic ------------------------------------------------------------------------
@@ -147,8 +164,12 @@ def _register(reg: ModelRegistry, tmp: Path, seed: int, strategy: str = "statele
 
 
 def test_lineage_and_what_each_version_records(registry: ModelRegistry, tmp_path: Path) -> None:
+    workload = make_workload(0)
+    signature = workload.signature.to_dict()
     first = _register(registry, tmp_path, 0, config={"model": {"hidden": 8}}, window_partitions=["p1", "p2"],
-                      window_digest="d1", metrics={"accuracy": 0.8}, tags=["nightly"], run_id="r0", task_key="train")
+                      window_digest="d1", metrics={"accuracy": 0.8}, tags=["nightly"], run_id="r0", task_key="train",
+                      model_class=MLP, init_args=workload.model_target.args, datamodule_class=TABULAR,
+                      signature=signature)
     one = _register(registry, tmp_path, 1, "stateful", parent="1.0")
     two = _register(registry, tmp_path, 2, "hybrid-stateful", parent="1.1")
     fresh = _register(registry, tmp_path, 3, "hybrid-stateless", parent="1.2")
@@ -158,6 +179,9 @@ def test_lineage_and_what_each_version_records(registry: ModelRegistry, tmp_path
     assert stored == first  # everything round-trips through SQLite
     assert stored.config == {"model": {"hidden": 8}} and stored.window_partitions == ["p1", "p2"]
     assert stored.metrics == {"accuracy": 0.8} and stored.tags == ["nightly"] and stored.run_id == "r0"
+    assert (stored.model_class, stored.datamodule_class, stored.signature) == (MLP, TABULAR, signature)
+    assert stored.init_args == {"n_features": 3, "n_classes": 2, "hidden": 8, "layers": 1, "dropout": 0.0}
+    assert one.model_class is None and one.init_args == {} and one.signature == {}  # not given: not invented
     assert len(stored.git_commit or "") == 40 and isinstance(stored.git_dirty, bool)
     assert {"torch", "numpy", "cl_hpc"} <= set(stored.packages) and stored.python and stored.promotable
     assert [str(r.version) for r in registry.versions("retrain")] == ["1.0", "1.1", "1.2", "2.0"]
@@ -265,11 +289,12 @@ def corrupt(path: Path) -> bytes:
 
 def test_a_corrupted_checkpoint_is_refused_and_quarantined_for_good(registry: ModelRegistry, tmp_path: Path) -> None:
     good = _register(registry, tmp_path, 0)
-    net, payload = registry.load_checkpoint("retrain", "1.0")
-    assert payload["features"] == ["a", "b", "c"] and not net.training
+    loaded = registry.load_model("retrain", "1.0")
+    assert loaded.datamodule.features == ["a", "b", "c"] and not loaded.model.training
+    assert type(loaded.model).__module__ + "." + type(loaded.model).__name__ == MLP
     original = corrupt(Path(good.checkpoint_path))
     with pytest.raises(ChecksumError) as caught:
-        registry.load_checkpoint("retrain", "1.0")
+        registry.load_model("retrain", "1.0")
     message = str(caught.value)
     assert good.checkpoint_path in message and good.checkpoint_sha256 in message and "unpromotable" in message
     assert isinstance(caught.value, DataError)  # existing `except DataError` handlers still catch it
@@ -277,7 +302,7 @@ def test_a_corrupted_checkpoint_is_refused_and_quarantined_for_good(registry: Mo
     with pytest.raises(RegistryError, match="retrain 1.0 is quarantined and can never be promoted"):
         registry.promote("retrain", "1.0", reason="try anyway")
     Path(good.checkpoint_path).write_bytes(original)  # restored: loadable, yet still never promotable
-    assert registry.load_checkpoint("retrain", "1.0")[1]["format"] == "cl_hpc.mlp/1"
+    assert registry.load_payload("retrain", "1.0")["format"] == "cl_hpc.model/2"
     with pytest.raises(RegistryError, match="quarantined"):
         registry.promote("retrain", "1.0", reason="restored")
     assert registry.events("retrain") == []
@@ -299,10 +324,10 @@ class _SwapOnReopen:
             Path(self.path).write_bytes(self.other)
 
 
-def test_load_checkpoint_reads_the_file_once_so_a_swap_after_the_check_is_never_loaded(tmp_path: Path) -> None:
+def test_load_workload_reads_the_file_once_so_a_swap_after_the_check_is_never_loaded(tmp_path: Path) -> None:
     import sys
 
-    from cl_hpc.learn.checkpoint import load_checkpoint
+    from cl_hpc.learn.checkpoint import load_workload, read_payload
 
     path, other = tmp_path / "model.pt", tmp_path / "other.pt"
     sha = make_checkpoint(path, seed=0, hidden=8)
@@ -310,11 +335,21 @@ def test_load_checkpoint_reads_the_file_once_so_a_swap_after_the_check_is_never_
     hook = _SwapOnReopen(path, other.read_bytes())
     sys.addaudithook(hook)  # audit hooks cannot be removed: disarmed below
     try:
-        net, payload = load_checkpoint(path, sha)
+        loaded = load_workload(path, sha)
     finally:
         hook.armed = False
-    assert payload["net"]["hidden"] == 8 and payload["window_digest"] == "w0"  # the bytes whose sha256 matched
+    assert loaded.model_target.args["hidden"] == 8  # the bytes whose sha256 matched
     assert hook.opens == 1
+    # read_payload too (the registry's load_payload): the meta is the first file's
+    sha_other = make_checkpoint(path, seed=0, hidden=8)
+    assert sha_other == sha  # the same bytes again: seeded
+    hook2 = _SwapOnReopen(path, other.read_bytes())
+    sys.addaudithook(hook2)
+    try:
+        payload = read_payload(path, sha)
+    finally:
+        hook2.armed = False
+    assert payload["meta"]["window_digest"] == "w0" and payload["init_args"]["hidden"] == 8 and hook2.opens == 1
 
 
 def test_promote_verifies_the_file_and_quarantines_on_mismatch(registry: ModelRegistry, tmp_path: Path) -> None:
