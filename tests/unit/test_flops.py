@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cl_hpc.learn.model import Classifier
+from cl_hpc.learn.tabular import TabularClassifier
 from cl_hpc.profile import flops as fl
 from cl_hpc.profile.flops import FlopsError, StepFlops, TransformerSpec, flops_per_step, mfu
 
@@ -232,7 +232,7 @@ def test_every_attention_kernel_counts_the_same() -> None:
 
 
 def test_project_classifier_training_step_matches_mlp_formula() -> None:
-    model = Classifier(n_features=12, n_classes=3, hidden=32, layers=2)
+    model = TabularClassifier(n_features=12, n_classes=3, hidden=32, layers=2)
     batch = (torch.randn(50, 12), torch.randint(0, 3, (50,)))
     result = flops_per_step(model, batch)
     assert result.method == "counted" and result.batch_size == 50
@@ -283,7 +283,7 @@ def test_counting_leaves_parameters_grads_buffers_modes_and_rng_unchanged() -> N
 
 def checkpoint_sha(count_first: bool) -> str:
     torch.manual_seed(42)
-    model = Classifier(n_features=6, n_classes=2, hidden=16, layers=2)
+    model = TabularClassifier(n_features=6, n_classes=2, hidden=16, layers=2)
     x, y = torch.randn(64, 6), torch.randint(0, 2, (64,))
     if count_first:
         flops_per_step(model, (x[:8], y[:8]))
@@ -354,7 +354,7 @@ def test_frozen_model_has_no_training_step_to_count() -> None:
 
 
 def test_training_step_without_a_loss_is_an_error() -> None:
-    model = Classifier(n_features=4, n_classes=2)
+    model = TabularClassifier(n_features=4, n_classes=2)
     model.training_step = lambda batch, batch_idx: None  # type: ignore[method-assign]
     with pytest.raises(FlopsError, match="loss_fn"):
         flops_per_step(model, (torch.randn(2, 4), torch.tensor([0, 1])))
