@@ -25,11 +25,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from cl_hpc.backtest.conf import BacktestConf, Cell
+from cl_hpc.backtest.conf import BacktestConf, Cell, WorkloadConf, workload_conf
 from cl_hpc.backtest.history import load_history
 from cl_hpc.backtest.replay import run_cell
 from cl_hpc.backtest.report import cell_summary
-from cl_hpc.config.ml import DataConf, ModelConf
+from cl_hpc.config.ml import DataConf
 
 ACCURACY_TARGET, COMPUTE_TARGET = 0.98, 1 / 5
 
@@ -39,9 +39,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data, model, conf = _settings(args, Path(args.landing_dir or Path(tmp) / "sea"))
         history = load_history(data)
+        mlp = model.model.args
         print(f"SEA stream: {len(history)} partitions x {args.rows} rows, concepts {data.concepts} "
               f"(thresholds 8 -> 7 -> 9.5 -> 9) from partitions {data.drift_at}, noise {data.noise}, seed "
-              f"{data.seed}; MLP {model.hidden}x{model.layers}, {model.max_epochs} epochs, train_window "
+              f"{data.seed}; MLP {mlp['hidden']}x{mlp['layers']}, {model.fit.max_epochs} epochs, train_window "
               f"{data.train_window}; fine-tune lr x {args.fine_tune_lr_scale}; performance trigger at a "
               f"{args.max_drop:.0%} drop or an error-rate rise flagged by {args.detector}, drift trigger on")
         base = run_cell(history, Cell(0, 1, "stateless"), model, conf, data.train_window)
@@ -49,7 +50,7 @@ def main() -> None:
     _print(cell_summary(base), cell_summary(cl), cl)
 
 
-def _settings(args: argparse.Namespace, landing: Path) -> tuple[DataConf, ModelConf, BacktestConf]:
+def _settings(args: argparse.Namespace, landing: Path) -> tuple[DataConf, WorkloadConf, BacktestConf]:
     n = args.partitions
     data = DataConf(landing_dir=str(landing), generator="sea", n_partitions=n, rows_per_partition=args.rows,
                     concepts=[0, 2, 3, 1], drift_at=[n // 4, n // 2, 3 * n // 4], train_window=args.train_window,
@@ -57,7 +58,13 @@ def _settings(args: argparse.Namespace, landing: Path) -> tuple[DataConf, ModelC
     performance = {"max_drop": args.max_drop, "detector": None if args.detector == "none" else args.detector}
     conf = BacktestConf(triggers={"time": {"enabled": False}, "volume": {"enabled": False}, "performance": performance},
                         strategy={"fine_tune_lr_scale": args.fine_tune_lr_scale})
-    return data, ModelConf(max_epochs=args.epochs), conf
+    # the bundled tabular workload at conf/model/mlp.yaml's settings
+    model = workload_conf({"_target_": "cl_hpc.learn.tabular.TabularClassifier", "hidden": 64, "layers": 2,
+                           "dropout": 0.1, "lr": 0.003, "weight_decay": 0.0001},
+                          {"_target_": "cl_hpc.learn.tabular.TabularData", "label_col": data.label_col,
+                           "features": data.features, "timestamp_col": data.timestamp_col, "batch_size": 256},
+                          {"max_epochs": args.epochs})
+    return data, model, conf
 
 
 def _args() -> argparse.Namespace:

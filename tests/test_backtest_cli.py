@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import REPO, _env
 
 TINY = ["data.n_partitions=10", "data.rows_per_partition=300", "data.drift_at=[4,7]", "data.train_window=3",
-        "model.hidden=16", "model.max_epochs=2", "model.batch_size=64"]
+        "model.hidden=16", "fit.max_epochs=2", "datamodule.batch_size=64"]
 
 
 def backtest(tmp: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

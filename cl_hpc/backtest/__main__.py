@@ -3,11 +3,13 @@
 Replays the landing zone's history for every cadence x strategy and writes OUT/backtest.json,
 OUT/freshness.png and one OUT/cells/cell-NNN.json per cell, then prints the tables.
 
-Config: the data and the model come from the project's Hydra config, composed exactly as the
-launcher composes it, so every ``data=...``, ``data.*=...`` and ``model.*=...`` override works (other
-groups are composed and ignored, except cluster=slurm's partition/account/qos/setup/python for
---slurm). ``backtest.*=...`` overrides set the backtest's own BacktestConf (cl_hpc/backtest/conf.py),
-with the same value syntax: ``backtest.cadences=[1,2,4,8,trigger] backtest.exclude=[5,'9-10']``.
+Config: the data and the workload come from the project's Hydra config, composed exactly as the
+launcher composes it, so every ``data=...``, ``data.*=...``, ``model=...``, ``model.*=...``,
+``datamodule.*=...`` and ``fit.*=...`` override works: any model meeting the contract (README: Bring
+your own model) is replayed, scored on ``backtest.metric`` (null = its primary metric). Other groups
+are composed and ignored, except cluster=slurm's partition/account/qos/setup/python for --slurm.
+``backtest.*=...`` overrides set the backtest's own BacktestConf (cl_hpc/backtest/conf.py), with the
+same value syntax: ``backtest.cadences=[1,2,4,8,trigger] backtest.exclude=[5,'9-10']``.
 A window is one partition; data.train_window is the stateless training window, data.eval_window is
 not used (the backtest scores every window after the warm-up, one at a time).
 
@@ -27,9 +29,9 @@ from typing import Any, Optional, Sequence
 
 from rich.console import Console
 
-from cl_hpc.backtest.conf import BacktestConf, Cell, backtest_conf, cells
+from cl_hpc.backtest.conf import BacktestConf, Cell, WorkloadConf, backtest_conf, cells, workload_conf
 from cl_hpc.backtest.local import Setup, merge, run_cells
-from cl_hpc.config.ml import data_conf, model_conf
+from cl_hpc.config.ml import data_conf
 from cl_hpc.data.landing import resolve_dir
 from cl_hpc.errors import ClHpcError, ConfigError
 from cl_hpc.ui import make_console
@@ -70,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--only-cell", type=int, metavar="I", help="replay cell I only (a job array element)")
     mode.add_argument("--merge", action="store_true", help="build the report from OUT/cells")
     parser.add_argument("--dry-run", action="store_true", help="with --slurm: print the scripts, submit nothing")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides (data=..., model.*=...) and backtest.*=...")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides (data=..., model=..., model.*=..., fit.*=...) and backtest.*=...")
     return parser
 
 
@@ -82,14 +85,34 @@ def load_setup(overrides: Sequence[str]) -> Setup:
     cluster = OmegaConf.to_container(cfg.cluster, resolve=True)
     data = data_conf(cfg.data)
     data = dataclasses.replace(data, landing_dir=str(resolve_dir(data.landing_dir)))  # same in every job
-    return Setup(data, model_conf(cfg.model), _backtest(own), dict(cluster))  # type: ignore[arg-type]
+    plain = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "datamodule", "fit")}
+    workload = workload_conf(plain["model"], plain["datamodule"], plain["fit"])  # type: ignore[arg-type]
+    check_targets(workload)
+    return Setup(data, workload, _backtest(own), dict(cluster))  # type: ignore[arg-type]
+
+
+def check_targets(workload: WorkloadConf) -> None:
+    """The model and data module classes import and take the configured arguments (the model's
+    data-derived ones, such as n_features, come later): a typo fails here, before any cell runs."""
+    import inspect
+
+    from cl_hpc.learn.contract import ContractError, class_path
+    from cl_hpc.learn.workload import import_class
+
+    for what, target in (("model", workload.model), ("datamodule", workload.datamodule)):
+        cls = import_class(target.path, what)
+        try:
+            inspect.signature(cls).bind_partial(**target.args)
+        except TypeError as exc:
+            raise ContractError(f"{what}: {class_path(cls)}{inspect.signature(cls)} cannot take the arguments "
+                                f"{sorted(target.args)}: {exc} (conf/model/*.yaml, {what}.*=... overrides)") from None
 
 
 def _compose(overrides: list[str]) -> Any:
     from cl_hpc.config.compose import compose_config
 
-    return compose_config(overrides, "The data and model keys are in conf/data, conf/model and cl_hpc/config/ml.py; "
-                                     "backtest.* keys in cl_hpc/backtest/conf.py.")
+    return compose_config(overrides, "The data, model, datamodule and fit keys are in conf/data, conf/model and "
+                                     "cl_hpc/config/ml.py; backtest.* keys in cl_hpc/backtest/conf.py.")
 
 
 def _backtest(overrides: list[str]) -> BacktestConf:

@@ -1,5 +1,6 @@
-"""The backtest's own settings (``backtest.*`` on the command line), its grid of cells, and the
-corrupted periods it leaves out.
+"""The backtest's own settings (``backtest.*`` on the command line), the workload it replays (the
+config's ``model:``/``datamodule:`` ``_target_``s and ``fit:``), its grid of cells, and the corrupted
+periods it leaves out.
 
 No torch here: the Slurm submit side imports it on the login node.
 """
@@ -12,7 +13,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import pandas as pd
 
+from cl_hpc.config.ml import FitConf, fit_conf
 from cl_hpc.errors import ConfigError
+from cl_hpc.learn.contract import Target
 from cl_hpc.learn.strategies import KINDS, StrategyConf
 
 TRIGGER = "trigger"
@@ -20,8 +23,12 @@ TRIGGER = "trigger"
 
 @dataclass
 class BacktestConf:
-    """What to replay. Data and model come from the project's config groups (data=..., model.*=...)."""
+    """What to replay. Data and model come from the project's config groups (data=..., model=..., model.*=...,
+    datamodule.*=..., fit.*=...)."""
 
+    # the metric every window is scored on, and the trigger cadence judges; None = the model's primary
+    # metric (accuracy for the bundled MLP, per-token loss for the GPT), compared in its own direction
+    metric: Optional[str] = None
     # retrain every N windows (an int), or "trigger": when a trigger fires on the window just scored
     cadences: List[Any] = field(default_factory=lambda: [1, 2, 4, 8, TRIGGER])
     strategies: List[str] = field(default_factory=lambda: list(KINDS))  # stateless | stateful | hybrid
@@ -52,6 +59,8 @@ class BacktestConf:
             problems.append(f"tolerance={self.tolerance} must be in [0, 1)")
         if self.threads < 1 or self.workers < 1:
             problems.append(f"threads={self.threads} and workers={self.workers} must be >= 1")
+        if self.metric is not None and not (isinstance(self.metric, str) and self.metric.strip()):
+            problems.append(f"metric={self.metric!r} must name a metric the model reports, or be null")
         if "kind" in self.strategy:
             problems.append("strategy.kind is set per cell by backtest.strategies; remove it")
         if problems:
@@ -66,6 +75,28 @@ class BacktestConf:
             DriftConf(**dict(self.drift))
         except TypeError as exc:
             raise ConfigError(f"backtest.drift: {exc}; the keys are cl_hpc.learn.drift.DriftConf's") from None
+
+
+@dataclass(frozen=True)
+class WorkloadConf:
+    """What every cell trains: the model and data module ``_target_`` configs, and how to fit them."""
+
+    model: Target
+    datamodule: Target
+    fit: FitConf
+
+    def meta(self) -> dict[str, Any]:
+        """As the config gave it: stored with every cell, checked again when merging."""
+        return {"model": {"_target_": self.model.path, **self.model.args},
+                "datamodule": {"_target_": self.datamodule.path, **self.datamodule.args},
+                "fit": dataclasses.asdict(self.fit)}
+
+
+def workload_conf(model: Optional[Mapping[str, Any]], datamodule: Optional[Mapping[str, Any]],
+                  fit: Optional[Mapping[str, Any]] = None) -> WorkloadConf:
+    """From the config's ``model:``, ``datamodule:`` and ``fit:`` (plain or OmegaConf mappings)."""
+    return WorkloadConf(Target.from_config(model, "model"), Target.from_config(datamodule, "datamodule"),
+                        fit_conf(fit))
 
 
 def _cadence_problem(cadence: Any) -> Optional[str]:

@@ -1,14 +1,15 @@
-"""The whole history of the landing zone in memory, one array pair per partition (= one window).
+"""The whole history of the landing zone in memory, one frame of raw rows per partition (= one window).
 
 A backtest touches every partition many times (each cell, each retrain), so it reads each file once:
 dask reads the partitions in parallel (one delayed pyarrow read per file), after every file's
-columns and types were checked by the same code the pipeline's ingest uses.
+columns and types were checked by the same code the pipeline's ingest uses. The rows stay raw: the
+workload's data module preprocesses them, as in the pipeline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 
 from cl_hpc.config.ml import DataConf
 from cl_hpc.data.landing import ensure_landing_zone, parse_time, resolve_dir
+from cl_hpc.data.partitions import utc_naive
 from cl_hpc.data.windows import Columns, Partition, check_windows, dask_threads, list_partitions
 from cl_hpc.errors import DataError
 
@@ -23,10 +25,9 @@ from cl_hpc.errors import DataError
 @dataclass(frozen=True)
 class History:
     starts: tuple[pd.Timestamp, ...]  # each partition's start time, oldest first
-    x: tuple[np.ndarray, ...]  # raw (unscaled) features per partition, float64 [rows, features]
-    y: tuple[np.ndarray, ...]  # class index per row, int64
-    features: tuple[str, ...]
-    classes: tuple[Any, ...]  # label values; class index i is classes[i]
+    frames: tuple[pd.DataFrame, ...]  # each partition's raw rows (timestamp, features, label if any)
+    features: tuple[str, ...]  # the data's feature columns (drift compares them when the model's inputs are not)
+    label: Optional[str]  # the label column; None = label-less rows (a token stream)
     files: tuple[str, ...]  # each partition's file name
     # partitions holding nulls or infinities: only usable when excluded (backtest.exclude)
     unreadable: frozenset[int]
@@ -34,35 +35,30 @@ class History:
     def __len__(self) -> int:
         return len(self.starts)
 
-    def rows(self, parts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def rows(self, parts: Sequence[int]) -> pd.DataFrame:
         """The partitions' rows, concatenated in the order given."""
         if not parts:
-            return np.empty((0, len(self.features))), np.empty(0, dtype=np.int64)
-        return np.concatenate([self.x[i] for i in parts]), np.concatenate([self.y[i] for i in parts])
+            return self.frames[0].iloc[:0]
+        return pd.concat([self.frames[i] for i in parts], ignore_index=True)
 
-    def frame(self, x: np.ndarray) -> pd.DataFrame:
-        """Raw features as the drift detector takes them."""
-        return pd.DataFrame(x, columns=list(self.features))
+    def row_count(self, parts: Sequence[int]) -> int:
+        return sum(len(self.frames[i]) for i in parts)
 
 
 def load_history(data: DataConf, cpus: Optional[int] = None) -> History:
     """Every partition before ``data.as_of`` (all of them when unset), generating the zone if configured.
 
     A partition with null or infinite values is loaded but marked unreadable: the engine refuses it
-    unless it is excluded. The class list is the sorted set of labels over the whole history: a
-    model needs a fixed output layer, and knowing which labels exist (not when) leaks nothing.
+    unless it is excluded.
     """
     ensure_landing_zone(data)
     parts = _partitions(data)
     cols = check_windows({"history": parts}, data)
     tables = _read_all(parts, cols, cpus)
+    for table in tables:
+        table[cols.timestamp] = utc_naive(table[cols.timestamp])
     unreadable = frozenset(i for i, t in enumerate(tables) if not _clean(t, cols))
-    labels = [t[cols.label].to_numpy() for i, t in enumerate(tables) if i not in unreadable]
-    classes = tuple(np.unique(np.concatenate(labels)).tolist()) if labels else ()
-    xs = tuple(t[list(cols.features)].to_numpy(dtype=np.float64, na_value=np.nan) for t in tables)
-    ys = tuple(np.zeros(len(t), dtype=np.int64) if i in unreadable  # never scored nor trained on
-               else np.searchsorted(classes, t[cols.label].to_numpy()).astype(np.int64) for i, t in enumerate(tables))
-    return History(tuple(p.start for p in parts), xs, ys, cols.features, classes,
+    return History(tuple(p.start for p in parts), tuple(tables), cols.features, cols.label,
                    tuple(p.path.name for p in parts), unreadable)
 
 
@@ -91,4 +87,4 @@ def _read(path: str, names: list[str]) -> pd.DataFrame:
 
 def _clean(table: pd.DataFrame, cols: Columns) -> bool:
     x = table[list(cols.features)].to_numpy(dtype=np.float64, na_value=np.nan)
-    return bool(np.isfinite(x).all() and table[cols.label].notna().all())
+    return bool(np.isfinite(x).all() and (cols.label is None or table[cols.label].notna().all()))

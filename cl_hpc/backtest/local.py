@@ -16,21 +16,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cl_hpc.atomic import read_json, write_json_atomic
-from cl_hpc.backtest.conf import BacktestConf, Cell, cells, excluded_partitions
-from cl_hpc.config.ml import DataConf, ModelConf
+from cl_hpc.backtest.conf import BacktestConf, Cell, WorkloadConf, cells, excluded_partitions
+from cl_hpc.config.ml import DataConf
 from cl_hpc.errors import ConfigError
 
 
 @dataclass
 class Setup:
     data: DataConf
-    model: ModelConf
+    workload: WorkloadConf
     conf: BacktestConf
     cluster: dict[str, Any]
 
     def meta(self) -> dict[str, Any]:
         """What the numbers depend on: stored with every cell, checked again when merging."""
-        return {"data": dataclasses.asdict(self.data), "model": dataclasses.asdict(self.model),
+        return {"data": dataclasses.asdict(self.data), **self.workload.meta(),
                 "backtest": dataclasses.asdict(self.conf)}
 
 
@@ -63,7 +63,7 @@ def _in_turn(setup: Setup, out: Path, todo: list[Cell], progress: Progress) -> N
 def _replay(setup: Setup, history: Any, excluded: frozenset[int], cell: Cell, progress: Any = None) -> dict[str, Any]:
     from cl_hpc.backtest.replay import run_cell
 
-    return run_cell(history, cell, setup.model, setup.conf, setup.data.train_window, excluded, progress)
+    return run_cell(history, cell, setup.workload, setup.conf, setup.data.train_window, excluded, progress)
 
 
 def _in_pool(setup: Setup, out: Path, todo: list[Cell], progress: Progress) -> None:

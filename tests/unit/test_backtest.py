@@ -1,5 +1,6 @@
 """The backtest engine on a tiny generated landing zone (12 partitions x 300 rows, SEA with two
-abrupt drifts): every strategy at two cadences plus the trigger cadence, real Lightning fits on CPU.
+abrupt drifts): every strategy at two cadences plus the trigger cadence, real Lightning fits on CPU
+of the bundled tabular workload built from its ``_target_`` configs, as any model's would be.
 Checks the prequential order, the retrain counts, the compute sums, the freshness table, the
 recommendation rule, determinism and the corrupted-period exclusion; the Slurm scripts are rendered
 (the real submission is in tests/test_backtest_cli.py)."""
@@ -14,17 +15,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cl_hpc.backtest.conf import BacktestConf, Cell, backtest_conf, cells, excluded_partitions
+from cl_hpc.backtest.conf import BacktestConf, Cell, backtest_conf, cells, excluded_partitions, workload_conf
 from cl_hpc.backtest.history import History, load_history
 from cl_hpc.backtest.replay import run_cell
 from cl_hpc.backtest.report import build_report, cell_summary, freshness, recommend
 from cl_hpc.backtest.slurm import render_jobs
-from cl_hpc.config.ml import DataConf, ModelConf
+from cl_hpc.config.ml import DataConf
 from cl_hpc.errors import ConfigError, DataError
 
 N, ROWS, WINDOW = 12, 300, 3
 FIRST = WINDOW - 1  # the warm-up model is trained after this window
-MODEL = ModelConf(hidden=16, layers=2, max_epochs=2, batch_size=64)
+BATCH = 64
+MODEL = workload_conf({"_target_": "cl_hpc.learn.tabular.TabularClassifier", "hidden": 16, "layers": 2},
+                      {"_target_": "cl_hpc.learn.tabular.TabularData", "label_col": "y", "batch_size": BATCH},
+                      {"max_epochs": 2})
 CADENCES = (1, 3)
 CONF = BacktestConf(cadences=[*CADENCES, "trigger"], strategy={"hybrid_every_k": 2})
 
@@ -138,7 +142,7 @@ def test_compute_is_flops_per_row_times_rows_seen_summed_over_trainings(grid: li
     assert result["flops_per_row"] == 4 * first + 6 * rest
     for t in result["trainings"]:
         assert t["flops"] == t["rows"] * t["epochs"] * result["flops_per_row"]
-        assert t["steps"] == t["epochs"] * -(-t["rows"] // MODEL.batch_size)
+        assert t["steps"] == t["epochs"] * -(-t["rows"] // BATCH)
     summary = cell_summary(result)
     assert summary["flops"] == sum(t["flops"] for t in result["trainings"])
     assert summary["seconds"] == pytest.approx(sum(t["seconds"] for t in result["trainings"]))
@@ -282,3 +286,37 @@ def test_the_grid_is_one_job_array_plus_a_merge_that_waits_for_it(tmp_path: Path
     assert command.startswith("exec ") and "--only-cell $SLURM_ARRAY_TASK_ID" in command
     assert shlex.split(command)[-2:] == ["model.hidden=16", "backtest.exclude=[1, 2]"]
     assert "--dependency='afterok:{array_job}'" in merge and "--merge" in merge and "--array" not in merge
+
+
+# --- any model: a language model on a label-less token stream ----------------------------------------
+
+
+def test_a_language_model_is_replayed_on_its_loss_where_lower_is_better(tmp_path: Path) -> None:
+    data = DataConf(landing_dir=str(tmp_path / "tokens"), generator="tokens", label_col=None, noise=0.0,
+                    generator_params={"vocab_size": 16, "seq_len": 8, "branching": 2}, concepts=[0, 1],
+                    drift_at=[4], n_partitions=7, rows_per_partition=128, train_window=2, eval_window=1)
+    gpt = workload_conf({"_target_": "cl_hpc.learn.gpt.GPT", "d_model": 16, "n_layers": 1, "n_heads": 2, "lr": 0.01},
+                        {"_target_": "cl_hpc.learn.tokens.TokenData", "vocab_size": 16, "batch_size": 32},
+                        {"max_epochs": 3})
+    history = load_history(data)
+    assert history.label is None and history.features[0] == "tok_000"
+    conf = BacktestConf(cadences=[1, "trigger"], strategies=["stateful"],
+                        triggers={"time": {"enabled": False}, "volume": {"enabled": False}, "drift": {"enabled": False},
+                                  "performance": {"max_drop": 0.5, "detector": None, "min_labelled": 50}})
+    results = [run_cell(history, cell, gpt, conf, 2) for cell in cells(conf)]
+    every, triggered = results
+    assert (every["metric"], every["direction"]) == ("loss", "lower")
+    assert [t["mode"] for t in every["trainings"]] == ["stateless"] + ["stateful"] * 4
+    assert all(e["loss"] > 0 for e in every["evaluations"]) and "train_loss" in every["trainings"][0]
+    assert every["flops_per_row"] > 0  # the model's analytic transformer FLOPs
+    # the chain switches at partition 4: the loss rises (it falls elsewhere), so the performance trigger
+    # (lower is better) fires there alone
+    assert [(t["at"], t["why"]) for t in triggered["trainings"][1:]] == [(4, "trigger: performance")]
+    assert triggered["trainings"][1]["triggers"][0]["value"] > 0.5
+    summary = cell_summary(every)
+    losses = [e["loss"] for e in every["evaluations"]]
+    assert summary["worst_loss"] == max(losses) and summary["mean_loss"] == pytest.approx(np.mean(losses))
+    report = build_report(results, 0.01, {})
+    assert "mean loss <=" in report["recommendation"]["why"] and report["metric"] == "loss"
+    best = min(s["mean_loss"] for s in report["summary"])
+    assert report["recommendation"]["floor"] == pytest.approx(best * 1.01)
