@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cl_hpc.config.ml import DataConf, ModelConf, data_conf, model_conf
+from cl_hpc.config.ml import DataConf, FitConf, data_conf, fit_conf
 from cl_hpc.context import TaskContext
 from cl_hpc.data.files import sha256_file
 from cl_hpc.data.landing import MANIFEST, ensure_landing_zone, read_manifest
@@ -241,7 +241,7 @@ def test_ingest_copies_both_windows_with_digest_and_labels(tmp_path: Path) -> No
 # --- configuration ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("group, cls, check", [("data", DataConf, data_conf), ("model", ModelConf, model_conf)])
+@pytest.mark.parametrize("group, cls, check", [("data", DataConf, data_conf)])
 def test_every_group_yaml_has_exactly_the_schema_fields(group: str, cls: type, check: Callable[..., Any]) -> None:
     files = sorted((REPO / "conf" / group).glob("*.yaml"))
     assert files
@@ -250,6 +250,28 @@ def test_every_group_yaml_has_exactly_the_schema_fields(group: str, cls: type, c
         values.pop("defaults", None)
         assert set(values) == {f.name for f in dataclasses.fields(cls)}, path
         check(values)
+
+
+def test_every_model_yaml_is_a_workload_whose_classes_take_its_arguments() -> None:
+    """conf/model/*.yaml (``# @package _global_``): ``model:`` and ``datamodule:`` _target_ configs
+    whose every argument the class takes, and a valid ``fit:`` (FitConf)."""
+    import inspect
+
+    from cl_hpc.learn.contract import Target
+    from cl_hpc.learn.workload import import_class
+
+    files = sorted((REPO / "conf" / "model").glob("*.yaml"))
+    assert files
+    for path in files:
+        text = path.read_text()
+        values = yaml.safe_load(text)
+        # a size preset may set other groups too (gpt_h100: the data and the resources it loads a GPU with)
+        assert text.startswith("# @package _global_") and {"model", "datamodule", "fit"} <= set(values), path
+        assert set(values["fit"]) <= {f.name for f in dataclasses.fields(FitConf)}, path
+        fit_conf(values["fit"])
+        for group in ("model", "datamodule"):
+            target = Target.from_config(values[group], group)
+            inspect.signature(import_class(target.path, f"{path}: {group}")).bind_partial(**target.args)
 
 
 @pytest.mark.parametrize("override, match", [
