@@ -67,16 +67,18 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_planning_the_default_pipeline_imports_no_heavy_library() -> None:
-    """Login nodes must not pay for torch/lightning/pynvml: validation reads targets, not imports them."""
+    """Login nodes must not pay for torch/lightning/pynvml: validation reads targets, not imports them
+    (every task of the retrain and continual pipelines, and the model contract's light module)."""
     import subprocess
     import sys
 
     code = (
         "import sys; from cl_hpc.dag.build import build_plan; from cl_hpc.dag.capacity import Capacity; "
         "build_plan({'name': 'p', 'tasks': {t: {'target': f'cl_hpc.tasks.{t}.run'} for t in "
-        "('ingest', 'features', 'train', 'evaluate')}}, Capacity('x', 4, 8, 0)); "
-        "print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'pynvml', 'cl_hpc.tasks.train') "
-        "if m in sys.modules))"
+        "('ingest', 'validate', 'train', 'evaluate', 'compare', 'promote')}}, Capacity('x', 4, 8, 0)); "
+        "import cl_hpc.learn.contract; "
+        "print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'pynvml', 'cl_hpc.tasks.train', "
+        "'cl_hpc.learn.workload') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

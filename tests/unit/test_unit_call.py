@@ -123,14 +123,14 @@ def test_a_task_context_is_read_only_and_survives_pickle_and_deepcopy(tmp_path: 
     from cl_hpc.context import TaskContext
 
     ctx = TaskContext(run_id="r1", task="train", key="train[2]", task_dir=tmp_path, run_dir=tmp_path.parent,
-                      attempt=3, upstream={"features": {"rows": 10}}, item="b", shard=2, resources={"cpus": 4})
+                      attempt=3, upstream={"ingest": {"rows": 10}}, item="b", shard=2, resources={"cpus": 4})
     with pytest.raises(AttributeError, match="read-only"):
         ctx.attempt = 4  # type: ignore[misc]
     with pytest.raises(AttributeError, match="read-only"):
         del ctx.key
     for twin in (pickle.loads(pickle.dumps(ctx)), copy.deepcopy(ctx)):
         assert (twin.key, twin.attempt, twin.task_dir, twin.upstream, twin.item, twin.shard, twin.resources) == \
-            ("train[2]", 3, tmp_path, {"features": {"rows": 10}}, "b", 2, {"cpus": 4})
+            ("train[2]", 3, tmp_path, {"ingest": {"rows": 10}}, "b", 2, {"cpus": 4})
     assert TaskContext(run_id="r", task="t", key="t", task_dir=tmp_path, run_dir=tmp_path, attempt=1).upstream == {}
     assert "key='train[2]'" in repr(ctx)
     ctx.progress(1, 2, force=True)  # its own throttle state still works behind the read-only front
