@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from cl_hpc.config.ml import model_conf
-from cl_hpc.learn.model import Classifier
-from cl_hpc.learn.training import build_trainer, fit
+from cl_hpc.config.ml import fit_conf
+from cl_hpc.learn.contract import Target
+from cl_hpc.learn.tabular import TabularClassifier
+from cl_hpc.learn.training import FitResult, build_trainer, fit
+from cl_hpc.learn.workload import Workload, data_from, model_for
 from cl_hpc.profile import flops as fl
 from cl_hpc.profile.task import ProfileSettings, TaskProfiler
 
@@ -82,7 +86,7 @@ class SlowBatches(Dataset):
         return loading / wall
 
 
-class PaddedClassifier(Classifier):
+class PaddedClassifier(TabularClassifier):
     """The project's classifier with ``pad_s`` of extra work per step: a heavier model's step time
     without burning the CI machine's CPU (the profiler times hooks; it cannot tell sleep from math)."""
 
@@ -124,7 +128,7 @@ def profiled_fit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             loader = batches.loader()
             prof = profiler(tmp / "task")
             module = PaddedClassifier(pad_s=0.010)
-            conf = model_conf({"max_epochs": 2, "batch_size": BATCH})
+            conf = fit_conf({"max_epochs": 2})
             trainer = build_trainer(conf, [prof.lightning_callback()], len(loader), tmp)
             prof.note(num_workers=0, batch_size=BATCH, data_rows=len(y))
             trainer.fit(module, loader)
@@ -228,24 +232,38 @@ def test_steps_adapter_with_nothing_to_iterate(tmp_path: Path) -> None:
 
 # ---- the profiler must not change what is trained ---------------------------------------------------
 
+def workload_fit(x: np.ndarray, y: np.ndarray, root: Path, profiler: Any = None) -> FitResult:
+    """The bundled tabular workload (TabularClassifier + TabularData), built and fitted as the train
+    task does: seeded before the model draws its initial weights."""
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(FEATURES)]).assign(y=y)
+    conf = fit_conf({"max_epochs": 2, "seed": 7})
+    data_target = Target("cl_hpc.learn.tabular.TabularData", {"label_col": "y", "batch_size": BATCH, "seed": 7})
+    data = data_from(data_target)
+    data.fit_state(frame)
+    pl.seed_everything(conf.seed, verbose=False)
+    model, built = model_for(Target("cl_hpc.learn.tabular.TabularClassifier", {"hidden": HIDDEN, "layers": LAYERS}),
+                             data)
+    return fit(Workload(model, data, built, data_target), frame, conf, root, profiler=profiler)
+
+
 def test_profiled_fit_trains_the_same_weights(tmp_path: Path) -> None:
     """Same seed, same data: the same weights and the same RNG state after the fit, profiled or not
     (the FLOP count runs a training step with dropout after the fit; it must put torch's RNG back)."""
     x, y = data(256, seed=1)
-    conf = model_conf({"hidden": HIDDEN, "layers": LAYERS, "batch_size": BATCH, "max_epochs": 2, "seed": 7})
 
-    plain = fit(x, y, CLASSES, conf, tmp_path / "plain")
+    plain = workload_fit(x, y, tmp_path / "plain")
     plain_rng = torch.random.get_rng_state()
     prof = profiler(tmp_path / "task")
-    profiled = fit(x, y, CLASSES, conf, tmp_path / "profiled", profiler=prof)
+    profiled = workload_fit(x, y, tmp_path / "profiled", profiler=prof)
     profiled_rng = torch.random.get_rng_state()
     written = prof.finish("COMPLETED")
 
     assert written["compute"]["flops_method"] == "counted"  # the count did run
     assert written["steps"]["steps"] == profiled.steps == plain.steps == 2 * 256 // BATCH
-    plain_weights, profiled_weights = plain.module.state_dict(), profiled.module.state_dict()
+    plain_weights, profiled_weights = plain.model.state_dict(), profiled.model.state_dict()
     assert plain_weights.keys() == profiled_weights.keys()
     for name, tensor in plain_weights.items():
         assert torch.equal(tensor, profiled_weights[name]), name
     assert torch.equal(plain_rng, profiled_rng)
-    assert (plain.train_loss, plain.epoch_loss) == (profiled.train_loss, profiled.epoch_loss)
+    assert (plain.epoch_loss, plain.epoch_accuracy) == (profiled.epoch_loss, profiled.epoch_accuracy)
+    assert len(plain.epoch_loss) == len(plain.epoch_accuracy) == 2
