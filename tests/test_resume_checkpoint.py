@@ -6,7 +6,6 @@ own progress hook, so the fit checkpoints mid-epoch exactly as it would in a Slu
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import signal
@@ -15,25 +14,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from cl_hpc.config.ml import ModelConf, model_conf
+from cl_hpc.config.ml import fit_conf
 from cl_hpc.context import Preempted
 from cl_hpc.errors import ClHpcError
-from cl_hpc.learn.training import fit
+from cl_hpc.learn.contract import Target
+from cl_hpc.learn.training import FitResult, fit
+from cl_hpc.learn.workload import Workload, data_from, model_for
 
 ROWS, BATCH, EPOCHS = 96, 8, 2  # 12 steps an epoch, 24 in all
 
 
-def _data() -> tuple[np.ndarray, np.ndarray]:
+def _data() -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(ROWS, 3)).astype(np.float32)
-    return x, (x[:, 0] > 0).astype(np.int64)
+    x = rng.normal(size=(ROWS, 3))
+    return pd.DataFrame(x, columns=["a", "b", "c"]).assign(y=(x[:, 0] > 0).astype(np.int64))
 
 
-def _conf() -> ModelConf:
-    return dataclasses.replace(model_conf(None), batch_size=BATCH, max_epochs=EPOCHS, num_workers=0)
+def _fit(root: Path, **kwargs: Any) -> FitResult:
+    """A fresh tabular workload (as a requeued job builds one) fitted on the rows: 12 steps an epoch."""
+    frame = _data()
+    data_target = Target("cl_hpc.learn.tabular.TabularData", {"label_col": "y", "batch_size": BATCH})
+    data = data_from(data_target)
+    data.fit_state(frame)
+    model, built = model_for(Target("cl_hpc.learn.tabular.TabularClassifier", {}), data)
+    return fit(Workload(model, data, built, data_target), frame, fit_conf({"max_epochs": EPOCHS}), root, **kwargs)
 
 
 def _signal_at(step: int) -> Callable[..., None]:
@@ -46,10 +54,9 @@ def _signal_at(step: int) -> Callable[..., None]:
 
 def _preempted_fit(tmp_path: Path, step: int = 17) -> Path:
     """Fit until the signal at ``step`` (mid second epoch); the resume checkpoint it left."""
-    x, y = _data()
     resume = tmp_path / "resume-attempt0.ckpt"
     with pytest.raises(Preempted, match=f"at step {step}"):
-        fit(x, y, 2, _conf(), tmp_path, progress=_signal_at(step), resume_path=resume)
+        _fit(tmp_path, progress=_signal_at(step), resume_path=resume)
     assert resume.is_file()
     return resume
 
@@ -61,8 +68,7 @@ def _sidecar(resume: Path) -> Path:
 def test_a_fit_preempted_mid_epoch_resumes_to_the_exact_step_count(tmp_path: Path) -> None:
     resume = _preempted_fit(tmp_path)
     assert _sidecar(resume).read_text().split() == [hashlib.sha256(resume.read_bytes()).hexdigest()]
-    x, y = _data()
-    result = fit(x, y, 2, _conf(), tmp_path, resume_path=resume)
+    result = _fit(tmp_path, resume_path=resume)
     assert result.steps == EPOCHS * ROWS // BATCH  # nothing lost, nothing done twice
     assert result.epochs == EPOCHS
     assert not resume.exists() and not _sidecar(resume).exists()  # done: nothing left to resume
@@ -74,17 +80,15 @@ def test_a_changed_resume_checkpoint_is_refused(tmp_path: Path) -> None:
     state = torch.load(resume, weights_only=True)
     state["global_step"] = 3
     torch.save(state, resume)
-    x, y = _data()
     with pytest.raises(ClHpcError, match=r"(?s)resume checkpoint .*resume-attempt0\.ckpt has sha256 .*changed"):
-        fit(x, y, 2, _conf(), tmp_path, resume_path=resume)
+        _fit(tmp_path, resume_path=resume)
 
 
 def test_a_resume_checkpoint_without_its_checksum_is_refused(tmp_path: Path) -> None:
     resume = _preempted_fit(tmp_path)
     _sidecar(resume).unlink()
-    x, y = _data()
     with pytest.raises(ClHpcError, match="is missing"):
-        fit(x, y, 2, _conf(), tmp_path, resume_path=resume)
+        _fit(tmp_path, resume_path=resume)
 
 
 class _Payload:
@@ -107,9 +111,8 @@ def test_a_pickled_object_in_a_resume_checkpoint_never_runs(tmp_path: Path, monk
     torch.save(state, resume)
     _sidecar(resume).write_text(hashlib.sha256(resume.read_bytes()).hexdigest() + "\n")
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # what torch 2.3-2.5 do by default
-    x, y = _data()
     with pytest.raises(ClHpcError, match="other than tensors and plain data"):
-        fit(x, y, 2, _conf(), tmp_path, resume_path=resume)
+        _fit(tmp_path, resume_path=resume)
     assert not marker.exists()
 
 
@@ -136,8 +139,7 @@ def test_a_gpu_fit_checkpoint_resumes_through_lightning_onto_the_cpu(tmp_path: P
     subprocess.run([sys.executable, "-c", _SAVE_TAGGED_CUDA, str(resume)], check=True, timeout=300)
     with pytest.raises(RuntimeError, match="CUDA"):  # the file really is tagged for a GPU
         torch.load(resume, weights_only=True)
-    x, y = _data()
-    result = fit(x, y, 2, _conf(), tmp_path, resume_path=resume)
+    result = _fit(tmp_path, resume_path=resume)
     assert result.steps == EPOCHS * ROWS // BATCH
 
 
@@ -197,6 +199,5 @@ def test_saves_killed_in_either_crash_window_leave_a_verified_checkpoint_and_two
         assert len(listed) == 2 and listed[0] == before and on_disk[-1] in listed, (point, listed)
         assert not set(listed) & set(on_disk) - {before, on_disk[-1]}, (point, listed)  # old ones dropped
     assert first not in _sidecar(resume).read_text().split()
-    x, y = _data()
-    result = fit(x, y, 2, _conf(), tmp_path, resume_path=resume)
+    result = _fit(tmp_path, resume_path=resume)
     assert result.steps == EPOCHS * ROWS // BATCH
