@@ -2,9 +2,10 @@
 
 The default train task fits in-memory tensors. Its profile used to say "set num_workers > 0"
 whenever the data wait passed 10% of a ~2.6 ms step, although receiving a batch from a worker
-costs more than fetching it in process. Here the default pipeline's tasks run for real (ingest and
-features write Parquet, train fits with Lightning on CPU under the profiler), and the loader probe
-runs on the default loader itself. scripts/bench_advice.py times both choices side by side.
+costs more than fetching it in process. Here the default pipeline's tasks run for real (ingest
+writes Parquet, train fits the bundled tabular workload with Lightning on CPU under the profiler),
+and the loader probe runs on the default data module's loader itself. scripts/bench_advice.py
+times both choices side by side.
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ from typing import Any
 
 import pytest
 
-from cl_hpc.config.ml import model_conf
 from cl_hpc.context import TaskContext
-from cl_hpc.data.tables import load_xy
-from cl_hpc.learn.training import make_loader
+from cl_hpc.data.tables import load_frame
+from cl_hpc.learn.tabular import TabularData
 from cl_hpc.profile import loader as loader_probe
 from cl_hpc.profile.diagnosis import STALL_THRESHOLD, Verdict, diagnose
 from cl_hpc.profile.task import ProfileSettings, TaskProfiler
-from cl_hpc.tasks import features, ingest, train
+from cl_hpc.tasks import ingest, train
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*`srun` command is available.*"),
               pytest.mark.filterwarnings("ignore:.*treespec, LeafSpec.*")]
 
 DATA = {"rows_per_partition": 400}  # the default data config, smaller partitions
-MODEL = {"max_epochs": 3}  # the default model, fewer epochs
+# conf/model/mlp.yaml's workload, fewer epochs
+MODEL = {"_target_": "cl_hpc.learn.tabular.TabularClassifier"}
+DATAMODULE = {"_target_": "cl_hpc.learn.tabular.TabularData", "label_col": "y"}
+FIT = {"max_epochs": 3}
 
 
 def _ctx(run_dir: Path, task: str, upstream: dict[str, Any], profiler: Any = None) -> TaskContext:
@@ -44,11 +47,10 @@ def default_train(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data = {**DATA, "landing_dir": str(root / "landing")}
     run_dir = root / "run"
     ingested = json.loads(json.dumps(ingest.run(_ctx(run_dir, "ingest", {}), data=data)))
-    feats = json.loads(json.dumps(features.run(_ctx(run_dir, "features", {"ingest": ingested}), data=data)))
     prof = TaskProfiler(run_dir / "train", {"run_id": "r1", "key": "train", "attempt": 1, "segment": 0},
                         {"cpus": 2}, ProfileSettings(interval_s=0.25, ceiling=False)).start()
-    train.run(_ctx(run_dir, "train", {"features": feats}, prof), model=MODEL)
-    return {"record": prof.finish("COMPLETED"), "features": feats}
+    train.run(_ctx(run_dir, "train", {"ingest": ingested}, prof), model=MODEL, datamodule=DATAMODULE, fit=FIT)
+    return {"record": prof.finish("COMPLETED"), "ingest": ingested}
 
 
 def test_the_default_train_profile_does_not_advise_workers(default_train: dict[str, Any]) -> None:
@@ -64,9 +66,12 @@ def test_the_default_loader_probed_workers_would_slow_every_step(default_train: 
     """The rule on the real default loader, whatever this fit's stall happened to be: even a fit that
     waited half of every step on it is not told to add workers, because a worker's batch costs the
     training process more than fetching the batch itself."""
-    feats = default_train["features"]
-    x, y = load_xy(feats["train_path"], list(feats["features"]), feats["label_col"])
-    measured = loader_probe.probe(make_loader(x, y, model_conf(MODEL)))
+    ingested = default_train["ingest"]
+    rows = load_frame(ingested["train_path"], ingested["timestamp_col"])
+    data = TabularData(label_col="y")  # the default data module, as the train task builds it
+    data.fit_state(rows)
+    data.use(rows)
+    measured = loader_probe.probe(data.train_dataloader())
     assert measured is not None and measured["batches"] >= 3
     assert measured["fetch_s"] < measured["worker_batch_s"], measured
     steps = default_train["record"]["steps"]["steps"]
