@@ -11,7 +11,7 @@ import pytest
 
 from cl_hpc.registry import ModelRegistry
 from tests.conftest import REPO, _env
-from tests.unit.test_registry import corrupt, make_checkpoint
+from tests.unit.test_registry import MLP, TABULAR, corrupt, make_checkpoint, make_workload
 
 
 def _cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,10 +35,15 @@ def store(tmp_path: Path) -> Path:
         for seed, (strategy, parent, hidden, window, acc) in enumerate(specs):
             path = tmp_path / f"run{seed}" / "model.pt"
             sha = make_checkpoint(path, seed, hidden)
+            workload = make_workload(seed, hidden)
             reg.register("retrain", path, strategy=strategy, parent=parent, checkpoint_sha256=sha, workdir=REPO,
-                         config={"model": {"hidden": hidden, "lr": 0.01}, "data": {"features": ["a", "b", "c"]}},
+                         config={"model": {"_target_": MLP, "hidden": hidden, "lr": 0.01},
+                                 "datamodule": {"_target_": TABULAR, "features": ["a", "b", "c"]},
+                                 "fit": {"max_epochs": 8}},
                          window_partitions=window, window_digest="-".join(window), metrics={"accuracy": acc},
-                         run_id=f"run{seed}", task_key="train")
+                         run_id=f"run{seed}", task_key="train", model_class=MLP,
+                         init_args=workload.model_target.args, datamodule_class=TABULAR,
+                         signature=workload.signature.to_dict())
     return root
 
 
@@ -54,6 +59,8 @@ def test_promote_rollback_history_and_show(store: Path) -> None:
     assert shown["version"] == "1.0" and shown["aliases"] == ["champion"] and shown["run_id"] == "run0"
     table = _ok(store, "show", "1.1")
     assert "fine-tuned on p3" in table and "config model.hidden" in table and "package torch" in table
+    assert MLP in table and TABULAR in table and "hidden=32" in table and "n_features=3" in table
+    assert "a: float64" in table and "probs: float32[2]" in table  # the signature's inputs and outputs
     _ok(store, "promote", "2.0", "--alias", "challenger", "--reason", "shadow")
     _ok(store, "rollback", "--to", "1.1", "--reason", "explicit")
     assert "rollback-to" in _ok(store, "history", "--alias", "champion")
@@ -70,6 +77,7 @@ def test_list_tag_and_diff(store: Path) -> None:
     assert "champion" in table and "accuracy=0.83" in table and "nightly" in table
     diff = json.loads(_ok(store, "diff", "champion", "2.0", "--json"))
     assert {"key": "model.hidden", "old": 32, "new": 64, "change": "changed"} in diff["config"]
+    assert {"key": "init_args.hidden", "old": 32, "new": 64, "change": "changed"} in diff["model"], diff["model"]
     (accuracy,) = diff["metrics"]
     assert accuracy["delta"] == pytest.approx(0.03)
     assert diff["window"]["same_data"] and diff["window"]["partitions_added"] == []
