@@ -67,8 +67,9 @@ def test_dry_run_prints_plan_and_mermaid_and_submits_nothing(launcher: Launcher)
 def test_default_pipeline_dry_run_names_every_task(launcher: Launcher) -> None:
     result = launcher("launch.dry_run=true")
     assert result.proc.returncode == 0, result.output
-    for task in ("ingest", "features", "train", "evaluate"):
+    for task in ("ingest", "train", "evaluate"):
         assert f"\n  {task}\n" in result.output
+    assert "\n  features\n" not in result.output  # gone: scaling is the tabular data module's state
 
 
 def test_status_works_after_the_launcher_exited(launcher: Launcher) -> None:

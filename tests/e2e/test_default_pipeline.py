@@ -38,4 +38,6 @@ def test_default_pipeline_trains_and_evaluates_an_honest_model(launcher: Launche
     config = (result.run_dir() / "config.yaml").read_text()
     assert "landing_dir: " + str(landing) in config, "the resolved config is saved with the run"
     plan = json.loads((result.run_dir() / "plan.json").read_text())
-    assert [t["name"] for t in plan["tasks"]] == ["ingest", "features", "train", "evaluate"]
+    assert [t["name"] for t in plan["tasks"]] == ["ingest", "train", "evaluate"]
+    assert train["model_class"] == evaluate["model_class"] == "cl_hpc.learn.tabular.TabularClassifier"
+    assert "_target_: cl_hpc.learn.tabular.TabularData" in config and "max_epochs: 8" in config
