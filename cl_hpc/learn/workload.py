@@ -71,15 +71,18 @@ def construct(cls: type, args: Mapping[str, Any], what: str) -> Any:
 
 
 def data_from(target: Target, what: str = "datamodule") -> Any:
-    datamodule = construct(import_class(target.path, what), target.args, what)
-    _require_methods(datamodule, DATA_METHODS, what)
-    return datamodule
+    cls = import_class(target.path, what)
+    _require_methods(cls, DATA_METHODS, what)  # before construction: what is missing, not what __init__ did
+    return construct(cls, target.args, what)
 
 
 def model_for(target: Target, datamodule: Any, what: str = "model") -> tuple[Any, Target]:
     """The model built with its config's arguments plus those the data gives (``model_args``);
     a config value that contradicts the data's is an error, not silently replaced."""
     cls = import_class(target.path, what)
+    # Checked on the class, before it is built: a LightningModule without its own __init__ takes
+    # **kwargs by signature but refuses the data's arguments at run time.
+    _require_methods(cls, MODEL_METHODS, what)
     from_data = dict(datamodule.model_args())
     clash = {k: (target.args[k], v) for k, v in from_data.items() if k in target.args and target.args[k] != v}
     if clash:
@@ -88,9 +91,7 @@ def model_for(target: Target, datamodule: Any, what: str = "model") -> tuple[Any
                             f"{class_path(datamodule)} sets it)")
     accepted = _accepted(cls)
     args = {**{k: v for k, v in from_data.items() if accepted is None or k in accepted}, **target.args}
-    model = construct(cls, args, what)
-    _require_methods(model, MODEL_METHODS, what)
-    return model, Target(target.path, args)
+    return construct(cls, args, what), Target(target.path, args)
 
 
 def check_batches(workload: Workload, frame: pd.DataFrame) -> None:
@@ -142,8 +143,9 @@ def _require_methods(obj: Any, names: tuple[str, ...], what: str) -> None:
 
 
 def missing_contract_methods(obj: Any, names: tuple[str, ...]) -> list[str]:
-    """Methods ``obj`` lacks, counting the base classes' NotImplementedError stubs (and Lightning's
-    own placeholders for training_step, configure_optimizers and train_dataloader) as lacking."""
+    """Methods ``obj`` (an instance or a class) lacks, counting the base classes' NotImplementedError
+    stubs (and Lightning's own placeholders for training_step, configure_optimizers and
+    train_dataloader) as lacking."""
     from cl_hpc.learn import base
 
     stubs = {name: getattr(cls, name) for cls in (base.LoopModule, base.LoopDataModule)
@@ -151,7 +153,7 @@ def missing_contract_methods(obj: Any, names: tuple[str, ...]) -> list[str]:
              if hasattr(cls, name)}
     missing = []
     for name in names:
-        method = getattr(type(obj), name, None)
+        method = getattr(obj if isinstance(obj, type) else type(obj), name, None)
         if not callable(method) or stubs.get(name) is method or _lightning_placeholder(method):
             missing.append(name)
     return missing
