@@ -4,8 +4,8 @@
     PYTHONPATH=. python scripts/bench_advice.py            # 3 reps of each arm
     PYTHONPATH=. python scripts/bench_advice.py --reps 5
 
-**The default pipeline.** The default data config's ingest and features tasks write the train window
-(SEA, 8 partitions of 2000 rows), then the default train task fits it as configured
+**The default pipeline.** The default data config's ingest task writes the train window (SEA, 8
+partitions of 2000 rows), then the default train task fits the bundled tabular workload on it as configured
 (num_workers=0, cpus=2) and with the advice the profile used to give it ("set num_workers > 0":
 1 and 2 workers), the arms alternated within each rep so that a drift of the shared machine hits
 all alike. Printed: the median fit time of each arm, its ratio to the configured one, and what the
@@ -43,20 +43,24 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from cl_hpc.config.ml import model_conf
+from cl_hpc.config.ml import fit_conf
 from cl_hpc.context import TaskContext
-from cl_hpc.data.tables import load_xy
-from cl_hpc.learn.model import Classifier
-from cl_hpc.learn.training import BatchedTensorDataset, _already_batched, build_trainer
+from cl_hpc.data.tables import load_frame
+from cl_hpc.learn.base import BatchedTensorDataset, _already_batched
+from cl_hpc.learn.tabular import TabularClassifier, TabularData
+from cl_hpc.learn.training import build_trainer
 from cl_hpc.profile.diagnosis import Verdict
 from cl_hpc.profile.task import ProfileSettings, TaskProfiler
-from cl_hpc.tasks import features, ingest, train
+from cl_hpc.tasks import ingest, train
 
 CPUS = 2  # the default train task's resources.cpus
+# conf/model/mlp.yaml's workload with its defaults (fit.max_epochs 8)
+MODEL = {"_target_": "cl_hpc.learn.tabular.TabularClassifier"}
+DATAMODULE = {"_target_": "cl_hpc.learn.tabular.TabularData", "label_col": "y"}
 
 
 def _ctx(run_dir: Path, task: str, upstream: dict[str, Any], profiler: Any = None) -> TaskContext:
@@ -72,18 +76,17 @@ def _profiler(task_dir: Path) -> TaskProfiler:
 
 
 def default_window(root: Path) -> dict[str, Any]:
-    """The default pipeline's features outputs, written by its real ingest and features tasks."""
+    """The default pipeline's ingest outputs (the raw train window), written by its real ingest task."""
     data = {"landing_dir": str(root / "landing")}
-    run_dir = root / "run"
-    ingested = json.loads(json.dumps(ingest.run(_ctx(run_dir, "ingest", {}), data=data)))
-    return json.loads(json.dumps(features.run(_ctx(run_dir, "features", {"ingest": ingested}), data=data)))
+    return json.loads(json.dumps(ingest.run(_ctx(root / "run", "ingest", {}), data=data)))
 
 
-def default_fit(root: Path, feats: dict[str, Any], workers: int) -> tuple[float, Mapping[str, Any]]:
+def default_fit(root: Path, ingested: dict[str, Any], workers: int) -> tuple[float, Mapping[str, Any]]:
     """The default train task (its run(), as a job calls it), profiled: (fit seconds, profile record)."""
     task_dir = root / f"train-w{workers}-{time.monotonic_ns()}"
     prof = _profiler(task_dir)
-    out = train.run(_ctx(task_dir.parent, task_dir.name, {"features": feats}, prof), model={"num_workers": workers})
+    out = train.run(_ctx(task_dir.parent, task_dir.name, {"ingest": ingested}, prof), model=MODEL,
+                    datamodule={**DATAMODULE, "num_workers": workers})
     return out["seconds"], prof.finish("COMPLETED")
 
 
@@ -97,19 +100,23 @@ class SlowReads(BatchedTensorDataset):
         return super().__getitems__(indices)
 
 
-def slow_fit(root: Path, x: np.ndarray, y: np.ndarray, workers: int, epochs: int) -> tuple[float, Mapping[str, Any]]:
-    """The default model and batch size over SlowReads, profiled as the train task profiles."""
-    conf = model_conf({"num_workers": workers, "max_epochs": epochs})
+def slow_fit(root: Path, rows: pd.DataFrame, workers: int, epochs: int) -> tuple[float, Mapping[str, Any]]:
+    """The default model and batch size over SlowReads (the default data module's tensors), profiled
+    as the train task profiles."""
+    conf = fit_conf({"max_epochs": epochs})
     torch.set_num_threads(CPUS)
+    data = TabularData(label_col="y", num_workers=workers, seed=conf.seed)
+    data.fit_state(rows)
+    x, y = data.to_batch(rows)
+    assert y is not None
     torch.manual_seed(conf.seed)
-    loader = DataLoader(SlowReads(torch.from_numpy(x), torch.from_numpy(y)), batch_size=conf.batch_size,
-                        shuffle=True, num_workers=workers, persistent_workers=workers > 0,
-                        collate_fn=_already_batched, generator=torch.Generator().manual_seed(conf.seed))
-    module = Classifier(x.shape[1], int(y.max()) + 1, conf.hidden, conf.layers, conf.dropout, conf.lr,
-                        conf.weight_decay)
+    loader = DataLoader(SlowReads(x, y), batch_size=data.batch_size, shuffle=True, num_workers=workers,
+                        persistent_workers=workers > 0, collate_fn=_already_batched,
+                        generator=torch.Generator().manual_seed(conf.seed))
+    module = TabularClassifier(**data.model_args())
     prof = _profiler(root / f"slow-w{workers}-{time.monotonic_ns()}")
     timer = prof.lightning_callback()
-    prof.note(num_workers=workers, batch_size=conf.batch_size, data_rows=len(y))
+    prof.note(num_workers=workers, batch_size=data.batch_size, data_rows=len(y))
     trainer = build_trainer(conf, [timer], len(loader), root, profiler=timer.waits)
     started = time.perf_counter()
     trainer.fit(module, loader)
@@ -179,23 +186,23 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*(srun|treespec|does not have many workers).*")
     with tempfile.TemporaryDirectory(prefix="bench_advice-") as tmp:
         root = Path(tmp)
-        feats = default_window(root)
-        print(f"default train task: {feats['train_rows']} rows, model {model_conf({})}; "
+        ingested = default_window(root)
+        print(f"default train task: {ingested['train_rows']} rows, model TabularClassifier (conf/model/mlp.yaml); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
         times, records = alternate({
-            "configured (num_workers=0)": lambda: default_fit(root, feats, 0),
-            "old advice: num_workers=1": lambda: default_fit(root, feats, 1),
-            "old advice: num_workers=2": lambda: default_fit(root, feats, 2),
+            "configured (num_workers=0)": lambda: default_fit(root, ingested, 0),
+            "old advice: num_workers=1": lambda: default_fit(root, ingested, 1),
+            "old advice: num_workers=2": lambda: default_fit(root, ingested, 2),
         }, args.reps)
         times["configured"] = times.pop("configured (num_workers=0)")
         times = {"configured": times.pop("configured"), **times}
         report("default pipeline (in-memory tensors)", times, records["configured (num_workers=0)"],
                "old advice: num_workers=1")
         SlowReads.read_s = args.read_ms / 1000
-        x, y = load_xy(feats["train_path"], list(feats["features"]), feats["label_col"])
+        rows = load_frame(ingested["train_path"], ingested["timestamp_col"])
         slow, slow_records = alternate({
-            "configured": lambda: slow_fit(root, x, y, 0, args.slow_epochs),
-            "advised: num_workers=1": lambda: slow_fit(root, x, y, 1, args.slow_epochs),
+            "configured": lambda: slow_fit(root, rows, 0, args.slow_epochs),
+            "advised: num_workers=1": lambda: slow_fit(root, rows, 1, args.slow_epochs),
         }, args.reps)
         report(f"a loader that reads {args.read_ms:g} ms per batch", slow, slow_records["configured"],
                "advised: num_workers=1")
