@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 # Small and quick: 500-row partitions, 3 epochs; SEA concept 0, then concept 3 from partition 14.
 # The champion is trained on partitions 4-11 (16 generated); then 6 more arrive, all of the new concept.
-DATA = ["data.rows_per_partition=500", "data.concepts=[0,3]", "data.drift_at=[14]", "model.max_epochs=3"]
+DATA = ["data.rows_per_partition=500", "data.concepts=[0,3]", "data.drift_at=[14]", "fit.max_epochs=3"]
 
 
 def _run(launcher: Launcher, landing: Path, partitions: int, *extra: str) -> dict:
@@ -76,7 +76,9 @@ def test_bootstrap_drift_stateful_update_then_stateless_after_k(launcher: Launch
     assert second["train"]["strategy"] == "stateful" and second["train"]["parent"] == "1.0"
     assert second["train"]["new_rows"] == 6 * 500 and second["train"]["replay_rows"] == 600
     assert second["compare"]["champion"] == "1.0"
-    assert second["compare"]["challenger_accuracy"] > second["compare"]["champion_accuracy"], second["compare"]
+    compare = second["compare"]
+    assert compare["challenger_metrics"]["accuracy"] > compare["champion_metrics"]["accuracy"], compare
+    assert compare["metric"] == "accuracy" and compare["direction"] == "higher" and compare["scored_against"] == "1.0"
     assert second["promote"]["version"] == "1.1" and second["promote"]["promoted"], second["promote"]["reasons"]
 
     # hybrid_every_k=1: after one stateful update the next model is trained from scratch.
@@ -115,9 +117,12 @@ def test_a_challenger_of_another_feature_set_is_not_promoted(launcher: Launcher,
     landing = tmp_path / "landing"
     first = _run(launcher, landing, 16, "data.features=[x0,x1]")
     assert first["promote"]["version"] == "1.0" and first["promote"]["promoted"]
-    second = _run(launcher, landing, 16)  # every feature now: the champion cannot be fine-tuned or compared
+    # Two new partitions and every feature now: the champion cannot be fine-tuned on them or compared.
+    second = _run(launcher, landing, 18)
     assert second["train"]["strategy"] == "stateless" and "trained on features" in second["train"]["strategy_reason"]
-    assert not second["compare"]["passed"] and "label space" in second["compare"]["reasons"][0]
+    reason = second["compare"]["reasons"][0]
+    assert not second["compare"]["passed"] and "signature differs" in reason, reason
+    assert "input 'x2': absent vs x2: float64" in reason and "allow_signature_change=true" in reason, reason
     assert second["promote"]["version"] == "2.0" and not second["promote"]["promoted"]
     listing = _registry(launcher, "--name", "continual", "list")["continual"]
     assert listing["aliases"]["champion"] == "1.0"
