@@ -1,4 +1,4 @@
-"""The continual pipeline as Slurm jobs: six tasks chained by dependencies, the registry written by
+"""The continual pipeline as Slurm jobs: five tasks chained by dependencies, the registry written by
 the promote job, then a stateful update fine-tuned from the champion that the first run promoted."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.conftest import REPO, Launcher, _env
 
-DATA = ["data.rows_per_partition=300", "data.concepts=[0,3]", "data.drift_at=[14]", "model.max_epochs=2",
+DATA = ["data.rows_per_partition=300", "data.concepts=[0,3]", "data.drift_at=[14]", "fit.max_epochs=2",
         "pipeline.tasks.train.resources.cpus=1", "rightsize.mode=off"]
 
 
@@ -21,7 +21,7 @@ def test_continual_pipeline_on_slurm_bootstraps_then_fine_tunes(launcher: Launch
     assert first.proc.returncode == 0, first.output
     first_run = first.run_dir()  # the newest run dir: read it before the second launch
     jobs = json.loads((first_run / "slurm.json").read_text())["launches"]["0"]
-    assert set(jobs) == {"ingest", "validate", "features", "train", "compare", "promote"}
+    assert set(jobs) == {"ingest", "validate", "train", "compare", "promote"}
     assert first.outputs("promote")["version"] == "1.0" and first.outputs("promote")["promoted"]
 
     second = launcher("cluster=slurm", "pipeline=continual", f"data.landing_dir={landing}", "data.n_partitions=22",
