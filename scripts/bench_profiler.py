@@ -6,13 +6,14 @@ measured side by side in one run. Prints tables with PASS/FAIL against the targe
     PYTHONPATH=. python scripts/bench_profiler.py --only stall --stall-hidden 64
 
 **Overhead** (target: < 1% fewer steps/s). The project's own path, cl_hpc.learn.training.fit (the
-Classifier, synthetic data, num_workers=0), with a started TaskProfiler (sampler thread, step
-callback, FLOP count after the fit) and without, interleaved (on, off, on, off, ...) so that a drift of
-the machine hits both alike. Throughput is steps over wall (and CPU) time from the end of the first
-step to the end of training; the FLOP count and the record written after the fit are one-off costs,
-shown apart. Same seed, so the final training loss must match exactly (ratio 1). A shared VM's noise
-can swamp 1% end to end, so the 'direct' row also times the profiler's own costs alone: what the step
-callback adds to Lightning's six per-step hook calls, and one sampler tick (once a second).
+bundled tabular workload, TabularClassifier + TabularData, synthetic data, num_workers=0), with a
+started TaskProfiler (sampler thread, step callback, FLOP count after the fit) and without,
+interleaved (on, off, on, off, ...) so that a drift of the machine hits both alike. Throughput is
+steps over wall (and CPU) time from the end of the first step to the end of training; the FLOP
+count and the record written after the fit are one-off costs, shown apart. Same seed, so the final
+training loss must match exactly (ratio 1). A shared VM's noise can swamp 1% end to end, so the
+'direct' row also times the profiler's own costs alone: what the step callback adds to Lightning's
+six per-step hook calls, and one sampler tick (once a second).
 
 **Stall accuracy** (target: within +-2 percentage points of the truth). A dataset that serves whole
 batches (a BatchSampler hands it the indices) and sleeps d per batch. The compute time per step c is
@@ -38,14 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer import call as lightning_call
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from cl_hpc.config.ml import model_conf
-from cl_hpc.learn.model import Classifier
+from cl_hpc.config.ml import FitConf, fit_conf
+from cl_hpc.learn.contract import Target
+from cl_hpc.learn.tabular import TabularClassifier
 from cl_hpc.learn.training import build_trainer, fit
+from cl_hpc.learn.workload import Workload, data_from, model_for
 from cl_hpc.profile import flops as fl
 from cl_hpc.profile.callback import StepTimer
 from cl_hpc.profile.meter import StepMeter
@@ -99,22 +103,35 @@ def synthetic(rows: int, features: int, seed: int = 0) -> tuple[np.ndarray, np.n
     return x, (x @ w + 0.3 * rng.normal(size=rows) > 0).astype(np.int64)
 
 
-def one_fit(x: np.ndarray, y: np.ndarray, conf: Any, root: Path, profiled: bool) -> FitRun:
+def tabular(x: np.ndarray, y: np.ndarray, hidden: int, batch: int, seed: int) -> tuple[Workload, pd.DataFrame]:
+    """The bundled workload built as the train task builds it (seeded before its initial weights), and its rows."""
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])]).assign(y=y)
+    data_target = Target("cl_hpc.learn.tabular.TabularData", {"label_col": "y", "batch_size": batch, "seed": seed})
+    data = data_from(data_target)
+    data.fit_state(frame)
+    pl.seed_everything(seed, verbose=False)
+    model, built = model_for(Target("cl_hpc.learn.tabular.TabularClassifier", {"hidden": hidden, "layers": 2}), data)
+    return Workload(model, data, built, data_target), frame
+
+
+def one_fit(x: np.ndarray, y: np.ndarray, conf: FitConf, hidden: int, batch: int, root: Path,
+            profiled: bool) -> FitRun:
     fl.clear_cache()  # every profiled run counts its FLOPs, as a new task process would
+    workload, frame = tabular(x, y, hidden, batch, conf.seed)
     prof = None
     if profiled:
         identity = {"run_id": "bench", "key": "train", "attempt": 1, "segment": 0}
         prof = TaskProfiler(root / "task", identity, {"cpus": os.cpu_count()}, ProfileSettings()).start()
     clock = TrainClock()
     started = time.perf_counter()
-    result = fit(x, y, 2, conf, root / "fit", progress=clock, profiler=prof)
+    result = fit(workload, frame, conf, root / "fit", progress=clock, profiler=prof)
     after = time.perf_counter() - started - result.seconds
     finish_s = 0.0
     if prof is not None:
         t0 = time.perf_counter()
         prof.finish("COMPLETED")
         finish_s = time.perf_counter() - t0
-    return FitRun(profiled, result.steps, *clock.rates(), after, finish_s, result.train_loss)
+    return FitRun(profiled, result.steps, *clock.rates(), after, finish_s, result.epoch_loss[-1])
 
 
 def direct_costs(features: int, batch: int, repeats: int = 5000) -> tuple[float, float]:
@@ -156,16 +173,16 @@ def bench_overhead(args: argparse.Namespace, root: Path) -> bool:
     batch = 256
     steps_per_epoch = max(1, args.steps // args.epochs)
     x, y = synthetic(steps_per_epoch * batch, args.features)
-    conf = model_conf({"hidden": args.hidden, "layers": 2, "batch_size": batch, "max_epochs": args.epochs,
-                       "seed": 0, "num_workers": 0})
-    print(f"\n== Overhead: cl_hpc.learn.training.fit, Classifier hidden={args.hidden} layers=2, batch {batch}, "
+    conf = fit_conf({"max_epochs": args.epochs, "seed": 0})
+    print(f"\n== Overhead: cl_hpc.learn.training.fit, TabularClassifier hidden={args.hidden} layers=2, batch {batch}, "
           f"{steps_per_epoch * args.epochs} steps ({args.epochs} epochs), num_workers=0, "
           f"torch threads {torch.get_num_threads()}; {args.pairs} interleaved pairs")
-    one_fit(x[: batch * 20], y[: batch * 20], conf, root / "warm", profiled=True)  # imports, first-call costs
+    # imports, first-call costs
+    one_fit(x[: batch * 20], y[: batch * 20], conf, args.hidden, batch, root / "warm", profiled=True)
     runs: list[FitRun] = []
     for i in range(args.pairs):
         for profiled in (True, False):
-            run = one_fit(x, y, conf, root / f"r{i}-{int(profiled)}", profiled)
+            run = one_fit(x, y, conf, args.hidden, batch, root / f"r{i}-{int(profiled)}", profiled)
             runs.append(run)
             print(f"  pair {i + 1}  profiler {'on ' if profiled else 'off'}  {run.steps_per_s:8.1f} steps/s  "
                   f"{run.steps_per_cpu_s:8.1f} steps/CPU-s")
@@ -270,7 +287,7 @@ def stall_fit(args: argparse.Namespace, root: Path, delay_s: float, profiled: bo
     torch.manual_seed(0)
     x, y = (torch.from_numpy(a) for a in synthetic(args.stall_steps * args.batch, args.features))
     data = SlowBatches(x, y, args.batch, delay_s)
-    module = Classifier(args.features, 2, args.stall_hidden, 2)
+    module = TabularClassifier(args.features, 2, args.stall_hidden, 2)
     prof, waits = None, None
     callbacks = list(extra)
     if profiled:
@@ -279,7 +296,7 @@ def stall_fit(args: argparse.Namespace, root: Path, delay_s: float, profiled: bo
         timer = prof.lightning_callback()
         callbacks.append(timer)  # last, as training.fit adds it
         waits = timer.waits  # and its data-wait profiler, as training.fit gives it to the Trainer
-    conf = model_conf({"max_epochs": 1, "batch_size": args.batch})
+    conf = fit_conf({"max_epochs": 1})
     trainer = build_trainer(conf, callbacks, args.stall_steps, root, profiler=waits)
     trainer.fit(module, data.loader())
     return data, prof
@@ -289,7 +306,7 @@ def bench_stall(args: argparse.Namespace, root: Path) -> bool:
     clock = ComputeClock()
     stall_fit(args, root / "calibrate", 0.0, profiled=False, extra=[clock])
     compute_s = statistics.median(clock.spans[5:])
-    print(f"\n== Stall accuracy: Classifier hidden={args.stall_hidden} layers=2, batch {args.batch}, "
+    print(f"\n== Stall accuracy: TabularClassifier hidden={args.stall_hidden} layers=2, batch {args.batch}, "
           f"{args.stall_steps} steps a level, torch threads {torch.get_num_threads()}; calibrated compute "
           f"{compute_s * 1e3:.2f} ms/step; delay d = c * target / (1 - target), slept per batch in the dataset")
     runs = []
@@ -335,13 +352,14 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5, help="overhead: interleaved on/off pairs (default 5)")
     parser.add_argument("--steps", type=int, default=3000, help="overhead: training steps per fit (default 3000)")
     parser.add_argument("--epochs", type=int, default=3, help="overhead: epochs the steps are split into (default 3)")
-    parser.add_argument("--hidden", type=int, default=64, help="overhead: Classifier width (default 64, the project's)")
+    parser.add_argument("--hidden", type=int, default=64,
+                        help="overhead: TabularClassifier width (default 64, the project's)")
     parser.add_argument("--features", type=int, default=32, help="input features (default 32)")
     parser.add_argument("--levels", type=lambda s: [float(v) for v in s.split(",")], default=[0.0, 0.1, 0.3, 0.6],
                         help="stall: target shares of step time, comma-separated (default 0,0.1,0.3,0.6)")
     parser.add_argument("--stall-steps", type=int, default=200, help="stall: steps per level (default 200)")
     parser.add_argument("--stall-hidden", type=int, default=1024,
-                        help="stall: Classifier width; sets the step time (default 1024: ~25 ms on 2 cores)")
+                        help="stall: TabularClassifier width; sets the step time (default 1024: ~25 ms on 2 cores)")
     parser.add_argument("--batch", type=int, default=256, help="stall: rows per batch (default 256)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core VM, OpenMP threads waiting for a "
