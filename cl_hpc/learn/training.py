@@ -106,6 +106,11 @@ def slurm_world() -> tuple[int, int]:
     return (nodes, tasks // max(nodes, 1)) if tasks > 1 else (1, 1)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python (and the loader workers), quietly."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
 def device_plan(conf: FitConf, gpus: int) -> tuple[str, str]:
     """(accelerator, precision). ``auto``: a GPU when the task was given one and CUDA sees it; bf16
     mixed precision on a GPU and fp32 on CPU unless ``conf.precision`` names one."""
@@ -153,7 +158,7 @@ def fit(workload: Workload, frame: pd.DataFrame, conf: FitConf, root_dir: Path,
     """
     if threads:
         torch.set_num_threads(threads)  # torch would otherwise use every core of the node, not the job's
-    pl.seed_everything(conf.seed, workers=True, verbose=False)
+    seed_everything(conf.seed)
     model, data = workload.model, workload.datamodule
     data.use(frame)
     loader = data.train_dataloader()
