@@ -1,9 +1,12 @@
-"""Learning: models, training and metrics.
+"""Learning: the model contract and everything the loop does with any model.
 
-- ``nets``: plain torch networks (evaluation and serving load these without Lightning);
-- ``model``: the LightningModule that trains them;
-- ``training``: the CPU Trainer, seeding and the progress callback;
-- ``metrics``: accuracy, log-loss, ROC AUC and macro-F1 in numpy.
+- ``contract``: what the loop asks of a model and its data module, and the records it keeps
+  (Signature, Evaluation, Direction); ``base``: base classes with documented defaults;
+- ``workload``: build and check a model + data module from ``_target_`` configs; ``checkpoint``:
+  save and load them with their classes, init arguments, states and signature;
+- ``training``: the Lightning fit (seeded, profiled, resumable); ``scoring``: evaluate and predict;
+- the bundled workloads: ``tabular`` (MLP classifier, ``nets``) and ``gpt`` + ``tokens`` (a GPT-like LM);
+- ``strategies``, ``gate``, ``triggers``, ``drift``, ``monitor``, ``validation``, ``metrics``: the loop's decisions.
 
 Nothing heavy is imported here; import the submodule you need.
 """

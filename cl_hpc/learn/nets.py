@@ -1,5 +1,4 @@
-"""Plain torch networks. Kept apart from the LightningModule so that evaluation and serving load
-a checkpoint with torch alone (importing Lightning costs seconds per task process)."""
+"""Plain torch networks, kept apart from the LightningModules that train them (cl_hpc/learn/tabular.py)."""
 
 from __future__ import annotations
 
@@ -27,11 +26,3 @@ class MLP(nn.Module):
 
 def n_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
-
-
-@torch.no_grad()
-def predict_proba(net: nn.Module, x: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """Class probabilities [rows, classes], in eval mode, in batches to bound memory."""
-    net.eval()
-    chunks = [torch.softmax(net(x[i:i + batch_size]), dim=1) for i in range(0, len(x), batch_size)]
-    return torch.cat(chunks) if chunks else torch.empty(0, 0)

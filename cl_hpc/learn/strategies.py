@@ -121,13 +121,6 @@ class Moments:
         return cls(float(data["count"]), tuple(data["mean"]), tuple(data["m2"]))
 
 
-def rescale(x: np.ndarray, from_mean: Sequence[float], from_std: Sequence[float], to_mean: Sequence[float],
-            to_std: Sequence[float]) -> np.ndarray:
-    """Rows standardised with one (mean, std) re-expressed in another: x_raw = x*s1 + m1, then (x_raw-m2)/s2."""
-    raw = x * np.asarray(from_std) + np.asarray(from_mean)
-    return ((raw - np.asarray(to_mean)) / np.asarray(to_std)).astype(x.dtype, copy=False)
-
-
 def replay_index(n_old: int, n_new: int, fraction: float, seed: int) -> np.ndarray:
     """Positions of a seeded uniform sample of ``n_old`` older rows, ``fraction`` x the new rows (at
     most all of them), in their original order: mixed into a fine-tune, it keeps the model from
@@ -135,20 +128,3 @@ def replay_index(n_old: int, n_new: int, fraction: float, seed: int) -> np.ndarr
     n = min(n_old, int(round(n_new * fraction)))
     idx = np.random.default_rng(seed).choice(n_old, size=n, replace=False) if n else np.empty(0, dtype=int)
     return np.sort(idx)
-
-
-def replay_sample(x_old: np.ndarray, y_old: np.ndarray, n_new: int, fraction: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded uniform sample of older rows, ``fraction`` x the new rows (at most all of them):
-    mixed into a fine-tune, it keeps the model from forgetting what it knew."""
-    n = min(len(y_old), int(round(n_new * fraction)))
-    idx = np.random.default_rng(seed).choice(len(y_old), size=n, replace=False) if n else np.empty(0, dtype=int)
-    return x_old[idx], y_old[idx]
-
-
-def to_model_scale(x: np.ndarray, window_mean: Sequence[float], window_std: Sequence[float],
-                   payload: Mapping[str, Any]) -> np.ndarray:
-    """Rows the features task scaled with its window's statistics, on the scale a checkpoint's
-    network was trained with (a fine-tuned model carries merged statistics of its whole line).
-    Always rescaled: a relative-tolerance shortcut would skip an 8-sd shift of a feature near 1e6."""
-    return rescale(x, window_mean, window_std, payload["mean"], payload["std"])

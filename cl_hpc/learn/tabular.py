@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from cl_hpc.errors import DataError
 from cl_hpc.learn.base import LoopDataModule, LoopModule
 from cl_hpc.learn.contract import CannotContinue, Direction, Spec
-from cl_hpc.learn.metrics import _EPS, macro_f1, roc_auc
+from cl_hpc.learn.metrics import _EPS, classification_metrics
 from cl_hpc.learn.nets import MLP
 from cl_hpc.learn.strategies import Moments
 
@@ -70,9 +70,7 @@ class TabularClassifier(LoopModule):
         probs, y = per_row["probs"], per_row["target"].astype(np.int64)
         if not len(y):
             return {name: None for name in self.metrics}
-        return {"accuracy": float(per_row["accuracy"].mean()), "log_loss": float(per_row["log_loss"].mean()),
-                "macro_f1": macro_f1(probs.argmax(axis=1), y, probs.shape[1]),
-                "roc_auc": roc_auc(probs[:, 1], y) if probs.shape[1] == 2 else None}
+        return {k: v for k, v in classification_metrics(probs, y).items() if k in self.metrics}
 
 
 class TabularData(LoopDataModule):

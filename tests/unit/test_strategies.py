@@ -11,7 +11,7 @@ import pytest
 
 from cl_hpc.data.partitions import utc_naive
 from cl_hpc.learn.contract import CannotContinue, Target
-from cl_hpc.learn.strategies import Decision, Moments, StrategyConf, decide, replay_index, to_model_scale
+from cl_hpc.learn.strategies import Decision, Moments, StrategyConf, decide, replay_index
 from cl_hpc.learn.tabular import TabularData
 from cl_hpc.learn.workload import Workload, model_for
 
@@ -65,12 +65,6 @@ def test_a_constant_feature_carries_no_variance_forward() -> None:
     parent = Moments.from_std(1000, [7.0, 0.0], [1.0, 2.0], constant=[True, False])
     merged = parent.merge(Moments(200, (7.0, 0.0), (0.0, 4.0 * 199)))
     assert merged.m2[0] == 0.0 and merged.std[0] == 1.0  # centred, never divided by zero
-
-
-def test_to_model_scale_moves_large_valued_features_too() -> None:
-    x = np.zeros((1, 1), dtype=np.float32)  # a row at the window's mean
-    out = to_model_scale(x, [1_000_000.0], [1.0], {"mean": [1_000_008.0], "std": [1.0]})
-    assert out[0, 0] == pytest.approx(-8.0)
 
 
 def test_utc_naive_makes_zoned_and_naive_times_comparable() -> None:
