@@ -33,9 +33,12 @@ def _promote_task(root: Path, run_dir: Path, checkpoint: Path, sha: str, champio
     upstream = {
         "train": {"checkpoint_path": str(checkpoint), "checkpoint_sha256": sha, "strategy": "stateless",
                   "parent": None, "window_end": "2026-01-01T00:00:00", "train_rows": 10,
-                  "strategy_reason": "test"},
-        "compare": {"passed": True, "reasons": [f"beats champion {champion}"], "challenger_accuracy": 0.9,
-                    "champion_accuracy": 0.8, "champion": champion},
+                  "strategy_reason": "test", "model_class": "cl_hpc.learn.tabular.TabularClassifier",
+                  "init_args": {"n_features": 3, "n_classes": 2, "hidden": 8},
+                  "datamodule_class": "cl_hpc.learn.tabular.TabularData", "signature": {}},
+        "compare": {"passed": True, "reasons": [f"beats champion {champion}"], "champion": champion,
+                    "metric": "accuracy", "challenger_metrics": {"accuracy": 0.9, "rows": 10},
+                    "champion_metrics": {"accuracy": 0.8, "rows": 10}},
         "ingest": {"train_partitions": ["p0"], "train_digest": "d", "train_labels": 10, "eval_partitions": ["p1"]},
     }
     task_dir = run_dir / "tasks" / "promote"
@@ -133,22 +136,31 @@ def test_registry_promote_by_hand_with_expect(tmp_path: Path, capsys: pytest.Cap
 
 
 def _separating_challenger(path: Path) -> str:
-    """A real checkpoint over four features (the champion has three) that predicts y = (a > 0)."""
+    """A real tabular checkpoint over four features (the champion has three) that predicts y = (a > 0)."""
     import torch
 
-    from cl_hpc.learn.checkpoint import save_checkpoint
-    from cl_hpc.learn.nets import MLP
+    from cl_hpc.learn.checkpoint import save_workload
+    from cl_hpc.learn.contract import Target
+    from cl_hpc.learn.workload import Workload, data_from, model_for
 
-    hparams = {"n_features": 4, "n_classes": 2, "hidden": 2, "layers": 1, "dropout": 0.0}
-    net = MLP(**hparams)
-    with torch.no_grad():
-        net.body[0].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]]))
-        net.body[0].bias.zero_()
-        net.body[3].weight.copy_(torch.tensor([[0.0, 10.0], [10.0, 0.0]]))  # class 1 <- relu(a)
+    data_target = Target("cl_hpc.learn.tabular.TabularData", {"label_col": "y", "features": list("abcd")})
+    data = data_from(data_target)
+    window = path.with_suffix(".fit.parquet")
+    _window(window, 400)
+    import pandas as pd
+
+    data.fit_state(pd.read_parquet(window))
+    model, built = model_for(Target("cl_hpc.learn.tabular.TabularClassifier",
+                                    {"hidden": 2, "layers": 1, "dropout": 0.0}), data)
+    scale = torch.tensor(data.moments.std[0], dtype=torch.float32)
+    shift = torch.tensor(data.moments.mean[0], dtype=torch.float32)
+    net = model.net
+    with torch.no_grad():  # relu(+a) and relu(-a) of the raw feature a, so class 1 <- a > 0
+        net.body[0].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]]) * scale)
+        net.body[0].bias.copy_(torch.tensor([1.0, -1.0]) * shift)
+        net.body[3].weight.copy_(torch.tensor([[0.0, 10.0], [10.0, 0.0]]))
         net.body[3].bias.zero_()
-    meta = {"features": ["a", "b", "c", "d"], "classes": [0, 1], "mean": [0.0] * 4, "std": [1.0] * 4,
-            "label_col": "y", "window_digest": "w-new"}
-    return save_checkpoint(path, net, hparams, meta)
+    return save_workload(path, Workload(model, data, built, data_target), {"window_digest": "w-new"})
 
 
 def _window(path: Path, rows: int) -> None:
@@ -162,8 +174,8 @@ def _window(path: Path, rows: int) -> None:
     frame.to_parquet(path)
 
 
-def test_a_challenger_of_another_label_space_allowed_by_config_is_promoted(tmp_path: Path) -> None:
-    """allow_label_space_change=true: the challenger (other features than champion 1.0) is judged
+def test_a_challenger_of_another_signature_allowed_by_config_is_promoted(tmp_path: Path) -> None:
+    """allow_signature_change=true: the challenger (other features than champion 1.0) is judged
     against the baseline, and promote still moves champion from 1.0, where the alias pointed when
     the gate ran: the verdict's champion is that version, not None (a cold start)."""
     from cl_hpc.tasks import compare
@@ -173,17 +185,18 @@ def test_a_challenger_of_another_label_space_allowed_by_config_is_promoted(tmp_p
     sha = _separating_challenger(tmp_path / "challenger.pt")
     _window(tmp_path / "eval.parquet", 400)
     _window(tmp_path / "train.parquet", 400)
-    feats = {"eval_path": str(tmp_path / "eval.parquet"), "train_path": str(tmp_path / "train.parquet"),
-             "features": list("abcd"), "label_col": "y", "mean": [0.0] * 4, "std": [1.0] * 4,
-             "timestamp_col": "ts", "classes": [0, 1], "train_class_counts": [200, 200]}
+    ingest = {"eval_path": str(tmp_path / "eval.parquet"), "train_path": str(tmp_path / "train.parquet"),
+              "timestamp_col": "ts"}
     upstream = {"train": {"checkpoint_path": str(tmp_path / "challenger.pt"), "checkpoint_sha256": sha},
-                "features": feats}
+                "ingest": ingest}
     (run_dir / "tasks" / "compare").mkdir(parents=True)
     ctx = TaskContext(run_dir.name, "compare", "compare", run_dir / "tasks" / "compare", run_dir, 1,
                       upstream=upstream)
-    verdict = compare.run(ctx, registry={"root": str(root), "name": "m"}, allow_label_space_change=True)
-    assert verdict["passed"] is True and verdict["champion"] == "1.0" and verdict["scored_against"] is None
-    assert verdict["reasons"][0].startswith("label space: champion 1.0 has features")
+    verdict = compare.run(ctx, registry={"root": str(root), "name": "m"}, allow_signature_change=True)
+    assert verdict["passed"] is True, verdict["reasons"]
+    assert verdict["champion"] == "1.0" and verdict["scored_against"] is None
+    assert verdict["reasons"][0].startswith("not comparable: champion 1.0's signature differs from the challenger's")
+    assert "input 'd': absent vs d: float64" in verdict["reasons"][0]
 
     out = _promote_task(root, run_dir, tmp_path / "challenger.pt", sha, champion=verdict["champion"])
 
@@ -191,6 +204,24 @@ def test_a_challenger_of_another_label_space_allowed_by_config_is_promoted(tmp_p
     with ModelRegistry.open(root) as reg:
         assert str(reg.resolve("m", "champion")) == "2.0"
         assert "stale-gate" not in reg.get("m", "2.0").tags
+
+
+def test_a_gate_metric_the_model_does_not_report_is_an_error_naming_the_ones_it_does(tmp_path: Path) -> None:
+    from cl_hpc.learn.contract import ContractError
+    from cl_hpc.tasks import compare
+
+    run_dir = tmp_path / "run"
+    sha = _separating_challenger(tmp_path / "challenger.pt")
+    _window(tmp_path / "eval.parquet", 100)
+    upstream = {"train": {"checkpoint_path": str(tmp_path / "challenger.pt"), "checkpoint_sha256": sha},
+                "ingest": {"eval_path": str(tmp_path / "eval.parquet"), "train_path": str(tmp_path / "eval.parquet"),
+                           "timestamp_col": "ts"}}
+    (run_dir / "tasks" / "compare").mkdir(parents=True)
+    ctx = TaskContext(run_dir.name, "compare", "compare", run_dir / "tasks" / "compare", run_dir, 1, upstream=upstream)
+    with pytest.raises(ContractError, match=r"metric 'brier' is not reported by model "
+                                            r"cl_hpc.learn.tabular.TabularClassifier; it reports \['accuracy', "):
+        compare.run(ctx, gate={"metric": "brier"})
+    assert not (run_dir / "tasks" / "compare" / "verdict.json").exists()
 
 
 def _hand_command(message: str) -> list[str]:
