@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = ["data.rows_per_partition=500", "data.concepts=[0,3]", "data.drift_at=[14]", "model.max_epochs=3"]
+DATA = ["data.rows_per_partition=500", "data.concepts=[0,3]", "data.drift_at=[14]", "fit.max_epochs=3"]
 
 
 def launch(work: Path, seed: int, partitions: int, *extra: str) -> tuple[int, dict]:
@@ -68,7 +68,7 @@ def one_seed(seed: int, root: Path) -> list[tuple[str, bool, str]]:
     out = []
     rc, better = launch(work, seed, 22)
     out.append(("better", bool(better.get("promoted")), f"{better.get('version')} {better.get('strategy')}"))
-    rc, truncated = launch(work, seed, 22, "launch.resume=null", "model.max_epochs=1", "model.lr=0.00001",
+    rc, truncated = launch(work, seed, 22, "launch.resume=null", "fit.max_epochs=1", "model.lr=0.00001",
                            "pipeline.tasks.train.params.strategy.kind=stateless")
     out.append(("truncated", not truncated.get("promoted", False), f"{truncated.get('version')} rc {rc}"))
     flip_new_labels(work / "landing")

@@ -24,7 +24,7 @@ class StrategyConf:
     kind: str = "hybrid"  # stateless | stateful | hybrid
     hybrid_every_k: int = 4  # hybrid: a stateless retrain after this many stateful updates in a row
     replay_fraction: float = 0.2  # stateful: rows of older data mixed in, as a share of the new rows
-    fine_tune_epochs: Optional[int] = None  # stateful: epochs over the new data; None = model.max_epochs
+    fine_tune_epochs: Optional[int] = None  # stateful: epochs over the new data; None = fit.max_epochs
     # stateful: learning rate x this. Lower keeps closer to the parent, but after an abrupt concept
     # change 0.3 adapted too little in the backtests (scripts/bench_continual.py): the default is 1.
     fine_tune_lr_scale: float = 1.0
