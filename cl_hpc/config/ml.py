@@ -78,7 +78,7 @@ class FitConf:
 
 def _to_conf(cls: Type[T], params: Optional[Mapping[str, Any]], group: str) -> T:
     """Build a dataclass from a plain (or OmegaConf) mapping; unknown keys are a ConfigError."""
-    raw = {str(k): _plain(v) for k, v in (params or {}).items()}
+    raw = {str(k): plain(v) for k, v in (params or {}).items()}
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(raw) - set(names))
     if unknown:
@@ -86,12 +86,12 @@ def _to_conf(cls: Type[T], params: Optional[Mapping[str, Any]], group: str) -> T
     return cls(**raw)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """OmegaConf containers to plain lists/dicts, without importing omegaconf."""
     if hasattr(value, "items"):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 

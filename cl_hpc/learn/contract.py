@@ -42,6 +42,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from cl_hpc.config.ml import plain
 from cl_hpc.errors import ClHpcError
 
 MODEL_METHODS = ("training_step", "configure_optimizers", "evaluate_batch", "predict_batch", "output_signature")
@@ -230,13 +231,4 @@ class Target:
         if not isinstance(path, str) or not path.strip():
             raise ContractError(f"{group}: no `_target_`; give the class to instantiate, e.g. "
                                 f"{group}: {{_target_: my_pkg.models.MyModule, ...}} (see {CONTRACT_DOC})")
-        return cls(path.strip(), {k: _plain(v) for k, v in raw.items() if not k.startswith("_")})
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers to plain lists/dicts, without importing omegaconf."""
-    if hasattr(value, "items"):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        return [_plain(v) for v in value]
-    return value
+        return cls(path.strip(), {k: plain(v) for k, v in raw.items() if not k.startswith("_")})
