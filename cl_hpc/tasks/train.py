@@ -29,7 +29,7 @@ from cl_hpc.data.partitions import utc_naive
 from cl_hpc.data.tables import load_frame
 from cl_hpc.learn.checkpoint import save_workload, workload_from
 from cl_hpc.learn.contract import CannotContinue, ContractError, Target
-from cl_hpc.learn.scoring import evaluate
+from cl_hpc.learn.scoring import evaluate, place
 from cl_hpc.learn.strategies import Decision, decide, replay_index, strategy_conf
 from cl_hpc.learn.training import fit as fit_workload
 from cl_hpc.learn.training import slurm_world
@@ -94,7 +94,9 @@ def _save(ctx: TaskContext, ingest: Mapping[str, Any], inputs: _Inputs, result: 
     workload = inputs.workload
     path = ctx.task_dir / CHECKPOINT
     sha = save_workload(path, workload, {"window_digest": ingest["digest"], "window_end": inputs.window_end})
-    trained_on = evaluate(workload, inputs.frame).summary()  # in eval mode, after training
+    # in eval mode, after training; on the task's GPU if it has one (Lightning's teardown moved the
+    # model back to the CPU, where a large model would score its own window slowly)
+    trained_on = evaluate(place(workload, gpus(ctx)), inputs.frame).summary()
     return {
         "checkpoint_path": str(path), "checkpoint_sha256": sha, "model_class": workload.model_target.path,
         "init_args": workload.model_target.args, "datamodule_class": workload.data_target.path,
