@@ -21,6 +21,6 @@ def test_ddp_over_two_slurm_tasks_matches_one_process(launcher: Launcher, tmp_pa
     single, ddp = results[1], results[2]
     assert single["train"]["processes"] == 1 and ddp["train"]["processes"] == 2
     assert ddp["train"]["steps"] == single["train"]["steps"], "each process takes half of every batch"
-    assert abs(ddp["train"]["train_accuracy"] - single["train"]["train_accuracy"]) < 0.02
+    assert abs(ddp["train"]["train_metrics"]["accuracy"] - single["train"]["train_metrics"]["accuracy"]) < 0.02
     assert abs(ddp["evaluate"]["accuracy"] - single["evaluate"]["accuracy"]) < 0.02
     assert ddp["evaluate"]["accuracy"] > ddp["evaluate"]["baseline_accuracy"] + 0.15
