@@ -197,7 +197,7 @@ def list_shards(log_dir: Path, stream: Stream, since: Optional[float] = None,
         return []
     low = None if since is None else _hour_key(since)
     high = None if until is None else _hour_key(until)
-    out = []
+    out: list[Path] = []
     for date_dir in sorted(root.glob("date=*")):
         for hour_dir in sorted(date_dir.glob("hour=*")):
             key = f"{date_dir.name[5:]}T{hour_dir.name[5:]}"
