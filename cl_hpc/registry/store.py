@@ -168,6 +168,12 @@ class ModelRegistry:
         rows = self._fetch(f"SELECT * FROM alias_events WHERE {where} ORDER BY id", args)
         return [AliasEvent.from_row(row) for row in rows]
 
+    def last_event(self, name: str, alias: str) -> AliasEvent | None:
+        """The newest move of one alias: what a server polls to see a promote or rollback (one indexed row)."""
+        rows = self._fetch("SELECT * FROM alias_events WHERE name = ? AND alias = ? ORDER BY id DESC LIMIT 1",
+                           [name, alias])
+        return AliasEvent.from_row(rows[0]) if rows else None
+
     def resolve(self, name: str, ref: str | Version) -> Version:
         """The version ``ref`` names: "X.Y" or an alias; a clear error listing what exists if none."""
         if isinstance(ref, Version) or is_version(ref):
