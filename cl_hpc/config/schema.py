@@ -17,6 +17,7 @@ from omegaconf import MISSING
 
 from cl_hpc.config.ml import DataConf, FitConf
 from cl_hpc.config.resources import Resources
+from cl_hpc.config.serving import ServeConf
 
 
 @dataclass
@@ -151,6 +152,7 @@ class Config:
     trigger: Dict[str, Any] = field(default_factory=dict)
     drift: Dict[str, Any] = field(default_factory=dict)
     run_root: str = "runs"  # where run directories go; relative = to the launch dir
+    serve: ServeConf = field(default_factory=ServeConf)  # python -m cl_hpc.serve (conf/serve/default.yaml)
 
 
 def register() -> None:
@@ -169,3 +171,4 @@ def register() -> None:
     cs.store(name="schema_cluster_slurm", node=SlurmClusterConf)
     cs.store(name="schema_data", node=DataConf)
     cs.store(name="schema_fit", node=FitConf)
+    cs.store(name="schema_serve", node=ServeConf)

@@ -1,0 +1,321 @@
+"""The HTTP app: ``/predict``, ``/outcomes``, the Open Inference Protocol v2, ``/metrics``.
+
+Every prediction goes through :func:`cl_hpc.learn.scoring.predict`, the code the evaluate task and
+the gate use, with the version's preprocessing state. A request takes one snapshot of the served
+version at its start (hot swaps never split a request), its answer names that version, and its
+rows go to the prediction log's memory queue: no disk write, no commit and no registry query on
+the request path. Bad input is a 4xx naming the field and what is valid; the server goes on.
+
+Handlers are ``async`` and predict inline: a small model answers in well under a millisecond, less
+than a hop to a worker thread costs. Requests for an explicit version that is not loaded yet load
+it in a worker thread, so the event loop keeps answering meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Mapping, Optional
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from cl_hpc.config.serving import ServeConf
+from cl_hpc.data.predictions import Outcome, PredictionBatch, Role
+from cl_hpc.errors import ClHpcError
+from cl_hpc.learn.scoring import predict
+from cl_hpc.registry.versions import RegistryError, is_version
+from cl_hpc.serve import inputs as wire
+from cl_hpc.serve.inputs import RequestError
+from cl_hpc.serve.metrics import CONTENT_TYPE, ServerMetrics
+from cl_hpc.serve.models import Loaded, ModelSlot, Readiness
+from cl_hpc.serve.predlog import PredictionLog
+
+_PREDICT_KEYS = {"inputs", "unit"}
+_OUTCOME_KEYS = {"request_id", "row", "unit", "label", "reward"}
+_V2_KEYS = {"id", "inputs", "outputs", "parameters"}
+
+
+@dataclass
+class ServerState:
+    """What the app serves from: the model slot, the prediction log and the metrics."""
+
+    conf: ServeConf
+    slot: ModelSlot
+    log: PredictionLog
+    metrics: ServerMetrics = field(init=False)
+    on_stop: list[Any] = field(default_factory=list)  # callables run after the log is flushed
+
+    def __post_init__(self) -> None:
+        self.metrics = ServerMetrics(self.log.stats, self.slot_state)
+
+    def slot_state(self) -> dict[str, Any]:
+        health, current = self.slot.health, self.slot.current
+        return {"model": current.name if current else self.slot.name, "version": current.version if current else None,
+                "alias": self.slot.alias, "ready": health.state is Readiness.READY, "swaps": self.slot.swaps}
+
+    def start(self) -> None:
+        self.log.start()
+        self.slot.start()
+
+    def stop(self) -> None:
+        """After the last request: stop watching, flush the log, then the hooks (discovery file)."""
+        self.slot.stop()
+        self.log.close()
+        for hook in self.on_stop:
+            hook()
+
+
+def create_app(state: ServerState, manage: bool = True) -> FastAPI:
+    """The app; with ``manage`` its lifespan starts and stops ``state`` (uvicorn runs it on SIGTERM
+    after the requests in flight finished)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage:
+            state.start()
+        try:
+            yield
+        finally:
+            if manage:
+                await asyncio.to_thread(state.stop)
+
+    app = FastAPI(title="cl_hpc model server", lifespan=lifespan,
+                  description="The registry's model by alias: /predict, the Open Inference Protocol v2, "
+                              "/outcomes for late labels, /metrics for Prometheus.")
+    _errors(app, state)
+    _health_routes(app, state)
+    _predict_routes(app, state)
+    _v2_routes(app, state)
+    return app
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+
+def _errors(app: FastAPI, state: ServerState) -> None:
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError) -> JSONResponse:
+        state.metrics.refused(_endpoint(request), exc.status)
+        return JSONResponse({"error": str(exc), "field": exc.field}, status_code=exc.status)
+
+
+def _endpoint(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", request.url.path))
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"the request body is not valid JSON: {exc}; send an object such as "
+                           f'{{"inputs": [{{...}}]}} with Content-Type: application/json', "body", 400) from None
+    if not isinstance(payload, dict):
+        raise RequestError(f"the request body is a JSON {type(payload).__name__}; it must be an object", "body")
+    return payload
+
+
+def _only(payload: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(payload) - allowed)
+    if extra:
+        raise RequestError(f"{where}: unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}; "
+                           f"valid: {', '.join(sorted(allowed))}", extra[0])
+
+
+def _serving(state: ServerState) -> Loaded:
+    loaded = state.slot.current
+    if loaded is None:
+        health = state.slot.health
+        raise RequestError(f"no model is loaded yet ({health.state.value}: {health.reason}); "
+                           f"GET /v2/health/ready says when", "model", 503)
+    return loaded
+
+
+def _answer(state: ServerState, loaded: Loaded, frame: Any, unit: Optional[str], started: float,
+            endpoint: str) -> tuple[str, dict[str, np.ndarray]]:
+    """Predict through the model contract, log the rows, count the request."""
+    try:
+        outputs = wire.typed_outputs(loaded.signature, predict(loaded.workload, frame))
+    except Exception as exc:  # the model's own code failed: a 500 that names it, and the server goes on
+        raise RequestError(f"model {loaded.name} {loaded.version} ({loaded.model_class}) failed on this request: "
+                           f"{type(exc).__name__}: {exc}", "model", 500) from exc
+    seconds = time.perf_counter() - started
+    request_id = uuid.uuid4().hex
+    state.log.log(PredictionBatch(request_id, time.time(), loaded.name, loaded.version, Role.LIVE, seconds * 1e3,
+                                  {c: frame[c].to_numpy() for c in frame.columns}, outputs, unit))
+    state.metrics.answered(loaded.name, loaded.version, endpoint, len(frame), seconds)
+    return request_id, outputs
+
+
+# ---- routes ------------------------------------------------------------------------------------
+
+
+def _health_routes(app: FastAPI, state: ServerState) -> None:
+    @app.get("/v2", summary="Server metadata (Open Inference Protocol v2)")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "cl_hpc", "version": _package_version(), "extensions": []}
+
+    @app.get("/v2/health/live", summary="Liveness: the process answers")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", summary="Readiness: the alias's version is loaded (503 with the reason if not)")
+    async def ready() -> JSONResponse:
+        health = state.slot.health
+        body = {"ready": health.state is Readiness.READY, "state": health.state.value, "reason": health.reason,
+                "model": state.slot.name, "alias": state.slot.alias, "serving": health.serving,
+                "target": health.target}
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics: requests, errors, latency per version")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _predict_routes(app: FastAPI, state: ServerState) -> None:
+    @app.post("/predict", summary="Predict rows given by input name",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "type": "object", "required": ["inputs"], "properties": {
+                      "inputs": {"type": "array", "items": {"type": "object"},
+                                 "description": "rows, each an object of the version's signature inputs"},
+                      "unit": {"type": "string", "description": "a user or session id (outcomes may name it)"}}}}}}})
+    async def predict_rows(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        payload = await _body(request)
+        _only(payload, _PREDICT_KEYS, "body")
+        loaded = _serving(state)
+        unit = _unit(payload.get("unit"))
+        if "inputs" not in payload:
+            raise RequestError("body: missing field 'inputs' (a list of rows by input name)", "inputs")
+        frame = wire.rows_frame(loaded.signature, payload["inputs"], state.conf.max_batch_rows)
+        request_id, outputs = _answer(state, loaded, frame, unit, started, "/predict")
+        return JSONResponse({"request_id": request_id, "model": loaded.name, "version": loaded.version,
+                             "outputs": wire.output_rows(outputs)})
+
+    @app.post("/outcomes", summary="Labels or rewards for earlier predictions, by request_id or unit",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "type": "object", "properties": {"outcomes": {"type": "array", "items": {"type": "object"}}}}}}}})
+    async def outcomes(request: Request) -> dict[str, int]:
+        payload = await _body(request)
+        items = payload["outcomes"] if set(payload) == {"outcomes"} else [payload]
+        if not isinstance(items, list):
+            raise RequestError("outcomes must be a list of objects", "outcomes")
+        wire.check_size(len(items), state.conf.max_batch_rows, "outcomes")
+        now = time.time()
+        checked = [_outcome(item, i, now) for i, item in enumerate(items)]  # all checked before any is logged
+        for outcome in checked:
+            state.log.outcome(outcome)
+        state.metrics.outcomes.inc(len(checked))
+        return {"accepted": len(checked)}
+
+
+def _v2_routes(app: FastAPI, state: ServerState) -> None:
+    @app.get("/v2/models/{name}", summary="Model metadata: versions, inputs and outputs")
+    async def model_metadata(name: str) -> dict[str, Any]:
+        loaded = _named(state, name)
+        return {"name": loaded.name, "versions": [loaded.version], "platform": "pytorch",
+                "inputs": wire.tensor_metadata(loaded.signature.inputs),
+                "outputs": wire.tensor_metadata(loaded.signature.outputs),
+                "parameters": {"alias": state.slot.alias, "model_class": loaded.model_class}}
+
+    @app.get("/v2/models/{name}/ready", summary="Model readiness")
+    async def model_ready(name: str) -> JSONResponse:
+        _named(state, name, need_loaded=False)
+        ready = state.slot.health.state is Readiness.READY
+        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+
+    @app.post("/v2/models/{name}/infer", summary="Inference on the alias's version (Open Inference Protocol v2)")
+    async def infer(name: str, request: Request) -> JSONResponse:
+        return await _infer(state, request, _named(state, name), "/v2/models/{name}/infer")
+
+    @app.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version")
+    async def infer_version(name: str, version: str, request: Request) -> JSONResponse:
+        _named(state, name, need_loaded=False)
+        loaded = await _version(state, version)
+        return await _infer(state, request, loaded, "/v2/models/{name}/versions/{version}/infer")
+
+
+async def _infer(state: ServerState, request: Request, loaded: Loaded, endpoint: str) -> JSONResponse:
+    started = time.perf_counter()
+    payload = await _body(request)
+    _only(payload, _V2_KEYS, "body")
+    frame = wire.tensors_frame(loaded.signature, payload.get("inputs"), state.conf.max_batch_rows)
+    parameters = payload.get("parameters") or {}
+    unit = _unit(parameters.get("unit") if isinstance(parameters, Mapping) else None)
+    request_id, outputs = _answer(state, loaded, frame, unit, started, endpoint)
+    wanted = [o.get("name") for o in payload.get("outputs") or [] if isinstance(o, Mapping)]
+    unknown = [w for w in wanted if w not in outputs]
+    if unknown:
+        raise RequestError(f"outputs: unknown {unknown}; this version gives {sorted(outputs)}", "outputs")
+    chosen = {k: v for k, v in outputs.items() if not wanted or k in wanted}
+    body = {"model_name": loaded.name, "model_version": loaded.version, "id": str(payload.get("id") or request_id),
+            "parameters": {"request_id": request_id}, "outputs": wire.output_tensors(chosen)}
+    return JSONResponse(body)
+
+
+def _named(state: ServerState, name: str, need_loaded: bool = True) -> Loaded:
+    served = state.slot.name
+    if served is not None and name != served:
+        raise RequestError(f"model {name!r} is not served here; this server serves {served!r} "
+                           f"({state.slot.alias})", "name", 404)
+    return _serving(state) if need_loaded else None  # type: ignore[return-value]
+
+
+async def _version(state: ServerState, version: str) -> Loaded:
+    if not is_version(version):
+        raise RequestError(f"version {version!r} is not of the form X.Y (e.g. 1.0)", "version", 404)
+    try:
+        return await asyncio.to_thread(state.slot.version, version)
+    except RegistryError as exc:
+        raise RequestError(str(exc), "version", 404) from None
+    except ClHpcError as exc:
+        raise RequestError(f"version {version} cannot be served: {exc}", "version", 503) from None
+
+
+def _unit(value: Any) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise RequestError(f"unit is {value!r}; it is a string (a user or session id) or an integer", "unit")
+
+
+def _outcome(item: Any, i: int, now: float) -> Outcome:
+    where = f"outcomes[{i}]"
+    if not isinstance(item, Mapping):
+        raise RequestError(f"{where} is a {type(item).__name__}; each outcome is an object", where)
+    _only(item, _OUTCOME_KEYS, where)
+    request_id, unit, row = item.get("request_id"), _unit(item.get("unit")), item.get("row")
+    if (request_id is None) == (unit is None):
+        raise RequestError(f"{where}: name exactly one of request_id (from a /predict answer) or unit", where)
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError(f"{where}.request_id is {request_id!r}; it is the string a /predict answer gave",
+                           f"{where}.request_id")
+    if row is not None and (type(row) is not int or row < 0):
+        raise RequestError(f"{where}.row is {row!r}; it is a row index of that request, 0 or more", f"{where}.row")
+    label, reward = item.get("label"), item.get("reward")
+    if label is None and reward is None:
+        raise RequestError(f"{where}: give a label, a reward, or both", where)
+    if label is not None and not (type(label) in (str, int, bool) or (type(label) is float and np.isfinite(label))):
+        raise RequestError(f"{where}.label is {label!r}; a label is a string, an integer, a finite number or a "
+                           f"boolean", f"{where}.label")
+    if reward is not None and not (type(reward) in (int, float) and np.isfinite(reward)):
+        raise RequestError(f"{where}.reward is {reward!r}; a reward is a finite number", f"{where}.reward")
+    return Outcome(at=now, request_id=request_id, row=row, unit=unit, label=label,
+                   reward=None if reward is None else float(reward))
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cl_hpc")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,210 @@
+"""The served model: loaded by alias through the registry, watched, and swapped without a restart.
+
+A :class:`ModelSlot` owns one background thread. It polls the alias's newest event in the alias
+log (one indexed SQLite row, every ``poll_interval_s``: never on a request's path), and when the
+alias points somewhere new it loads that version off the request path (checksum verified,
+``weights_only=True``, the recorded classes rebuilt through the model contract) and only then
+swaps one reference. A request reads that reference once at its start, so it is answered whole by
+one version, and no request fails or waits while another version loads.
+
+Readiness says why it is not ready: the store or model or alias is missing, the version is
+quarantined, or its classes no longer load. A version that cannot be loaded leaves the previous
+one answering (the server is then not ready, with the reason), so clients that ignore readiness
+lose nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from cl_hpc.errors import ClHpcError
+from cl_hpc.learn.contract import ContractError, Signature
+
+log = logging.getLogger(__name__)
+
+
+class Readiness(enum.Enum):
+    LOADING = "loading"  # nothing loaded yet, a load is under way
+    READY = "ready"  # the alias's version answers
+    NOT_READY = "not_ready"  # the alias's version cannot be served (the reason says why)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One loaded version: everything a request needs, read through one reference."""
+
+    name: str
+    version: str  # "X.Y"
+    workload: Any  # cl_hpc.learn.workload.Workload
+    signature: Signature
+    model_class: str
+    loaded_at: float
+    load_s: float
+
+
+@dataclass(frozen=True)
+class Health:
+    state: Readiness
+    reason: str  # empty when ready
+    serving: Optional[str]  # the version answering now (None: none loaded)
+    target: Optional[str]  # the version the alias names
+
+
+class ModelSlot:
+    """The alias's current version, kept fresh by one watcher thread."""
+
+    def __init__(self, store_root: Path, name: Optional[str], alias: str, poll_interval_s: float = 1.0,
+                 store_options: Optional[dict[str, Any]] = None, clock: Callable[[], float] = time.time) -> None:
+        self.store_root, self.alias, self.poll_interval_s = Path(store_root), alias, poll_interval_s
+        self.requested_name = name
+        self.name: Optional[str] = name
+        self.store_options = store_options or {}
+        self.clock = clock
+        self.current: Optional[Loaded] = None  # swapped whole; readers take one snapshot
+        self._health = Health(Readiness.LOADING, "starting", None, None)
+        self._seen: Optional[tuple[Any, ...]] = None  # the alias state last acted on
+        self._versions: dict[str, Loaded] = {}  # versions asked for by number (v2 .../versions/X.Y/infer)
+        self._versions_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.swaps = 0
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._watch, name="cl_hpc-model-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def wait_ready(self, timeout_s: float) -> Health:
+        """Poll until the first load finished (ready or not), or the deadline."""
+        deadline = time.monotonic() + timeout_s
+        while self._health.state is Readiness.LOADING and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self._health
+
+    @property
+    def health(self) -> Health:
+        return self._health
+
+    # ---- the watcher ------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        registry = None
+        while not self._stop.is_set():
+            try:
+                registry = registry or self._open()
+                self.check(registry)
+            except ClHpcError as exc:
+                self._not_ready(str(exc))
+            except Exception as exc:  # the watcher must outlive a bad poll; the reason is served
+                log.exception("model watch: unexpected error")
+                self._not_ready(f"{type(exc).__name__}: {exc}")
+            self._stop.wait(self.poll_interval_s)
+        if registry is not None:
+            registry.close()
+
+    def _open(self) -> Any:
+        from cl_hpc.registry.store import ModelRegistry
+        from cl_hpc.store.db import DB_NAME
+
+        if not (self.store_root / DB_NAME).exists():
+            raise ClHpcError(f"no store at {self.store_root / DB_NAME} (store.root): train and promote a model "
+                             f"first, e.g. python -m cl_hpc.launch pipeline=continual")
+        return ModelRegistry.open(self.store_root, **self.store_options)
+
+    def check(self, registry: Any) -> None:
+        """One poll: resolve the alias; load and swap when it names another version."""
+        name = self.name or self._only_model(registry)
+        event = registry.last_event(name, self.alias)
+        target = registry.aliases(name).get(self.alias) if event is None else event.to_version
+        if target is None:
+            registry.require_model(name)
+            known = ", ".join(sorted(registry.aliases(name))) or "none yet"
+            raise ClHpcError(f"model {name} has no alias {self.alias!r} (its aliases: {known}); promote a version: "
+                             f"python -m cl_hpc.registry promote {name} <X.Y> --alias {self.alias} --reason ...")
+        state = (name, str(target), event.id if event else None)
+        if state == self._seen:
+            return
+        self._seen = state
+        self.name = name
+        self._load(registry, name, str(target))
+
+    def _load(self, registry: Any, name: str, version: str) -> None:
+        serving = self.current.version if self.current else None
+        self._health = Health(self._health.state if self.current else Readiness.LOADING,
+                              self._health.reason, serving, version)
+        try:
+            loaded = load_version(registry, name, version, self.clock)
+        except ClHpcError as exc:
+            still = f"; still answering with {serving}" if serving else ""
+            self._not_ready(f"{self.alias} -> {name} {version} cannot be served: {exc}{still}", target=version)
+            return
+        if self.current is not None and self.current.version != loaded.version:
+            self.swaps += 1
+        self.current = loaded  # the swap: one reference, read once per request
+        self._health = Health(Readiness.READY, "", loaded.version, version)
+        log.info("serving %s %s (%s, loaded in %.2f s)", name, version, self.alias, loaded.load_s)
+
+    def _only_model(self, registry: Any) -> str:
+        names = registry.names()
+        if len(names) == 1:
+            return str(names[0])
+        listing = ", ".join(names) or "none"
+        raise ClHpcError(f"serve.model is not set and the registry at {self.store_root} holds "
+                         f"{'no model' if not names else 'several models'} ({listing}); set serve.model=<name>")
+
+    def _not_ready(self, reason: str, target: Optional[str] = None) -> None:
+        serving = self.current.version if self.current else None
+        if reason != self._health.reason:
+            log.warning("not ready: %s", reason)
+        self._health = Health(Readiness.NOT_READY, reason, serving, target or self._health.target)
+
+    # ---- explicit versions ------------------------------------------------------------------
+
+    def version(self, version: str) -> Loaded:
+        """A version by number (the v2 ``/versions/X.Y/infer``): the current one, or one loaded once
+        and kept (call it off the event loop: the first request for a version waits on its load)."""
+        current = self.current
+        if current is not None and current.version == version:
+            return current
+        with self._versions_lock:
+            if version not in self._versions:
+                if self.name is None:
+                    raise ClHpcError(f"no model is served yet ({self._health.reason})")
+                registry = self._open()
+                try:
+                    self._versions[version] = load_version(registry, self.name, version, self.clock)
+                finally:
+                    registry.close()
+            return self._versions[version]
+
+
+def load_version(registry: Any, name: str, version: str, clock: Callable[[], float] = time.time) -> Loaded:
+    """One version through the registry: refused when quarantined, else verified and rebuilt."""
+    started = time.perf_counter()
+    record = registry.get(name, version)
+    if not record.promotable:
+        raise ClHpcError(f"{record.label} is quarantined ({record.quarantined})")
+    workload = registry.load_model(name, record.version)
+    signature = workload.signature
+    if record.signature:  # requests are checked against what was recorded, and the code must still agree
+        recorded = Signature.from_dict(record.signature)
+        changed = recorded.differences(signature)
+        if changed:
+            raise ContractError(f"{record.label} was registered with signature {recorded.describe()}, but its classes "
+                                f"as installed now give {signature.describe()} ({'; '.join(changed)}): install the "
+                                f"code it was trained with, or retrain")
+    return Loaded(name=name, version=str(record.version), workload=workload, signature=signature,
+                  model_class=record.model_class or type(workload.model).__module__, loaded_at=clock(),
+                  load_s=time.perf_counter() - started)

@@ -1,0 +1,81 @@
+"""Run the server: bind, publish the discovery file, serve until SIGTERM or SIGINT, drain, exit 0.
+
+On a signal uvicorn stops accepting, lets the requests in flight finish (up to
+``serve.graceful_timeout_s``), then the app's lifespan flushes the prediction log and withdraws the
+discovery file. uvicorn re-raises the signal it caught once it is done (so a plain process dies of
+it); the handlers installed here take that re-raised signal, so a drained server exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from cl_hpc.config.serving import ServeConf, check_serve
+from cl_hpc.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def serve_conf(cfg: Any) -> ServeConf:
+    from cl_hpc.config.ml import plain
+
+    conf = ServeConf(**plain(cfg.serve))
+    check_serve(conf)
+    return conf
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything loads: a taken port fails first, and port 0
+    gets a free one that the URL then names."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another serve.port "
+                          f"(0 = any free port) or serve.host") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(cfg: Any) -> int:
+    """``python -m cl_hpc.serve [overrides]``: serve until a signal; 0 after a clean drain."""
+    import uvicorn
+
+    from cl_hpc.serve import discovery
+    from cl_hpc.serve.app import ServerState, create_app
+    from cl_hpc.serve.models import ModelSlot
+    from cl_hpc.serve.predlog import PredictionLog
+
+    conf = serve_conf(cfg)
+    store_root = Path(str(cfg.store.root)).expanduser().resolve()
+    log_dir = Path(conf.log_dir).expanduser().resolve() if conf.log_dir else store_root / "predictions"
+    sock = bind(conf.host, conf.port)
+    port = sock.getsockname()[1]
+    slot = ModelSlot(store_root, conf.model, conf.alias, conf.poll_interval_s,
+                     {"journal_mode": str(cfg.store.journal_mode), "busy_timeout_s": float(cfg.store.busy_timeout_s)})
+    state = ServerState(conf, slot, PredictionLog(log_dir, conf.flush_interval_s, conf.max_pending_rows))
+    record = discovery.record_for(conf.host, port, conf.model, conf.alias, log_dir)
+    if conf.discovery:
+        path = discovery.publish(store_root, record)
+        state.on_stop.append(lambda: discovery.withdraw(path))
+    server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning", access_log=conf.access_log,
+                                           timeout_graceful_shutdown=int(conf.graceful_timeout_s), lifespan="on"))
+    caught: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):  # receives uvicorn's re-raise after the drain
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
+    print(f"serving {conf.model or '(the registry’s only model)'} @{conf.alias} at {record.url}  "
+          f"(docs {record.url}/docs, prediction log {log_dir}, pid {record.pid})", flush=True)
+    server.run(sockets=[sock])
+    if caught:
+        print(f"stopped on {signal.Signals(caught[0]).name}: requests drained, prediction log flushed "
+              f"({state.log.stats().rows_written} rows written)", file=sys.stderr, flush=True)
+    return 0 if server.started else 1
