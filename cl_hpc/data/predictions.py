@@ -229,7 +229,8 @@ def read_stream(log_dir: Path, stream: Stream, since: Optional[float] = None,
 
 
 def decode_label(text: Optional[str]) -> Any:
-    return None if text is None else json.loads(text)
+    """The label of an outcome row; None where only a reward came (pandas may read that null as NaN)."""
+    return None if text is None or isinstance(text, float) else json.loads(text)
 
 
 def _timestamps(seconds: np.ndarray) -> pa.Array:
