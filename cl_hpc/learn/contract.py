@@ -21,7 +21,9 @@ Data module (a ``pytorch_lightning.LightningDataModule``):
   - ``fit_state(frame)``: fit the preprocessing state (scalers, vocabularies) on training rows;
   - ``update_state(frame)``: a stateful continuation moves the parent's loaded state with new rows;
   - ``state_dict()`` / ``load_state_dict()``: Lightning's own; the state is versioned with the
-    checkpoint and loaded with ``weights_only=True``, so it holds tensors, numbers, strings, lists;
+    checkpoint and loaded with ``weights_only=True``, so it holds tensors, numbers, strings, lists
+    and dicts (numpy scalars are saved as Python numbers, numeric arrays as tensors: see
+    cl_hpc/learn/checkpoint.py; anything else is refused when the checkpoint is saved);
   - ``model_args() -> dict``: model init arguments that come from the data (feature and class
     counts, vocabulary size);
   - ``input_signature() -> [Spec]``: the raw inputs a request carries;

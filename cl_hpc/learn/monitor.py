@@ -11,8 +11,9 @@ backtest's prequential replay see it: one code path through :func:`cl_hpc.learn.
   evaluation runs on the others, and a correctness metric (per-row values equal to ``correct``)
   counts them as wrong; other metrics, which need a probability for the true class, are computed on
   the known labels only.
-- Rows the model cannot score at all (a data error in its preprocessing) give no metric and a note
-  that says why, not a crash: the watch reports it with the triggers.
+- Rows the model cannot score at all (a data error in its preprocessing, or any error its own code
+  raises on them) give no metric and a note that says why, not a crash: the watch reports it with
+  the triggers.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from cl_hpc.errors import DataError
 from cl_hpc.learn.contract import (
-    ContractError,
     Direction,
     Evaluation,
     Signature,
@@ -68,8 +67,9 @@ def score_rows(workload: Any, frame: pd.DataFrame, metric: str) -> RowScores:
 
         try:
             evaluation = evaluate(workload, scored)
-        except (DataError, ContractError) as exc:
-            return RowScores(None, 0, note=f"{class_path(workload.model)} cannot score {len(frame)} new rows: {exc}")
+        except Exception as exc:  # user code too (to_batch on a column of strings): a note, never a crash
+            return RowScores(None, 0, note=f"{class_path(workload.model)} cannot score {len(frame)} new rows: "
+                                           f"{type(exc).__name__}: {exc}")
     value = _metric(evaluation, metric)
     errors = _errors(evaluation, known, len(frame))
     if not unseen:

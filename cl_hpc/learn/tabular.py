@@ -84,6 +84,7 @@ class TabularData(LoopDataModule):
         self.classes: list[Any] = []
         self.class_counts: list[int] = []
         self.moments: Optional[Moments] = None
+        self.no_update: Optional[str] = None  # why update_state cannot move this state (an old checkpoint's)
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -96,9 +97,11 @@ class TabularData(LoopDataModule):
             raise DataError(f"the training rows have a single class {self.classes} in column {self.label_col!r}; "
                             f"a classifier needs two: widen data.train_window")
         self.class_counts = [int(counts[c]) for c in self.classes]
-        self.moments = moments_of(self._raw(frame))
+        self.moments, self.no_update = moments_of(self._raw(frame)), None
 
     def update_state(self, frame: pd.DataFrame) -> None:
+        if self.no_update:
+            raise CannotContinue(self.no_update)
         if self._resolve(frame) != self.features:
             raise CannotContinue(f"was trained on features {self.features}, the new rows have {self._resolve(frame)}")
         unseen = sorted(set(frame[self.label_col].unique().tolist()) - set(self.classes))
@@ -112,12 +115,14 @@ class TabularData(LoopDataModule):
     def state_dict(self) -> dict[str, Any]:
         return {"features": list(self.features), "classes": _plain_list(self.classes),
                 "class_counts": list(self.class_counts), "label_col": self.label_col,
-                "moments": self.moments.to_dict() if self.moments else None}
+                "moments": self.moments.to_dict() if self.moments else None,
+                **({"no_update": self.no_update} if self.no_update else {})}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.features, self.classes = list(state_dict["features"]), list(state_dict["classes"])
         self.class_counts = [int(n) for n in state_dict["class_counts"]]
         self.moments = Moments.from_dict(state_dict["moments"]) if state_dict.get("moments") else None
+        self.no_update = state_dict.get("no_update")
 
     # ---- the contract -----------------------------------------------------------------------
 
@@ -171,7 +176,10 @@ class TabularData(LoopDataModule):
         return [c for c in frame.columns if c not in (self.label_col, self.timestamp_col)]
 
     def _raw(self, frame: pd.DataFrame) -> np.ndarray:
-        return frame[self.features or self._resolve(frame)].to_numpy(dtype=np.float64)
+        features = self.features or self._resolve(frame)
+        if list(frame.columns) == features:  # the server's rows come in this order: skip pandas' reindex
+            return frame.to_numpy(dtype=np.float64)
+        return frame[features].to_numpy(dtype=np.float64)
 
 
 def moments_of(raw: np.ndarray) -> Moments:

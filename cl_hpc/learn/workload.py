@@ -13,6 +13,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 from cl_hpc.learn.contract import (
@@ -115,15 +116,35 @@ def check_batches(workload: Workload, frame: pd.DataFrame) -> None:
     except Exception as exc:
         raise ContractError(f"{where}: a batch of {len(rows)} rows does not fit the model: {type(exc).__name__}: "
                             f"{exc} (see {CONTRACT_DOC})") from exc
-    signature = workload.signature
-    named = [s.name for s in signature.outputs]
+    _check_outputs(where, "predict_batch", outputs, len(rows))
+    _check_outputs(where, "evaluate_batch", scores, len(rows))
+    named = [s.name for s in workload.signature.outputs]
     if sorted(outputs) != sorted(named):
         raise ContractError(f"{where}: predict_batch returned {sorted(outputs)}, but output_signature() names "
                             f"{named}")
-    for name, values in {**outputs, **scores}.items():
-        if len(values) != len(rows):
-            raise ContractError(f"{where}: {name!r} has {len(values)} rows for {len(rows)} input rows; "
-                                f"predict_batch and evaluate_batch return one value per row")
+
+
+def _check_outputs(where: str, method: str, returned: Any, rows: int) -> None:
+    """``returned`` must be a dict of name -> tensor or array with one row per input row (what the
+    scoring path concatenates); a ContractError says what came back instead."""
+    import torch
+
+    expected = (f"expected a dict of name -> tensor or numpy array with one value per row ({rows} rows, "
+                f"first dimension {rows}; see {CONTRACT_DOC})")
+    if not isinstance(returned, dict):
+        raise ContractError(f"{where}: {method} returned {_describe(returned)}; {expected}")
+    for name, values in returned.items():
+        if not isinstance(values, (torch.Tensor, np.ndarray)) or values.ndim < 1 or len(values) != rows:
+            hint = " (a batch mean? return the per-row values: the loop takes their mean)" if (
+                isinstance(values, (torch.Tensor, np.ndarray)) and values.ndim == 0) else ""
+            raise ContractError(f"{where}: {method} returned {name!r} = {_describe(values)} for {rows} input "
+                                f"rows{hint}; {expected}")
+
+
+def _describe(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"a {type(value).__module__}.{type(value).__qualname__}" + (
+        f" of shape {tuple(shape)}" if shape is not None else "")
 
 
 def _accepted(cls: type) -> set[str] | None:

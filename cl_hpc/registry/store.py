@@ -211,8 +211,9 @@ class ModelRegistry:
         # torch: imported only by the callers that load
         from cl_hpc.learn.checkpoint import CheckpointChanged, read_payload
 
-        try:
-            return read_payload(path, record.checkpoint_sha256)  # reads once, verifies, then weights_only=True
+        rows = record.metrics.get("train_rows")  # a first-format checkpoint's moments count (see read_payload)
+        try:  # reads once, verifies, then weights_only=True
+            return read_payload(path, record.checkpoint_sha256, int(rows) if isinstance(rows, (int, float)) else None)
         except CheckpointChanged as exc:
             raise self._quarantine(record, exc.actual) from exc
 

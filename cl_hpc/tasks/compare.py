@@ -8,7 +8,8 @@ by the configured margin with a significant test, must not forget the champion's
 Before any champion it must beat the data module's trivial predictor where it defines one.
 
 A challenger whose signature differs from the champion's (other inputs or outputs), or whose
-window the champion cannot score (labels it never saw), is not comparable: it fails the gate
+window the champion cannot score (labels it never saw), or where either cannot score the champion's
+own training rows (the forgetting check), is not comparable: it fails the gate
 unless ``allow_signature_change`` (then it is judged like a cold start). The verdict, every number
 and reason, goes to ``verdict.json``; ``promote`` acts on it.
 """
@@ -50,11 +51,12 @@ def run(ctx: TaskContext, gate: Optional[Mapping[str, Any]] = None, registry: Op
     direction = require_metric(challenger.model, conf.metric, "compare (pipeline.tasks.compare.params.gate.metric)")
     frame = load_frame(ingest["eval_path"], ingest["timestamp_col"])
     alias_at, champ, why_not = _champion(registry, challenger, frame, gpus(ctx))
+    previous, why_not = _previous(ingest, challenger, champ) if champ else (None, why_not)
     if why_not and not allow:
         return _refused(ctx, why_not, alias_at)
+    champ = None if why_not else champ  # allowed: judged like a cold start, as when the window cannot be scored
     new = evaluate(challenger, frame)
     reference = champ[2] if champ else None
-    previous = _previous(ingest, challenger, champ)
     slices = {column: frame[column].to_numpy() for column in conf.slices if column in frame.columns}
     verdict = decide_evaluations(conf, direction, new, reference, previous, slices)
     # "champion": where the alias pointed, whether or not it was scored (not comparable): promote
@@ -110,13 +112,23 @@ def _champion(registry: Optional[Mapping[str, Any]], challenger: Workload, frame
 
 
 def _previous(ingest: Mapping[str, Any], challenger: Workload,
-              champ: Optional[_Champion]) -> Optional[tuple[Evaluation, Evaluation]]:
-    """The forgetting guardrail's window: the train-window rows the champion itself trained on."""
-    if champ is None or not champ[3].metrics.get("window_end"):
-        return None
+              champ: _Champion) -> tuple[Optional[tuple[Evaluation, Evaluation]], Optional[str]]:
+    """The forgetting guardrail's window: (the challenger's and the champion's scores on the
+    train-window rows the champion itself trained on, or None to skip the check; why the two are
+    not comparable there, or None). Scored under the same guard as the eval window: a label one of
+    them never saw makes them not comparable, not a crash."""
+    if not champ[3].metrics.get("window_end"):
+        return None, None
     frame = load_frame(ingest["train_path"], ingest["timestamp_col"])
     old = frame[frame[ingest["timestamp_col"]] <= utc_naive(pd.Timestamp(champ[3].metrics["window_end"]))]
     if len(old) < _MIN_PREVIOUS_ROWS:
-        return None
-    return evaluate(challenger, old), evaluate(champ[1], old)
+        return None, None
+    scores = []
+    for who, workload in (("the challenger", challenger), (f"champion {champ[0]}", champ[1])):
+        try:
+            scores.append(evaluate(workload, old))
+        except Exception as exc:  # user code too: e.g. labels it never saw
+            return None, (f"{who} cannot score the {len(old)} train-window rows champion {champ[0]} trained on "
+                          f"(the forgetting check): {type(exc).__name__}: {exc}")
+    return (scores[0], scores[1]), None
 
