@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from cl_hpc.config.labels import LabelsConf
 from cl_hpc.config.ml import DataConf, FitConf
 from cl_hpc.config.resources import Resources
 from cl_hpc.config.serving import ServeConf
@@ -151,6 +152,8 @@ class Config:
     # statistics (cl_hpc/learn/drift.py DriftConf); validated there, empty = their defaults.
     trigger: Dict[str, Any] = field(default_factory=dict)
     drift: Dict[str, Any] = field(default_factory=dict)
+    # The label join (`python -m cl_hpc.labels join`, pipeline=labels): prediction log -> labelled landing zone
+    labels: LabelsConf = field(default_factory=LabelsConf)
     run_root: str = "runs"  # where run directories go; relative = to the launch dir
     serve: ServeConf = field(default_factory=ServeConf)  # python -m cl_hpc.serve (conf/serve/default.yaml)
 
