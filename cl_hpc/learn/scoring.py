@@ -60,14 +60,16 @@ def place(workload: Workload, gpus: int) -> Workload:
 
 def _run(model: Any, method: str, *args: Any) -> dict[str, np.ndarray]:
     was_training = model.training
-    model.eval()
+    if was_training:  # eval() walks every submodule: a loaded model is already in eval mode
+        model.eval()
     device = next(model.parameters(), torch.empty(0)).device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     try:
         with torch.no_grad(), autocast:
             out = getattr(model, method)(*(_to(a, device) for a in args))
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     if not isinstance(out, dict):
         raise ContractError(f"{class_path(model)}.{method} returned {type(out).__name__}; it must return a dict "
                             f"of name -> tensor (one row per input row)")

@@ -135,12 +135,13 @@ class TabularData(LoopDataModule):
     def to_batch(self, frame: pd.DataFrame) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         if self.moments is None:
             raise RuntimeError("TabularData.to_batch before fit_state or load_state_dict")
-        missing = [f for f in self.features if f not in frame.columns]
+        present = set(frame.columns.tolist())  # `in frame.columns` costs ~30 us a name on pandas 3's string index
+        missing = [f for f in self.features if f not in present]
         if missing:
             raise DataError(f"rows lack feature column(s) {missing}; the model takes {self.features}")
         mean, std = np.asarray(self.moments.mean), np.asarray(self.moments.std)
         x = torch.from_numpy(((self._raw(frame) - mean) / std).astype(np.float32))
-        if self.label_col not in frame.columns:
+        if self.label_col not in present:
             return x, None
         return x, torch.from_numpy(self.class_index(frame[self.label_col]))
 
