@@ -84,10 +84,12 @@ def tensors_frame(signature: Signature, inputs: Any, max_rows: int) -> pd.DataFr
         raise RequestError("inputs must be a list of tensors {name, shape, datatype, data}", "inputs")
     expected = [s.name for s in signature.inputs]
     named = {str(t.get("name")): t for t in inputs}
-    if len(named) != len(inputs) or named.keys() != set(expected):
-        dupes = len(named) != len(inputs)
-        raise RequestError("inputs name a tensor twice" if dupes else _name_problem("inputs", named.keys(), expected),
-                           "inputs")
+    if len(named) != len(inputs):
+        twice = sorted({n for n in named if sum(str(t.get("name")) == n for t in inputs) > 1})
+        raise RequestError(f"inputs name tensor {', '.join(map(repr, twice))} twice; send one tensor per input: "
+                           f"{', '.join(expected)}", "inputs")
+    if named.keys() != set(expected):
+        raise RequestError(_name_problem("inputs", named.keys(), expected), "inputs")
     specs = {s.name: s for s in signature.inputs}
     columns = {name: _tensor(specs[name], named[name], max_rows) for name in expected}
     lengths = {name: len(v) for name, v in columns.items()}
@@ -103,7 +105,7 @@ def _tensor(spec: Spec, tensor: Mapping[str, Any], max_rows: int) -> np.ndarray:
     accepted = _ACCEPTS[kind(spec)]
     if datatype not in accepted:
         raise RequestError(f"{where}.datatype is {tensor.get('datatype')!r}; {spec.name} ({spec.dtype}) takes "
-                           f"{' or '.join(accepted[:3])}{' ...' if len(accepted) > 3 else ''}", f"{where}.datatype")
+                           f"{', '.join(accepted)}", f"{where}.datatype")
     shape = tensor.get("shape")
     if not (isinstance(shape, list) and shape and all(isinstance(n, int) and n >= 0 for n in shape)
             and (len(shape) == 1 or shape[1:] == [1])):
@@ -134,7 +136,31 @@ def _column(spec: Spec, values: list[Any], where: str) -> np.ndarray:
         if not ok(value):
             place = where.replace("{i}", str(i))
             raise RequestError(f"{place} is {_shown(value)}; {spec.name} ({spec.dtype}) takes {_WANTS[want]}", place)
-    return np.asarray(values, dtype=object if want == "str" else spec.dtype)
+    if want == "str":
+        return np.asarray(values, dtype=object)
+    try:
+        with np.errstate(over="raise"):  # a float32 column would otherwise turn 1e39 into inf
+            return np.asarray(values, dtype=spec.dtype)
+    except (OverflowError, FloatingPointError):  # a JSON number the dtype cannot hold: the client's, not a 500
+        i = next(i for i, value in enumerate(values) if not _fits(value, spec.dtype))
+        place = where.replace("{i}", str(i))
+        low, high = _range(spec.dtype)
+        raise RequestError(f"{place} is {_shown(values[i])}: out of range for {spec.name} ({spec.dtype}), which takes "
+                           f"{_WANTS[want]} from {low} to {high}", place) from None
+
+
+def _fits(value: Any, dtype: str) -> bool:
+    try:
+        with np.errstate(over="raise"):
+            np.asarray([value], dtype=dtype)
+    except (OverflowError, FloatingPointError):
+        return False
+    return True
+
+
+def _range(dtype: str) -> tuple[str, str]:
+    info = np.finfo(dtype) if np.dtype(dtype).kind == "f" else np.iinfo(dtype)
+    return str(info.min), str(info.max)  # str: a float32 bound as float32 writes it (3.4028235e+38)
 
 
 def _is_float(value: Any) -> bool:
