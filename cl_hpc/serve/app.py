@@ -19,7 +19,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping, Optional
+from typing import Any, AsyncIterator, Mapping, Optional, Sequence
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cl_hpc.config.serving import ServeConf
 from cl_hpc.data.predictions import Outcome, PredictionBatch, Role
-from cl_hpc.errors import ClHpcError
+from cl_hpc.errors import ClHpcError, DataError
 from cl_hpc.learn.scoring import predict
 from cl_hpc.registry.versions import RegistryError, is_version
 from cl_hpc.serve import inputs as wire
@@ -114,7 +114,7 @@ async def _body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested deeper than the parser goes
         raise RequestError(f"the request body is not valid JSON: {exc}; send an object such as "
                            f'{{"inputs": [{{...}}]}} with Content-Type: application/json', "body", 400) from None
     if not isinstance(payload, dict):
@@ -139,13 +139,19 @@ def _serving(state: ServerState) -> Loaded:
 
 
 def _answer(state: ServerState, loaded: Loaded, frame: Any, unit: Optional[str], started: float,
-            endpoint: str) -> tuple[str, dict[str, np.ndarray]]:
-    """Predict through the model contract, log the rows, count the request."""
+            endpoint: str, wanted: Sequence[str] = ()) -> tuple[str, dict[str, np.ndarray]]:
+    """Predict through the model contract, log the rows, count the request (``wanted``: the output
+    names the client asked for, checked before the log and the counters see a refused request)."""
     try:
         outputs = wire.typed_outputs(loaded.signature, predict(loaded.workload, frame))
+    except DataError as exc:  # rows of the signature's types that the data module refuses (a token past the vocab)
+        raise RequestError(f"inputs: {exc}", "inputs") from exc
     except Exception as exc:  # the model's own code failed: a 500 that names it, and the server goes on
         raise RequestError(f"model {loaded.name} {loaded.version} ({loaded.model_class}) failed on this request: "
                            f"{type(exc).__name__}: {exc}", "model", 500) from exc
+    unknown = [w for w in wanted if w not in outputs]
+    if unknown:
+        raise RequestError(f"outputs: unknown {unknown}; this version gives {sorted(outputs)}", "outputs")
     seconds = time.perf_counter() - started
     request_id = uuid.uuid4().hex
     state.log.log(PredictionBatch(request_id, time.time(), loaded.name, loaded.version, Role.LIVE, seconds * 1e3,
@@ -249,15 +255,22 @@ async def _infer(state: ServerState, request: Request, loaded: Loaded, endpoint:
     frame = wire.tensors_frame(loaded.signature, payload.get("inputs"), state.conf.max_batch_rows)
     parameters = payload.get("parameters") or {}
     unit = _unit(parameters.get("unit") if isinstance(parameters, Mapping) else None)
-    request_id, outputs = _answer(state, loaded, frame, unit, started, endpoint)
-    wanted = [o.get("name") for o in payload.get("outputs") or [] if isinstance(o, Mapping)]
-    unknown = [w for w in wanted if w not in outputs]
-    if unknown:
-        raise RequestError(f"outputs: unknown {unknown}; this version gives {sorted(outputs)}", "outputs")
+    wanted = _wanted(payload.get("outputs"))
+    request_id, outputs = _answer(state, loaded, frame, unit, started, endpoint, wanted)
     chosen = {k: v for k, v in outputs.items() if not wanted or k in wanted}
     body = {"model_name": loaded.name, "model_version": loaded.version, "id": str(payload.get("id") or request_id),
             "parameters": {"request_id": request_id}, "outputs": wire.output_tensors(chosen)}
     return JSONResponse(body)
+
+
+def _wanted(value: Any) -> list[str]:
+    """The v2 request's ``outputs``: absent (every output) or a list of {"name": <output>}."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(o, Mapping) and isinstance(o.get("name"), str) for o in value):
+        raise RequestError(f"outputs is {json.dumps(value)[:60]}; it is a list of objects {{\"name\": <output>}}, "
+                           f"or absent for every output", "outputs")
+    return [o["name"] for o in value]
 
 
 def _named(state: ServerState, name: str, need_loaded: bool = True) -> Loaded:
