@@ -48,6 +48,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(cfg: Any) -> int:
     """``python -m cl_hpc.serve [overrides]``: serve until a signal; 0 after a clean drain."""
+    conf = serve_conf(cfg)
+    store_root = Path(str(cfg.store.root)).expanduser().resolve()
+    log_dir = Path(conf.log_dir).expanduser().resolve() if conf.log_dir else store_root / "predictions"
+    sock = bind(conf.host, conf.port)
+    port = sock.getsockname()[1]
+    # imported after the checks: a bad value or a taken port is said at once, not after torch loads
     import uvicorn
 
     from cl_hpc.serve import discovery
@@ -55,11 +61,6 @@ def serve(cfg: Any) -> int:
     from cl_hpc.serve.models import ModelSlot
     from cl_hpc.serve.predlog import PredictionLog
 
-    conf = serve_conf(cfg)
-    store_root = Path(str(cfg.store.root)).expanduser().resolve()
-    log_dir = Path(conf.log_dir).expanduser().resolve() if conf.log_dir else store_root / "predictions"
-    sock = bind(conf.host, conf.port)
-    port = sock.getsockname()[1]
     slot = ModelSlot(store_root, conf.model, conf.alias, conf.poll_interval_s,
                      {"journal_mode": str(cfg.store.journal_mode), "busy_timeout_s": float(cfg.store.busy_timeout_s)})
     state = ServerState(conf, slot, PredictionLog(log_dir, conf.flush_interval_s, conf.max_pending_rows))
