@@ -155,7 +155,7 @@ def _answer(state: ServerState, loaded: Loaded, frame: Any, unit: Optional[str],
     seconds = time.perf_counter() - started
     request_id = uuid.uuid4().hex
     state.log.log(PredictionBatch(request_id, time.time(), loaded.name, loaded.version, Role.LIVE, seconds * 1e3,
-                                  {c: frame[c].to_numpy() for c in frame.columns}, outputs, unit))
+                                  wire.input_columns(frame), outputs, unit))
     state.metrics.answered(loaded.name, loaded.version, endpoint, len(frame), seconds)
     return request_id, outputs
 

@@ -14,6 +14,7 @@ Two request shapes carry the same rows:
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from typing import Any, Mapping, Optional, Sequence
 
@@ -74,8 +75,45 @@ def rows_frame(signature: Signature, inputs: Any, max_rows: int) -> pd.DataFrame
                                f"{_names(signature)}", f"inputs[{i}]")
         if row.keys() != wanted:
             raise RequestError(_name_problem(f"inputs[{i}]", row.keys(), expected), f"inputs[{i}]")
+    if len({s.dtype for s in signature.inputs}) == 1 and kind(signature.inputs[0]) != "str":
+        return _matrix_frame(signature.inputs, rows, expected)
     columns = {s.name: _column(s, [row[s.name] for row in rows], "inputs[{i}]." + s.name) for s in signature.inputs}
     return pd.DataFrame(columns, columns=expected)
+
+
+def _matrix_frame(specs: Sequence[Spec], rows: list[Any], expected: list[str]) -> pd.DataFrame:
+    """Inputs of one numeric dtype as one 2-D block: a third of the time of a frame built by column."""
+    matrix = [[row[name] for name in expected] for row in rows]
+    ok = _CHECKS[kind(specs[0])]
+    if not all(ok(v) for values in matrix for v in values):
+        for i, values in enumerate(matrix):  # only on the error path: find the first bad value, name it
+            for spec, value in zip(specs, values):
+                if not ok(value):
+                    place = f"inputs[{i}].{spec.name}"
+                    raise RequestError(f"{place} is {_shown(value)}; {spec.name} ({spec.dtype}) takes "
+                                       f"{_WANTS[kind(spec)]}", place)
+    try:
+        with np.errstate(over="raise"):
+            block = np.array(matrix, dtype=specs[0].dtype)
+    except (OverflowError, FloatingPointError):  # a number out of the dtype's range: the column path names it
+        columns = {s.name: _column(s, [row[s.name] for row in rows], "inputs[{i}]." + s.name) for s in specs}
+        return pd.DataFrame(columns, columns=expected)
+    return pd.DataFrame(block, columns=_index(tuple(expected)), copy=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _index(names: tuple[str, ...]) -> pd.Index:
+    """One column index per signature: pandas 3 builds a string index through Arrow (~100 us)."""
+    return pd.Index(names)
+
+
+def input_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The request's columns as arrays for the prediction log (views of a one-block frame's values;
+    ``frame[name]`` would build a Series per column, ~50 us each)."""
+    if len(set(frame.dtypes.tolist())) == 1 and frame.dtypes.iloc[0].kind in "biuf":
+        block = frame.to_numpy()
+        return {name: block[:, j] for j, name in enumerate(frame.columns.tolist())}
+    return {name: frame[name].to_numpy() for name in frame.columns.tolist()}
 
 
 def tensors_frame(signature: Signature, inputs: Any, max_rows: int) -> pd.DataFrame:

@@ -53,6 +53,12 @@ def serve(cfg: Any) -> int:
     log_dir = Path(conf.log_dir).expanduser().resolve() if conf.log_dir else store_root / "predictions"
     sock = bind(conf.host, conf.port)
     port = sock.getsockname()[1]
+    caught: list[int] = []
+    # From here on a SIGTERM (scancel, Slurm's --signal) never kills the process mid-start: before
+    # serving it stops the start, while serving uvicorn takes it, and after the drain these handlers
+    # receive uvicorn's re-raise, so the process exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
     # imported after the checks: a bad value or a taken port is said at once, not after torch loads
     import uvicorn
 
@@ -70,9 +76,11 @@ def serve(cfg: Any) -> int:
         state.on_stop.append(lambda: discovery.withdraw(path))
     server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning", access_log=conf.access_log,
                                            timeout_graceful_shutdown=int(conf.graceful_timeout_s), lifespan="on"))
-    caught: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):  # receives uvicorn's re-raise after the drain
-        signal.signal(sig, lambda signum, frame: caught.append(signum))
+    if caught:  # a signal while torch and the app loaded: nothing was served, nothing to drain
+        sock.close()
+        state.stop()
+        print(f"stopped on {signal.Signals(caught[0]).name} before serving", file=sys.stderr, flush=True)
+        return 0
     print(f"serving {conf.model or '(the registry’s only model)'} @{conf.alias} at {record.url}  "
           f"(docs {record.url}/docs, prediction log {log_dir}, pid {record.pid})", flush=True)
     server.run(sockets=[sock])
