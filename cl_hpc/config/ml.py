@@ -51,7 +51,7 @@ class DataConf:
     # class label column (integer, bool or string); None = the rows carry no label (a token stream,
     # whose data module makes its targets from the rows themselves)
     label_col: Optional[str] = "y"
-    # feature columns (numeric); empty = every column but the label and the timestamp
+    # feature columns (numeric); empty = every column but the label, the timestamp and metadata (names starting with _)
     features: List[str] = field(default_factory=list)
     train_window: int = 8  # newest partitions to train on, just before the eval window
     eval_window: int = 4  # newest partitions, held out for evaluation (they come after the train window)

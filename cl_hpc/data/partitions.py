@@ -3,7 +3,9 @@ fit to read. Every check reads Parquet footers only, never rows, and every bad f
 one error, so one look shows all that must be fixed.
 
 Which files: every ``*.parquet`` directly in the landing folder; names that start with ``_`` or
-``.`` (the manifest, Spark's ``_SUCCESS``, temporary files) are skipped.
+``.`` (the manifest, Spark's ``_SUCCESS``, temporary files) are skipped. Which columns: those of
+data.features, or when it is empty every column but the time, the label and the metadata (column
+names that start with ``_``, such as the label join's ``_version``).
 
 Time order: a file named ``part-<YYYYmmddTHHMMSS>.parquet`` (what the generator writes) starts at
 the time in its name, which costs no I/O. Any other name (your own files, e.g. Spark's
@@ -42,8 +44,9 @@ class Columns:
     label: Optional[str]  # None: the rows carry no label (a token stream)
     features: tuple[str, ...]
     types: dict[str, pa.DataType]
-    # True when data.features was empty: every column but the label and the time is a feature, and
-    # every file must have each of them (a file that lacks one is malformed, not a reason to drop it).
+    # True when data.features was empty: every column but the label, the time and the metadata (names
+    # starting with "_") is a feature, and every file must have each of them (a file that lacks one is
+    # malformed, not a reason to drop it).
     every_column: bool = False
 
     @property
@@ -171,12 +174,14 @@ def _resolve(metas: dict[Path, pq.FileMetaData], conf: DataConf) -> Columns:
 
 def _roles(cols: Columns, metas: dict[Path, pq.FileMetaData]) -> dict[str, str]:
     """Column -> timestamp | feature | label, in read order; with ``every_column``, any other column
-    of any of these files is a feature too."""
+    of any of these files is a feature too, except metadata: a name starting with ``_`` (the label
+    join's ``_request_id``, ``_version``, ``_output.class``, ... in cl_hpc/labels/write.py) is never
+    taken for a feature unless data.features names it."""
     features = list(cols.features)
     if cols.every_column:
         for meta in metas.values():
             features += [n for n in meta.schema.to_arrow_schema().names
-                         if n not in (cols.timestamp, cols.label) and n not in features]
+                         if n not in (cols.timestamp, cols.label) and n not in features and not n.startswith("_")]
     label = {cols.label: "label"} if cols.label is not None else {}
     return {cols.timestamp: "timestamp", **{f: "feature" for f in features}, **label}
 

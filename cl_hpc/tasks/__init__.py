@@ -9,9 +9,12 @@
 - ``cl_hpc.tasks.evaluate.run(ctx, data, ...)``: verify and load the checkpoint, score it on the
   held-out eval window with the model's own metrics (and the data module's baseline);
 - ``cl_hpc.tasks.compare.run(ctx, gate, registry, ...)``: the champion/challenger gate;
-- ``cl_hpc.tasks.promote.run(ctx, registry, config)``: register the challenger, promote it if it passed.
+- ``cl_hpc.tasks.promote.run(ctx, registry, config)``: register the challenger, promote it if it passed;
+- ``cl_hpc.tasks.labels.run(ctx, labels)``: the label join (cl_hpc/labels/): logged predictions + outcomes
+  within a window -> labelled partitions appended to a landing zone (conf/pipeline/labels.yaml).
 
 ``model`` and ``datamodule`` are ``_target_`` configs (conf/model/*.yaml), ``fit`` and ``data`` the
-``cl_hpc.config.ml.FitConf`` / ``DataConf`` groups as plain dicts; conf/pipeline/*.yaml wire them.
+``cl_hpc.config.ml.FitConf`` / ``DataConf`` groups as plain dicts, ``labels`` the
+``cl_hpc.config.labels.LabelsConf`` group; conf/pipeline/*.yaml wire them.
 Nothing heavy is imported here.
 """
