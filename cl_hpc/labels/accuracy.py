@@ -6,8 +6,9 @@ is loaded and nothing is rescored, so it measures what production saw.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -56,3 +57,28 @@ def _equal(label: pd.Series, answer: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(label) and pd.api.types.is_numeric_dtype(answer):
         return label.astype("float64") == answer.astype("float64")
     return label.astype(str) == answer.astype(str)
+
+
+def served_hits(paths: Sequence[Path], label_col: str, output: str, version: str,
+                timestamp_col: str = "ts") -> np.ndarray:
+    """1 where the answer ``version`` gave equals the label joined later, 0 where not: one entry per
+    labelled row it served in ``paths`` (defaulted labels left out), oldest first. What the watch's
+    performance trigger reads with ``source: served``: its accuracy and its error stream."""
+    answer = OUTPUT_META_PREFIX + output
+    frames = []
+    for path in paths:
+        names = pq.read_schema(path).names
+        if answer not in names or label_col not in names or "_version" not in names:
+            continue
+        wanted = [c for c in ("_version", "_defaulted", timestamp_col) if c in names] + [label_col, answer]
+        frame = pd.read_parquet(path, columns=list(dict.fromkeys(wanted)))
+        frame = frame[(frame["_version"].astype(str) == version) & frame[label_col].notna()]
+        if "_defaulted" in frame:
+            frame = frame[~frame["_defaulted"].astype(bool)]
+        frames.append(frame)
+    if not frames:
+        return np.zeros(0, dtype=np.int64)
+    rows = pd.concat(frames, ignore_index=True)
+    if timestamp_col in rows:
+        rows = rows.sort_values(timestamp_col, kind="mergesort", ignore_index=True)
+    return _equal(rows[label_col], rows[answer]).to_numpy(dtype=np.int64)

@@ -70,6 +70,9 @@ class VolumeTriggerConf:
         _problems([(self.min_new_fraction > 0, f"min_new_fraction={self.min_new_fraction} must be > 0")], "volume")
 
 
+SOURCES = ("rescore", "served")  # where the performance trigger's metric comes from
+
+
 @dataclass
 class PerformanceTriggerConf:
     enabled: bool = True
@@ -84,9 +87,17 @@ class PerformanceTriggerConf:
     # keyword arguments for the river detector (https://riverml.xyz/latest/api/drift/ADWIN/ and
     # drift/binary/DDM/); DDM raises false alarms on long stationary streams at low error rates
     detector_params: Dict[str, Any] = field(default_factory=dict)
+    # rescore: the champion, loaded, scores the new labelled rows (any metric it reports); served: the
+    # answers the server gave (the label zone's _output.<served_output>) against the labels joined later,
+    # on the rows the champion's version served, no model loaded (an accuracy metric only)
+    source: str = "rescore"
+    served_output: str = "label"  # the logged output compared with the label (the MLP's decoded class)
 
     def __post_init__(self) -> None:
-        _problems([(self.metric is None or (isinstance(self.metric, str) and bool(self.metric.strip())),
+        _problems([(self.source in SOURCES, f"source={self.source!r}; valid: {list(SOURCES)}"),
+                   (bool(str(self.served_output).strip()), "served_output is empty: name the logged output "
+                    "that is compared with the label, e.g. label"),
+                   (self.metric is None or (isinstance(self.metric, str) and bool(self.metric.strip())),
                     f"metric={self.metric!r} must name a metric the model reports, or be null (its primary "
                     f"metric)"),
                    (0 < self.max_drop < 1, f"max_drop={self.max_drop} must be in (0, 1)"),

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,7 +47,7 @@ from cl_hpc.config.ml import DataConf
 from cl_hpc.data.landing import resolve_dir
 from cl_hpc.data.partitions import utc_naive
 from cl_hpc.data.windows import Partition, list_partitions
-from cl_hpc.errors import DataError
+from cl_hpc.errors import ConfigError, DataError
 from cl_hpc.learn.contract import Direction, Signature
 from cl_hpc.learn.drift import DatasetDrift, DriftConf, window_drift
 from cl_hpc.learn.monitor import RowScores, input_columns, resolve_metric, score_rows
@@ -251,13 +252,18 @@ def gather(source: Source, data: DataConf, conf: TriggerConf, drift_conf: DriftC
 def _judge_new(source: Source, record: ModelVersion, champion: Champion, new: list[Partition], data: DataConf,
                conf: TriggerConf, drift_conf: DriftConf,
                metric: Optional[str]) -> tuple[RowScores, Optional[DatasetDrift], list[str]]:
+    served = conf.performance.source == "served"
     with ModelRegistry.open(source.store_root, **dict(source.store_options)) as registry:
         # sha256 verified before anything is unpickled; the recorded classes rebuilt with their states
-        workload = registry.load_model(record.name, record.version) if conf.performance.enabled else None
+        rescore = conf.performance.enabled and not served
+        workload = registry.load_model(record.name, record.version) if rescore else None
         columns = _input_columns(registry, record, workload)
     label = getattr(workload.datamodule, "label_col", None) if workload is not None else None
     label = label or data.label_col
     scores, notes = RowScores(None, 0), []
+    if served and conf.performance.enabled and metric is not None:
+        scores = served_scores(new, record, label, conf.performance.served_output, metric, data.timestamp_col)
+        notes += [f"{champion.label}: {scores.note}"] if scores.note else []
     if workload is not None and metric is not None:
         scores = score_rows(workload, read_new(new, columns or (), label, data.timestamp_col), metric)
         notes += [f"{champion.label}: {scores.note}"] if scores.note else []
@@ -270,6 +276,26 @@ def _judge_new(source: Source, record: ModelVersion, champion: Champion, new: li
         return scores, None, [*notes, f"{champion.label}: none of its window's partitions is in the landing zone "
                                       f"any more; drift not measured"]
     return scores, drift_between(data, columns, data.label_col, champion.window, new, drift_conf), notes
+
+
+def served_scores(new: Sequence[Partition], record: ModelVersion, label: Optional[str], output: str, metric: str,
+                  timestamp: str) -> RowScores:
+    """The champion's accuracy on the traffic it served (trigger.performance.source=served): its logged
+    answers against the labels the join added, in the label zone's new partitions; nothing is rescored."""
+    from cl_hpc.labels.accuracy import served_hits
+
+    if not metric.endswith("accuracy"):
+        raise ConfigError(f"trigger.performance.source=served compares the answers served with their labels, an "
+                          f"accuracy; the trigger's metric is {metric!r}: set trigger.performance.metric to the "
+                          f"model's accuracy metric, or source=rescore")
+    if label is None:
+        raise ConfigError("trigger.performance.source=served needs the label zone's label column: set data.label_col")
+    hits = served_hits([p.path for p in new], label, output, str(record.version), timestamp)
+    if not hits.size:
+        return RowScores(None, 0, note=f"no labelled row in the new partitions was served by {record.version} with "
+                                       f"an answer _output.{output} (data.landing_dir is python -m cl_hpc.labels "
+                                       f"join's out_dir?)")
+    return RowScores(float(hits.mean()), int(hits.size), (1 - hits).astype(np.int64))
 
 
 def _input_columns(registry: ModelRegistry, record: ModelVersion, workload: Optional[Any]) -> Optional[list[str]]:
