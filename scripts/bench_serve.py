@@ -87,6 +87,7 @@ def bare_server(store: str, port_file: str) -> None:
     """The baseline: one FastAPI endpoint, the same model through the same scoring.predict, nothing else."""
     import socket
 
+    import numpy as np
     import pandas as pd
     import uvicorn
     from fastapi import FastAPI
@@ -102,7 +103,7 @@ def bare_server(store: str, port_file: str) -> None:
     async def bare_predict(request: Request) -> JSONResponse:
         payload = json.loads(await request.body())
         outputs = predict(workload, pd.DataFrame(payload["inputs"]))
-        rows = [dict(zip(outputs, values)) for values in zip(*(v.tolist() for v in outputs.values()))]
+        rows = [dict(zip(outputs, values)) for values in zip(*(np.asarray(v).tolist() for v in outputs.values()))]
         return JSONResponse({"outputs": rows})
 
     sock = socket.socket()
@@ -150,9 +151,9 @@ def pct(values: list[float], q: float) -> float:
 # ---- servers as processes ----------------------------------------------------------------------
 
 
-def start_ours(store: Path, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([PY, "-m", "cl_hpc.serve", "serve.port=0", f"store.root={store}", f"serve.model={MODEL}",
-                             "serve.poll_interval_s=0.2", *extra], cwd=store.parent, stdout=subprocess.PIPE,
+def start_ours(store: Path, model: str = MODEL) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([PY, "-m", "cl_hpc.serve", "serve.port=0", f"store.root={store}", f"serve.model={model}",
+                             "serve.poll_interval_s=0.2"], cwd=store.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -274,7 +275,7 @@ def swap(work: Path, swaps: int = 10) -> dict[str, Any]:
                 for i in range(swaps):
                     target = "2.0" if i % 2 == 0 else "1.0"
                     moved = time.perf_counter()
-                    await asyncio.to_thread(registry.promote, MODEL, target, reason=f"bench swap {i}")
+                    registry.promote(MODEL, target, reason=f"bench swap {i}")  # ms; its SQLite handle is this thread's
                     while True:
                         response = await client.post("/predict", json=body)
                         if response.status_code == 200 and response.json()["version"] == target:
@@ -294,27 +295,43 @@ def swap(work: Path, swaps: int = 10) -> dict[str, Any]:
 
 
 def loop_to_serving(work: Path) -> dict[str, Any]:
-    """Data to serving in local mode: a new partition lands -> watch -> continual pipeline -> promote -> swap."""
+    """Data to serving in local mode, as the README's loop runs it: champion 1.0 serves drifted traffic whose
+    labels come back; the clock starts when the label join's partitions land, and stops when the running server
+    answers with the 1.1 that the watch's pipeline trained on them and promoted."""
     demo = work / "loop"
     demo.mkdir()
-    common = ["pipeline=continual", "data.n_partitions=16", "fit.max_epochs=2"]
+    data = ["data.n_partitions=12", "data.drift_at=[6,13]", "data.rows_per_partition=800", "fit.max_epochs=4"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([PY, "-m", "cl_hpc.launch", *common], cwd=demo, env=env, check=True, capture_output=True)
-    proc, url = start_ours(demo / "store", ("serve.model=continual",))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PY, *args], cwd=demo, env=env, check=True, capture_output=True, text=True)
+
+    run("-m", "cl_hpc.launch", "pipeline=continual", *data)
+    proc, url = start_ours(demo / "store", model="continual")
     try:
+        run("-m", "cl_hpc.data", "simulate", "--landing-dir", "data/landing/sea", "--partitions", "4")
+        run("-m", "cl_hpc.serve", "loadgen", "--url", url, "--partitions", "3", "--requests", "2000",
+            "--outcome-delay", "0.5s", *data)
+        decided, deadline = 0, time.monotonic() + 120
+        while decided < 2000 and time.monotonic() < deadline:  # a partition is written once its window passed
+            report = json.loads(run("-m", "cl_hpc.labels", "join", "--json", "labels.out_dir=data/labelled",
+                                    "labels.window=2s", "labels.freq=1s").stdout)
+            decided += report["labelled"] + report["dropped"] + report["defaulted"]
+            time.sleep(0.2)
         landed = time.perf_counter()
-        subprocess.run([PY, "-m", "cl_hpc.data", "simulate", "--partitions", "2", *common], cwd=demo, env=env,
-                       check=True, capture_output=True)
-        watch = subprocess.run([PY, "-m", "cl_hpc.watch", "--", *common, "trigger.volume.min_new_fraction=0.1"],
-                               cwd=demo, env=env, capture_output=True, text=True)
+        watch = subprocess.run([PY, "-m", "cl_hpc.watch", "--", "pipeline=continual", "data.landing_dir=data/labelled",
+                                "data.generator=none", "data.train_window=1", "data.eval_window=1", "fit.max_epochs=4",
+                                "trigger.performance.source=served"], cwd=demo, env=env, capture_output=True,
+                               text=True)
         pipeline_done = time.perf_counter()
         version = answering(url)
         deadline = time.monotonic() + 60
         while version == "1.0" and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
             version = answering(url)
         return {"data_to_serving_s": time.perf_counter() - landed, "watch_and_pipeline_s": pipeline_done - landed,
-                "version": version, "watch_exit": watch.returncode, "watch_tail": watch.stdout[-400:]}
+                "version": version, "watch_exit": watch.returncode,
+                "fired": [line.strip() for line in watch.stdout.splitlines() if "fired yes" in line]}
     finally:
         stop(proc)
 
@@ -353,11 +370,15 @@ def main() -> int:
             import bench_predlog
 
             report["log"] = bench_predlog.run(5.0)
+            bench_predlog.show(report["log"])
         if "join" in parts:
             sys.path.insert(0, str(REPO / "scripts"))
             import bench_labels
 
-            report["join"] = bench_labels.run(args.join_rows)
+            report["join"] = j = bench_labels.run(args.join_rows)
+            print(f"join: {args.join_rows} predictions and their outcomes joined in median {j['median_s']:.2f} s "
+                  f"(runs {', '.join(f'{t:.2f}' for t in j['join_s'])}; {j['ratio_to_target']:.2f} of the 10 s goal); "
+                  f"coverage {j['coverage']:.3f}; a rerun that adds nothing {j['rerun_s']:.2f} s")
         if "swap" in parts:
             report["swap"] = swap(work)
             s = report["swap"]

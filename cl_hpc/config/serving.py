@@ -20,10 +20,16 @@ class ServeConf:
     flush_interval_s: float = 1.0  # how often the log writes its batch: a kill -9 loses at most this much
     max_pending_rows: int = 1_000_000  # log rows held in memory while the disk refuses writes; past it, dropped
     max_batch_rows: int = 1024  # the most rows one request may carry
+    max_body_mb: float = 16.0  # the largest request body read (413 beyond): a bound on memory and parse time
     poll_interval_s: float = 1.0  # how often the alias log is read for a move (off the request path)
     graceful_timeout_s: float = 30.0  # on SIGTERM/SIGINT: how long requests in flight may take to finish
     discovery: bool = True  # write <store.root>/servers/<id>.json (host, port, job id) while serving
     access_log: bool = False  # uvicorn's per-request access log (off: it costs throughput)
+
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
 
 
 def check_serve(conf: ServeConf) -> None:
@@ -31,9 +37,10 @@ def check_serve(conf: ServeConf) -> None:
     problems = []
     if not 0 <= conf.port <= 65535:
         problems.append(f"serve.port={conf.port}: valid ports are 0 (any free one) to 65535")
-    for key in ("flush_interval_s", "poll_interval_s", "graceful_timeout_s"):
+    for key, unit in (("flush_interval_s", "seconds"), ("poll_interval_s", "seconds"),
+                      ("graceful_timeout_s", "seconds"), ("max_body_mb", "MB")):
         if not getattr(conf, key) > 0:
-            problems.append(f"serve.{key}={getattr(conf, key)}: must be > 0 seconds")
+            problems.append(f"serve.{key}={getattr(conf, key)}: must be > 0 {unit}")
     for key in ("max_batch_rows", "max_pending_rows"):
         if getattr(conf, key) < 1:
             problems.append(f"serve.{key}={getattr(conf, key)}: must be >= 1")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from cl_hpc.serve.predlog import PredictionLog
 _PREDICT_KEYS = {"inputs", "unit"}
 _OUTCOME_KEYS = {"request_id", "row", "unit", "label", "reward"}
 _V2_KEYS = {"id", "inputs", "outputs", "parameters"}
+MAX_ROW = 2**31 - 1  # the log's row column is int32 (a request carries at most serve.max_batch_rows rows)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class ServerState:
     slot: ModelSlot
     log: PredictionLog
     metrics: ServerMetrics = field(init=False)
+    on_start: list[Any] = field(default_factory=list)  # callables run once the app has started
     on_stop: list[Any] = field(default_factory=list)  # callables run after the log is flushed
 
     def __post_init__(self) -> None:
@@ -62,6 +65,8 @@ class ServerState:
     def start(self) -> None:
         self.log.start()
         self.slot.start()
+        for hook in self.on_start:
+            hook()
 
     def stop(self) -> None:
         """After the last request: stop watching, flush the log, then the hooks (discovery file)."""
@@ -110,8 +115,15 @@ def _endpoint(request: Request) -> str:
     return str(getattr(route, "path", request.url.path))
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def _body(request: Request, max_bytes: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:  # refused before it is read
+        raise RequestError(f"the request body is {int(declared)} bytes; the most is {max_bytes} "
+                           f"(serve.max_body_mb): split the batch", "body", 413)
     raw = await request.body()
+    if len(raw) > max_bytes:  # chunked bodies declare no length
+        raise RequestError(f"the request body is {len(raw)} bytes; the most is {max_bytes} (serve.max_body_mb): "
+                           f"split the batch", "body", 413)
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested deeper than the parser goes
@@ -194,7 +206,7 @@ def _predict_routes(app: FastAPI, state: ServerState) -> None:
                       "unit": {"type": "string", "description": "a user or session id (outcomes may name it)"}}}}}}})
     async def predict_rows(request: Request) -> JSONResponse:
         started = time.perf_counter()
-        payload = await _body(request)
+        payload = await _body(request, state.conf.max_body_bytes)
         _only(payload, _PREDICT_KEYS, "body")
         loaded = _serving(state)
         unit = _unit(payload.get("unit"))
@@ -209,7 +221,7 @@ def _predict_routes(app: FastAPI, state: ServerState) -> None:
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                   "type": "object", "properties": {"outcomes": {"type": "array", "items": {"type": "object"}}}}}}}})
     async def outcomes(request: Request) -> dict[str, int]:
-        payload = await _body(request)
+        payload = await _body(request, state.conf.max_body_bytes)
         items = payload["outcomes"] if set(payload) == {"outcomes"} else [payload]
         if not isinstance(items, list):
             raise RequestError("outcomes must be a list of objects", "outcomes")
@@ -228,7 +240,7 @@ def _v2_routes(app: FastAPI, state: ServerState) -> None:
         loaded = _named(state, name)
         return {"name": loaded.name, "versions": [loaded.version], "platform": "pytorch",
                 "inputs": wire.tensor_metadata(loaded.signature.inputs),
-                "outputs": wire.tensor_metadata(loaded.signature.outputs),
+                "outputs": wire.tensor_metadata(loaded.outputs),
                 "parameters": {"alias": state.slot.alias, "model_class": loaded.model_class}}
 
     @app.get("/v2/models/{name}/ready", summary="Model readiness")
@@ -250,7 +262,7 @@ def _v2_routes(app: FastAPI, state: ServerState) -> None:
 
 async def _infer(state: ServerState, request: Request, loaded: Loaded, endpoint: str) -> JSONResponse:
     started = time.perf_counter()
-    payload = await _body(request)
+    payload = await _body(request, state.conf.max_body_bytes)
     _only(payload, _V2_KEYS, "body")
     frame = wire.tensors_frame(loaded.signature, payload.get("inputs"), state.conf.max_batch_rows)
     parameters = payload.get("parameters") or {}
@@ -311,18 +323,25 @@ def _outcome(item: Any, i: int, now: float) -> Outcome:
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError(f"{where}.request_id is {request_id!r}; it is the string a /predict answer gave",
                            f"{where}.request_id")
-    if row is not None and (type(row) is not int or row < 0):
+    if row is not None and (type(row) is not int or not 0 <= row <= MAX_ROW):
         raise RequestError(f"{where}.row is {row!r}; it is a row index of that request, 0 or more", f"{where}.row")
     label, reward = item.get("label"), item.get("reward")
     if label is None and reward is None:
         raise RequestError(f"{where}: give a label, a reward, or both", where)
-    if label is not None and not (type(label) in (str, int, bool) or (type(label) is float and np.isfinite(label))):
+    if label is not None and not (type(label) in (str, bool) or _finite_number(label)):
         raise RequestError(f"{where}.label is {label!r}; a label is a string, an integer, a finite number or a "
                            f"boolean", f"{where}.label")
-    if reward is not None and not (type(reward) in (int, float) and np.isfinite(reward)):
+    if reward is not None and not _finite_number(reward):
         raise RequestError(f"{where}.reward is {reward!r}; a reward is a finite number", f"{where}.reward")
     return Outcome(at=now, request_id=request_id, row=row, unit=unit, label=label,
                    reward=None if reward is None else float(reward))
+
+
+def _finite_number(value: Any) -> bool:
+    """An int within int64 or a finite float: what the log's columns hold (a 400-digit integer is neither)."""
+    if type(value) is int:
+        return -(2**63) <= value < 2**63
+    return type(value) is float and math.isfinite(value)
 
 
 def _package_version() -> str:

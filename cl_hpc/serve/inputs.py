@@ -13,6 +13,7 @@ Two request shapes carry the same rows:
 
 from __future__ import annotations
 
+import collections
 import difflib
 import functools
 import math
@@ -121,9 +122,13 @@ def tensors_frame(signature: Signature, inputs: Any, max_rows: int) -> pd.DataFr
     if not isinstance(inputs, list) or not all(isinstance(t, Mapping) for t in inputs):
         raise RequestError("inputs must be a list of tensors {name, shape, datatype, data}", "inputs")
     expected = [s.name for s in signature.inputs]
+    if len(inputs) > 2 * len(expected):  # before any per-tensor work: a body of 10^5 tensors must not stall the loop
+        raise RequestError(f"inputs has {len(inputs)} tensors; this version takes {len(expected)}: "
+                           f"{', '.join(expected[:20])}", "inputs")
     named = {str(t.get("name")): t for t in inputs}
     if len(named) != len(inputs):
-        twice = sorted({n for n in named if sum(str(t.get("name")) == n for t in inputs) > 1})
+        counts = collections.Counter(str(t.get("name")) for t in inputs)
+        twice = sorted(n for n, c in counts.items() if c > 1)
         raise RequestError(f"inputs name tensor {', '.join(map(repr, twice))} twice; send one tensor per input: "
                            f"{', '.join(expected)}", "inputs")
     if named.keys() != set(expected):

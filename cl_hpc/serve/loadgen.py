@@ -198,6 +198,8 @@ async def generate(url: str, frame: pd.DataFrame, inputs: list[str], label_col: 
                 if label_col is not None:
                     at = time.monotonic() + delay
                     for row, label in enumerate(batch[label_col].tolist()):
+                        if pd.isna(label):  # no label for this row: no outcome, as in production
+                            continue
                         heapq.heappush(due, (at, summary.sent, row, {"request_id": body["request_id"], "row": row,
                                                                       "label": _jsonable(label)}))
 
@@ -208,7 +210,11 @@ async def generate(url: str, frame: pd.DataFrame, inputs: list[str], label_col: 
                 while due and due[0][0] <= now and len(ready) < OUTCOME_BATCH:
                     ready.append(heapq.heappop(due)[3])
                 if ready:
-                    response = await client.post("/outcomes", json={"outcomes": ready})
+                    try:
+                        response = await client.post("/outcomes", json={"outcomes": ready})
+                    except httpx.HTTPError:  # the server went away: counted, and the summary still printed
+                        summary.outcome_errors += len(ready)
+                        continue
                     if response.status_code == 200:
                         summary.outcomes_posted += len(ready)
                     else:

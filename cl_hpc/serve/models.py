@@ -15,6 +15,7 @@ lose nothing.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import threading
@@ -24,9 +25,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from cl_hpc.errors import ClHpcError
-from cl_hpc.learn.contract import ContractError, Signature
+from cl_hpc.learn.contract import ContractError, Signature, Spec
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0  # backoff of a failed load of the alias's version
+MAX_EXTRA_VERSIONS = 4  # versions kept loaded for requests by number, besides the alias's
 
 
 class Readiness(enum.Enum):
@@ -44,6 +48,7 @@ class Loaded:
     workload: Any  # cl_hpc.learn.workload.Workload
     signature: Signature
     model_class: str
+    outputs: tuple[Spec, ...]  # what an answer carries: the signature's outputs, then any the data module decodes
     loaded_at: float
     load_s: float
 
@@ -69,7 +74,10 @@ class ModelSlot:
         self.current: Optional[Loaded] = None  # swapped whole; readers take one snapshot
         self._health = Health(Readiness.LOADING, "starting", None, None)
         self._seen: Optional[tuple[Any, ...]] = None  # the alias state last acted on
-        self._versions: dict[str, Loaded] = {}  # versions asked for by number (v2 .../versions/X.Y/infer)
+        self._retry_at: Optional[float] = None  # when a failed load of the alias's version is tried again
+        self._backoff_s = RETRY_FIRST_S
+        # versions asked for by number (v2 .../versions/X.Y/infer), the most recently used last
+        self._versions: collections.OrderedDict[str, Loaded] = collections.OrderedDict()
         self._versions_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -134,8 +142,10 @@ class ModelSlot:
             raise ClHpcError(f"model {name} has no alias {self.alias!r} (its aliases: {known}); promote a version: "
                              f"python -m cl_hpc.registry promote {name} <X.Y> --alias {self.alias} --reason ...")
         state = (name, str(target), event.id if event else None)
-        if state == self._seen:
-            return
+        if state == self._seen and (self._retry_at is None or time.monotonic() < self._retry_at):
+            return  # nothing moved, and no failed load is due for another try
+        if state != self._seen:
+            self._backoff_s = RETRY_FIRST_S
         self._seen = state
         self.name = name
         self._load(registry, name, str(target))
@@ -147,9 +157,13 @@ class ModelSlot:
         try:
             loaded = load_version(registry, name, version, self.clock)
         except ClHpcError as exc:
+            # Tried again later, backing off: a checkpoint restored or a package installed heals it without a move.
+            self._retry_at = time.monotonic() + self._backoff_s
+            self._backoff_s = min(RETRY_MAX_S, self._backoff_s * 2)
             still = f"; still answering with {serving}" if serving else ""
             self._not_ready(f"{self.alias} -> {name} {version} cannot be served: {exc}{still}", target=version)
             return
+        self._retry_at = None
         if self.current is not None and self.current.version != loaded.version:
             self.swaps += 1
         self.current = loaded  # the swap: one reference, read once per request
@@ -175,19 +189,28 @@ class ModelSlot:
     def version(self, version: str) -> Loaded:
         """A version by number (the v2 ``/versions/X.Y/infer``): the current one, or one loaded once
         and kept (call it off the event loop: the first request for a version waits on its load)."""
+        from cl_hpc.registry.versions import parse_version
+
+        key = str(parse_version(version))  # "2.00" and "2.0" are one version, loaded once
         current = self.current
-        if current is not None and current.version == version:
+        if current is not None and current.version == key:
             return current
+        cached = self._versions.get(key)
+        if cached is not None:  # no lock: a cached version never waits on another's load
+            return cached
         with self._versions_lock:
-            if version not in self._versions:
+            if key not in self._versions:
                 if self.name is None:
                     raise ClHpcError(f"no model is served yet ({self._health.reason})")
                 registry = self._open()
                 try:
-                    self._versions[version] = load_version(registry, self.name, version, self.clock)
+                    self._versions[key] = load_version(registry, self.name, key, self.clock)
                 finally:
                     registry.close()
-            return self._versions[version]
+                while len(self._versions) > MAX_EXTRA_VERSIONS:  # bounded memory, whatever clients ask for
+                    self._versions.popitem(last=False)
+            self._versions.move_to_end(key)
+            return self._versions[key]
 
 
 def load_version(registry: Any, name: str, version: str, clock: Callable[[], float] = time.time) -> Loaded:
@@ -206,5 +229,30 @@ def load_version(registry: Any, name: str, version: str, clock: Callable[[], flo
                                 f"as installed now give {signature.describe()} ({'; '.join(changed)}): install the "
                                 f"code it was trained with, or retrain")
     return Loaded(name=name, version=str(record.version), workload=workload, signature=signature,
+                  outputs=warm_up(workload, signature),
                   model_class=record.model_class or type(workload.model).__module__, loaded_at=clock(),
                   load_s=time.perf_counter() - started)
+
+
+def warm_up(workload: Any, signature: Signature) -> tuple[Spec, ...]:
+    """One prediction on a row of zeros, at load, off the request path: the first request does not pay
+    for lazy initialisation (~10-20 ms on the MLP), and the outputs the data module adds when it
+    decodes (a classifier's ``label``) are known for the v2 metadata. A model that refuses zeros
+    keeps its signature's outputs; its first request then warms it."""
+    import numpy as np
+    import pandas as pd
+
+    from cl_hpc.learn.scoring import predict
+    from cl_hpc.serve.inputs import typed_outputs
+
+    row = {s.name: np.zeros(1, dtype=s.dtype) if s.dtype not in ("str", "object") else [""] for s in signature.inputs}
+    try:
+        outputs = typed_outputs(signature, predict(workload, pd.DataFrame(row)))
+    except Exception as exc:  # user code on a made-up row: not an error of the version
+        log.info("warm-up prediction on zeros failed (%s: %s); the first request warms the model", type(exc).__name__,
+                 exc)
+        return signature.outputs
+    known = {s.name for s in signature.outputs}
+    extra = tuple(Spec(name, "str" if values.dtype.kind in "OU" else values.dtype.name, tuple(values.shape[1:]))
+                  for name, values in outputs.items() if name not in known)
+    return (*signature.outputs, *extra)

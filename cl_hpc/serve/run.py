@@ -9,6 +9,7 @@ it); the handlers installed here take that re-raised signal, so a drained server
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import socket
 import sys
@@ -75,7 +76,10 @@ def serve(cfg: Any) -> int:
         path = discovery.publish(store_root, record)
         state.on_stop.append(lambda: discovery.withdraw(path))
     server = uvicorn.Server(uvicorn.Config(create_app(state), log_level="warning", access_log=conf.access_log,
-                                           timeout_graceful_shutdown=int(conf.graceful_timeout_s), lifespan="on"))
+                                           timeout_graceful_shutdown=math.ceil(conf.graceful_timeout_s), lifespan="on"))
+    # A signal after the check below but before uvicorn installs its own handlers reaches ours:
+    # once the app has started, it asks uvicorn to stop (drain) as if uvicorn had caught it.
+    state.on_start.append(lambda: setattr(server, "should_exit", server.should_exit or bool(caught)))
     if caught:  # a signal while torch and the app loaded: nothing was served, nothing to drain
         sock.close()
         state.stop()

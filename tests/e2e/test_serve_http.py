@@ -33,7 +33,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the tests that only ask it: 1.0 (champion) and 2.0 of the tabular model."""
     store = tmp_path_factory.mktemp("served") / "store"
     register_tabular(store, seeds=(0, 1))
-    server = Server.start(store, f"serve.max_batch_rows={MAX_ROWS}")
+    server = Server.start(store, f"serve.max_batch_rows={MAX_ROWS}", "serve.max_body_mb=0.5")
     yield server
     server.close()
 
@@ -98,7 +98,7 @@ def test_metadata_health_and_docs(client: httpx.Client) -> None:
     assert meta["parameters"]["model_class"] == "cl_hpc.learn.tabular.TabularClassifier"
     assert meta["inputs"] == [{"name": n, "datatype": "FP64", "shape": [-1]} for n in FEATURES]
     assert {o["name"]: (o["datatype"], o["shape"]) for o in meta["outputs"]} == {
-        "class": ("INT64", [-1]), "probs": ("FP32", [-1, 2])}
+        "class": ("INT64", [-1]), "probs": ("FP32", [-1, 2]), "label": ("INT64", [-1])}  # label: the decoded class
     assert client.get(f"/v2/models/{NAME}/ready").json() == {"name": NAME, "ready": True}
     assert client.get("/v2/health/live").json() == {"live": True}
     ready = client.get("/v2/health/ready").json()
@@ -214,6 +214,16 @@ BAD = {
                                 422, "outcomes[1].row", "0 or more"),
     "outcome misspelt field": bad("/outcomes", {"request_id": "r", "lable": 1}, 422, "lable",
                                   "unknown field 'lable'", "label"),
+    "outcome row past int32": bad("/outcomes", {"request_id": "r", "row": 2**31, "label": 1}, 422,
+                                  "outcomes[0].row", "0 or more"),
+    "outcome huge integer reward": bad("/outcomes", '{"unit": "u", "reward": 1' + "0" * 400 + "}", 422,
+                                       "outcomes[0].reward", "a finite number"),
+    "outcome huge integer label": bad("/outcomes", {"unit": "u", "label": 2**70}, 422, "outcomes[0].label",
+                                      "an integer"),
+    "v2 flood of tensors": bad(f"/v2/models/{NAME}/infer", {"inputs": v2_tensors([A_ROW]) * 1000}, 422, "inputs",
+                               "has 3000 tensors; this version takes 3"),
+    "body over max_body_mb": bad("/predict", {"inputs": [A_ROW], "unit": "x" * (1 << 20)}, 413, "body",
+                                 "serve.max_body_mb"),
     "too many outcomes": bad("/outcomes", {"outcomes": [{"unit": "u", "label": 1}] * (MAX_ROWS + 1)}, 413,
                              "outcomes", "serve.max_batch_rows"),
     "GET on /predict": bad("/predict", None, 405, None, "Method Not Allowed", method="GET"),
@@ -273,6 +283,32 @@ def test_not_ready_says_why_until_a_model_is_promoted(tmp_path: Path) -> None:
             assert good_request(http)["version"] == "1.0"
     finally:
         server.close()
+
+
+def test_a_checkpoint_restored_after_a_failed_load_is_served_without_an_alias_move(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    register_tabular(store, seeds=(0,))
+    with ModelRegistry.open(store) as registry:
+        path = Path(registry.get(NAME, "1.0").checkpoint_path)
+    aside = path.with_suffix(".aside")
+    path.rename(aside)  # e.g. a shared file system not mounted yet when the server started
+    server = Server.start(store, ready=False)
+    try:
+        health = server.wait_settled()
+        assert health["state"] == "not_ready" and "cannot be served" in health["reason"]
+        aside.rename(path)
+        server.wait_ready(30)  # retried with backoff, not only when the alias moves
+        assert good_request(httpx.Client(base_url=server.url, timeout=30))["version"] == "1.0"
+    finally:
+        server.close()
+
+
+def test_a_version_asked_for_in_another_spelling_is_the_same_version(client: httpx.Client) -> None:
+    for spelling in ("2.0", "2.00", "02.0"):
+        answer = client.post(f"/v2/models/{NAME}/versions/{spelling}/infer", json={"inputs": v2_tensors([A_ROW])})
+        assert answer.status_code == 200 and answer.json()["model_version"] == "2.0", answer.text
+    current = client.post(f"/v2/models/{NAME}/versions/1.00/infer", json={"inputs": v2_tensors([A_ROW])})
+    assert current.json()["model_version"] == "1.0"
 
 
 def test_a_tampered_champion_is_quarantined_and_not_served(tmp_path: Path) -> None:
