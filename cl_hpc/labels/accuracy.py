@@ -78,6 +78,9 @@ def served_hits(paths: Sequence[Path], label_col: str, output: str, version: str
         frames.append(frame)
     if not frames:
         return np.zeros(0, dtype=np.int64)
+    for frame in frames:  # one file's times may carry a zone and another's not: compare them all in UTC
+        if timestamp_col in frame:
+            frame[timestamp_col] = utc_naive(frame[timestamp_col])
     rows = pd.concat(frames, ignore_index=True)
     if timestamp_col in rows:
         rows = rows.sort_values(timestamp_col, kind="mergesort", ignore_index=True)

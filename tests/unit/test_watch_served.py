@@ -36,14 +36,9 @@ from cl_hpc.learn.drift import DriftConf
 from cl_hpc.learn.triggers import PerformanceTriggerConf, TriggerConf, evaluate_triggers, trigger_conf
 from cl_hpc.registry import ModelRegistry, RegistryError
 from cl_hpc.watch.state import Source, gather
+from tests.unit.test_labels_join import at
 from tests.unit.test_registry import make_checkpoint
 from tests.unit.test_watch_state import make_champion
-
-T0 = 1_780_000_000.0 - 1_780_000_000.0 % 3600  # an hour boundary, UTC
-
-
-def at(hour: int, seconds: float = 0.0) -> float:
-    return T0 + hour * 3600 + seconds
 
 
 @dataclass
