@@ -136,8 +136,30 @@ def _v6(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE models ADD COLUMN {column}")
 
 
+def _v7(conn: sqlite3.Connection) -> None:
+    # Testing in production (cl_hpc/rollout/): an experiment is written once (what it tests, on which
+    # versions, how units are assigned) and everything that happens to it is an appended event (weights,
+    # steps, halts, decisions), like the alias log: an audit replays it, and nothing is edited.
+    conn.execute(
+        """CREATE TABLE experiments (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, kind TEXT NOT NULL,
+        unit TEXT NOT NULL, salt TEXT NOT NULL, arms TEXT NOT NULL, config TEXT NOT NULL, created FLOAT NOT NULL,
+        actor TEXT, reason TEXT NOT NULL)"""
+    )
+    conn.execute(
+        """CREATE TABLE experiment_events (id INTEGER PRIMARY KEY AUTOINCREMENT,
+        experiment_id INTEGER NOT NULL REFERENCES experiments (id), at FLOAT NOT NULL, action TEXT NOT NULL,
+        state TEXT NOT NULL, weights TEXT NOT NULL, detail TEXT NOT NULL, reason TEXT NOT NULL, actor TEXT)"""
+    )
+    conn.execute("CREATE INDEX idx_experiments_name ON experiments (name, id)")
+    conn.execute("CREATE INDEX idx_experiment_events ON experiment_events (experiment_id, id)")
+    for table in ("experiments", "experiment_events"):
+        for verb in ("UPDATE", "DELETE"):
+            conn.execute(f"""CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table}
+                BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END""")
+
+
 # Append only: migration N brings a database from user_version N-1 to N.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
 
 
 class Store:
