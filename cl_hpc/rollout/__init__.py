@@ -1,1 +1,2 @@
-"""Testing in production: experiments (shadow, A/B, canary, interleaving, bandit), their assignment, statistics and records."""
+"""Testing in production: shadow, A/B, canary, interleaving and bandit experiments; their assignment,
+statistics and records."""

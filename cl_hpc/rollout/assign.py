@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Union
 
 from cl_hpc.errors import ConfigError, DataError
 
-__all__ = ["BUCKETS", "UnitKind", "Arm", "unit_kind", "validate_arms", "boundaries", "bucket", "arm_for",
+__all__ = ["BUCKETS", "UnitKind", "Share", "unit_kind", "validate_arms", "boundaries", "bucket", "arm_for",
            "unit_key", "ramp_steps", "ramp_increments"]
 
 BUCKETS = 10_000
@@ -40,7 +40,7 @@ class UnitKind(str, Enum):
 
 
 @dataclass(frozen=True)
-class Arm:
+class Share:
     """One version under test and its share of the traffic, in [0, 1]."""
 
     name: str
@@ -56,7 +56,7 @@ def unit_kind(name: str) -> UnitKind:
         raise ConfigError(f"unknown experiment unit {name!r}; valid units: {valid}") from None
 
 
-def validate_arms(arms: Sequence[Arm]) -> tuple[Arm, ...]:
+def validate_arms(arms: Sequence[Share]) -> tuple[Share, ...]:
     """The arms, checked: at least one, unique non-empty names, each weight in [0, 1], summing to 1."""
     if not arms:
         raise ConfigError("an experiment needs at least one arm (a version and its weight)")
@@ -75,7 +75,7 @@ def validate_arms(arms: Sequence[Arm]) -> tuple[Arm, ...]:
     return tuple(arms)
 
 
-def boundaries(arms: Sequence[Arm]) -> tuple[int, ...]:
+def boundaries(arms: Sequence[Share]) -> tuple[int, ...]:
     """The end bucket (exclusive) of each arm's range; the last is always BUCKETS.
 
     Bounds are rounded cumulative sums, not per-arm roundings, so they never overlap or leave a gap.
@@ -97,7 +97,7 @@ def bucket(salt: str, key: str) -> int:
     return int.from_bytes(digest, "big") % BUCKETS
 
 
-def arm_for(salt: str, key: str, arms: Sequence[Arm]) -> str:
+def arm_for(salt: str, key: str, arms: Sequence[Share]) -> str:
     """The name of the arm that ``key`` is assigned to (the arm whose bucket range holds its bucket)."""
     bounds = boundaries(arms)
     return arms[bisect.bisect_right(bounds, bucket(salt, key))].name

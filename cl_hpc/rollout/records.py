@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from cl_hpc.rollout.assign import UnitKind  # defined once, where assignment uses it
+
 
 class ExperimentKind(enum.Enum):
     SHADOW = "shadow"  # the challenger answers copies of requests; its answers are logged, never returned
@@ -20,12 +22,6 @@ class ExperimentKind(enum.Enum):
     CANARY = "canary"  # the challenger's share ramps up in steps while a judge watches it
     INTERLEAVE = "interleave"  # ranking requests get both rankers' lists interleaved (team draft)
     BANDIT = "bandit"  # the split follows the arms' rewards (Thompson sampling, epsilon-greedy)
-
-
-class UnitKind(enum.Enum):
-    REQUEST = "request"  # every request on its own
-    USER = "user"  # the request's `unit` (a user or session id): one user always sees one arm
-    DAY = "day"  # the request's UTC date: everyone sees one arm a day (when models interact)
 
 
 class ExperimentState(enum.Enum):

@@ -15,7 +15,7 @@ from scipy import stats
 from cl_hpc.errors import ConfigError, DataError
 from cl_hpc.rollout.assign import (
     BUCKETS,
-    Arm,
+    Share,
     UnitKind,
     arm_for,
     boundaries,
@@ -31,8 +31,8 @@ KEYS = [f"user-{i}" for i in range(100_000)]
 SALT = "exp-42"
 
 
-def canary(weight: float) -> list[Arm]:
-    return [Arm("challenger", weight), Arm("champion", 1.0 - weight)]
+def canary(weight: float) -> list[Share]:
+    return [Share("challenger", weight), Share("champion", 1.0 - weight)]
 
 
 def test_bucket_is_stable_across_processes() -> None:
@@ -49,7 +49,7 @@ def test_salt_changes_the_buckets() -> None:
 
 
 def test_assignment_is_sticky_for_fixed_weights() -> None:
-    arms = [Arm("a", 0.3), Arm("b", 0.3), Arm("c", 0.4)]
+    arms = [Share("a", 0.3), Share("b", 0.3), Share("c", 0.4)]
     first = [arm_for(SALT, k, arms) for k in KEYS]
     assert [arm_for(SALT, k, list(arms)) for k in KEYS] == first
     shares = Counter(first)
@@ -84,9 +84,9 @@ def test_buckets_are_uniform() -> None:
 
 def test_boundaries_follow_the_arm_order_and_end_at_buckets() -> None:
     assert boundaries(canary(0.05)) == (500, BUCKETS)
-    assert boundaries([Arm("a", 1 / 3), Arm("b", 1 / 3), Arm("c", 1 / 3)]) == (3333, 6667, BUCKETS)
-    assert boundaries([Arm("off", 0.0), Arm("on", 1.0)]) == (0, BUCKETS)
-    assert {arm_for(SALT, k, [Arm("off", 0.0), Arm("on", 1.0)]) for k in KEYS[:1000]} == {"on"}
+    assert boundaries([Share("a", 1 / 3), Share("b", 1 / 3), Share("c", 1 / 3)]) == (3333, 6667, BUCKETS)
+    assert boundaries([Share("off", 0.0), Share("on", 1.0)]) == (0, BUCKETS)
+    assert {arm_for(SALT, k, [Share("off", 0.0), Share("on", 1.0)]) for k in KEYS[:1000]} == {"on"}
 
 
 def test_request_and_user_keys() -> None:
@@ -129,15 +129,15 @@ def test_unknown_unit_kind_lists_the_valid_ones() -> None:
 
 
 @pytest.mark.parametrize("arms, message", [
-    ([Arm("a", 0.5), Arm("b", 0.4)], r"sum to 1 .*'a': 0.5, 'b': 0.4.*sum to 0.9"),
-    ([Arm("a", 0.7), Arm("b", 0.7)], r"sum to 1.*sum to 1.4"),
-    ([Arm("a", 1.5), Arm("b", -0.5)], r"in \[0, 1\]"),
-    ([Arm("a", float("nan")), Arm("b", 1.0)], r"in \[0, 1\]"),
-    ([Arm("a", 0.5), Arm("a", 0.5)], r"unique.*repeated: \['a'\]"),
-    ([Arm("", 1.0)], "non-empty"),
+    ([Share("a", 0.5), Share("b", 0.4)], r"sum to 1 .*'a': 0.5, 'b': 0.4.*sum to 0.9"),
+    ([Share("a", 0.7), Share("b", 0.7)], r"sum to 1.*sum to 1.4"),
+    ([Share("a", 1.5), Share("b", -0.5)], r"in \[0, 1\]"),
+    ([Share("a", float("nan")), Share("b", 1.0)], r"in \[0, 1\]"),
+    ([Share("a", 0.5), Share("a", 0.5)], r"unique.*repeated: \['a'\]"),
+    ([Share("", 1.0)], "non-empty"),
     ([], "at least one arm"),
 ])
-def test_bad_weights_and_names_are_config_errors(arms: list[Arm], message: str) -> None:
+def test_bad_weights_and_names_are_config_errors(arms: list[Share], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate_arms(arms)
     with pytest.raises(ConfigError):
@@ -145,7 +145,7 @@ def test_bad_weights_and_names_are_config_errors(arms: list[Arm], message: str) 
 
 
 def test_weights_within_tolerance_are_accepted() -> None:
-    assert validate_arms([Arm("a", 0.1), Arm("b", 0.2), Arm("c", 0.7 + 1e-12)])
+    assert validate_arms([Share("a", 0.1), Share("b", 0.2), Share("c", 0.7 + 1e-12)])
 
 
 @pytest.mark.parametrize("steps, ramp", [
