@@ -9,13 +9,13 @@ model) is refused before anything is written, with what is valid.
 from __future__ import annotations
 
 import getpass
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from cl_hpc.errors import ClHpcError
+from cl_hpc.errors import ClHpcError, ConfigError
+from cl_hpc.rollout.assign import Share, UnitKind, validate_arms
 from cl_hpc.rollout.records import (
     Action,
     Arm,
@@ -23,11 +23,8 @@ from cl_hpc.rollout.records import (
     ExperimentEvent,
     ExperimentKind,
     ExperimentState,
-    UnitKind,
 )
 from cl_hpc.store.db import Store
-
-WEIGHT_TOLERANCE = 1e-9
 
 
 class RolloutError(ClHpcError):
@@ -157,18 +154,18 @@ class ExperimentStore:
 
 
 def check_weights(arms: Sequence[Arm], weights: Mapping[str, float]) -> dict[str, float]:
-    """The weights as a plain dict, once every arm has one in [0, 1], no arm repeats, and they sum to 1."""
+    """The weights in the arms' order, once there are two or more arms with one weight each, each in
+    [0, 1], summing to 1 (assign.validate_arms: the rules the router assigns by)."""
     names = [a.name for a in arms]
-    if len(set(names)) != len(names) or len(arms) < 2:
-        raise RolloutError(f"arms {names}: an experiment needs two or more arms with distinct names")
-    if set(weights) != set(names):
-        raise RolloutError(f"weights name {sorted(weights)} but the arms are {names}: give one weight per arm")
-    bad = {k: v for k, v in weights.items() if not (isinstance(v, (int, float)) and 0 <= v <= 1 and math.isfinite(v))}
-    if bad:
-        raise RolloutError(f"weights {bad} are not shares in [0, 1]")
-    total = math.fsum(float(v) for v in weights.values())
-    if abs(total - 1.0) > WEIGHT_TOLERANCE:
-        raise RolloutError(f"weights {dict(weights)} sum to {total:g}, not 1: each is the share of units an arm gets")
+    if len(arms) < 2:
+        raise RolloutError(f"arms {names}: an experiment compares two or more versions")
+    if set(weights) != set(names) or len(set(names)) != len(names):
+        raise RolloutError(f"weights name {sorted(weights)} but the arms are {names}: give one weight per arm, "
+                           f"each arm named once")
+    try:
+        validate_arms([Share(name, float(weights[name])) for name in names])
+    except (TypeError, ValueError, ConfigError) as exc:
+        raise RolloutError(f"weights {dict(weights)}: {exc}") from None
     return {name: float(weights[name]) for name in names}
 
 

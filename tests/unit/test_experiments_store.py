@@ -10,8 +10,9 @@ import pytest
 
 from cl_hpc.errors import ChecksumError
 from cl_hpc.registry import ModelRegistry, RegistryError
+from cl_hpc.rollout.assign import UnitKind
 from cl_hpc.rollout.experiments import ExperimentStore, RolloutError
-from cl_hpc.rollout.records import Action, Arm, ExperimentKind, ExperimentState, UnitKind
+from cl_hpc.rollout.records import Action, Arm, ExperimentKind, ExperimentState
 from tests.unit.test_registry import REPO, make_checkpoint
 
 ARMS = (Arm("champion", "1.0"), Arm("challenger", "2.0"))
@@ -51,10 +52,10 @@ def test_start_records_the_experiment_and_a_running_start_event(stores: tuple[Mo
 @pytest.mark.parametrize("changes, message", [
     ({"arms": (Arm("champion", "1.0"), Arm("challenger", "9.0"))}, "has no version '9.0'"),
     ({"name": "nope"}, "nope"),
-    ({"weights": {"champion": 0.5, "challenger": 0.6}}, "sum to 1.1, not 1"),
+    ({"weights": {"champion": 0.5, "challenger": 0.6}}, "which sum to 1.1"),
     ({"weights": {"champion": 1.0}}, "give one weight per arm"),
-    ({"weights": {"champion": 1.5, "challenger": -0.5}}, "not shares in [0, 1]"),
-    ({"arms": (Arm("a", "1.0"), Arm("a", "2.0")), "weights": {"a": 1.0}}, "distinct names"),
+    ({"weights": {"champion": 1.5, "challenger": -0.5}}, "must lie in [0, 1]"),
+    ({"arms": (Arm("a", "1.0"), Arm("a", "2.0")), "weights": {"a": 1.0}}, "each arm named once"),
     ({"reason": "  "}, "needs a reason"),
 ])
 def test_bad_starts_are_refused_and_write_nothing(stores: tuple[ModelRegistry, ExperimentStore],
