@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from cl_hpc.config.experiment import ExperimentConf
 from cl_hpc.config.labels import LabelsConf
 from cl_hpc.config.ml import DataConf, FitConf
 from cl_hpc.config.resources import Resources
@@ -155,7 +156,9 @@ class Config:
     # The label join (`python -m cl_hpc.labels join`, pipeline=labels): prediction log -> labelled landing zone
     labels: LabelsConf = field(default_factory=LabelsConf)
     run_root: str = "runs"  # where run directories go; relative = to the launch dir
-    serve: ServeConf = field(default_factory=ServeConf)  # python -m cl_hpc.serve (conf/serve/default.yaml)
+    serve: ServeConf = field(default_factory=ServeConf)
+    # an experiment to start (python -m cl_hpc.experiment; conf/experiment/<kind>.yaml picks the kind)
+    experiment: ExperimentConf = field(default_factory=ExperimentConf)  # python -m cl_hpc.serve (conf/serve/default.yaml)
 
 
 def register() -> None:
@@ -175,3 +178,4 @@ def register() -> None:
     cs.store(name="schema_data", node=DataConf)
     cs.store(name="schema_fit", node=FitConf)
     cs.store(name="schema_serve", node=ServeConf)
+    cs.store(name="schema_experiment", node=ExperimentConf)

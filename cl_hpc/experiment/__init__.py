@@ -1,0 +1,1 @@
+"""`python -m cl_hpc.experiment`: start, list and stop experiments (testing in production)."""

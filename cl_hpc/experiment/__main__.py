@@ -1,0 +1,133 @@
+"""`python -m cl_hpc.experiment start|status|stop [options] [hydra overrides]`: experiments on served models.
+
+    python -m cl_hpc.experiment start experiment=ab experiment.challenger=1.1 --reason "does 1.1 beat 1.0?"
+    python -m cl_hpc.experiment start experiment=canary experiment.challenger=2.0 --reason "retrained on Q3"
+    python -m cl_hpc.experiment status                  # every experiment of the store, its state and weights
+    python -m cl_hpc.experiment stop 3 --reason "enough"
+
+An experiment is recorded in the store (append-only tables, like the alias log); the server routes
+by the running one. `start` checks everything first (the config, both versions known and trusted,
+the weights, no other experiment running on the model) and writes nothing on an error.
+
+Exit code: 0 on success; 2 on bad input, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from cl_hpc.errors import ClHpcError
+
+COMMANDS = ("start", "status", "stop")
+WHERE = "The experiment keys are in cl_hpc/config/experiment.py (values: conf/experiment/<kind>.yaml)."
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cl_hpc.experiment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    start = commands.add_parser("start", help="start an experiment (experiment=<kind> experiment.challenger=X.Y)")
+    start.add_argument("--reason", required=True, help="why: kept with the experiment and every decision it leads to")
+    status = commands.add_parser("status", help="list the experiments, newest last")
+    status.add_argument("--json", action="store_true", help="one JSON object per experiment")
+    stop = commands.add_parser("stop", help="end a running experiment without a decision")
+    stop.add_argument("id", type=int, help="the experiment's id (see status)")
+    stop.add_argument("--reason", required=True, help="why it ends")
+    for sub in (start, status, stop):
+        sub.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. store.root=/shared/store")
+    # Overrides may stand anywhere, also after an option (`--reason x store.root=...`).
+    args, unknown = parser.parse_known_args(list(argv))
+    stray = [u for u in unknown if u.startswith("-") or "=" not in u]
+    if stray:
+        parser.error(f"unrecognized arguments {stray}; the options are listed above, everything else is a Hydra "
+                     f"override (key=value)")
+    args.overrides = [*args.overrides, *unknown]
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        from cl_hpc.config.compose import compose_config
+
+        cfg = compose_config(args.overrides, WHERE)
+        return {"start": start, "status": status, "stop": stop}[args.command](cfg, args)
+    except ClHpcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _stores(cfg: Any) -> tuple[Any, Any]:
+    from cl_hpc.registry.store import ModelRegistry
+    from cl_hpc.rollout.experiments import ExperimentStore
+
+    root = Path(str(cfg.store.root)).expanduser().resolve()
+    options = {"journal_mode": str(cfg.store.journal_mode), "busy_timeout_s": float(cfg.store.busy_timeout_s)}
+    return ModelRegistry.open(root, **options), ExperimentStore.open(root, **options)
+
+
+def start(cfg: Any, args: argparse.Namespace) -> int:
+    from cl_hpc.config.experiment import ExperimentConf
+    from cl_hpc.config.ml import plain
+    from cl_hpc.rollout.start import plan
+
+    conf = ExperimentConf(**plain(cfg.experiment))
+    registry, experiments = _stores(cfg)
+    with registry, experiments:
+        chosen = plan(conf, registry)
+        experiment, event = experiments.start(registry, chosen.name, chosen.kind, chosen.arms, chosen.weights,
+                                              unit=chosen.unit, reason=args.reason, config=chosen.config)
+    arms = ", ".join(f"{a.name} {a.version} {event.weights[a.name]:.0%}" for a in experiment.arms)
+    print(f"experiment {experiment.id} started: {experiment.kind.value} on {experiment.name} ({arms}), "
+          f"unit {experiment.unit.value}")
+    return 0
+
+
+def status(cfg: Any, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    registry, experiments = _stores(cfg)
+    with registry, experiments:
+        rows = experiments.listing()
+    if args.json:
+        for experiment, latest in rows:
+            print(json.dumps({**experiment.to_json(), "state": latest.state.value, "weights": latest.weights,
+                              "last_event": latest.to_json()}, sort_keys=True))
+        return 0
+    console = Console(markup=False)
+    if not rows:
+        console.print("no experiments yet; start one: python -m cl_hpc.experiment start experiment=ab "
+                      "experiment.challenger=X.Y --reason ...")
+        return 0
+    table = Table("id", "model", "kind", "arms", "weights", "unit", "state", "since", "reason")
+    for experiment, latest in rows:
+        table.add_row(str(experiment.id), experiment.name, experiment.kind.value,
+                      ", ".join(f"{a.name} {a.version}" for a in experiment.arms),
+                      ", ".join(f"{k} {v:.0%}" for k, v in latest.weights.items()), experiment.unit.value,
+                      latest.state.value, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(latest.at)),
+                      latest.reason)
+    console.print(table)
+    return 0
+
+
+def stop(cfg: Any, args: argparse.Namespace) -> int:
+    from cl_hpc.rollout.records import Action, ExperimentState
+    from cl_hpc.rollout.start import CHAMPION
+
+    registry, experiments = _stores(cfg)
+    with registry, experiments:
+        experiment = experiments.get(args.id)
+        weights = {a.name: 1.0 if a.name == CHAMPION else 0.0 for a in experiment.arms}
+        experiments.append(args.id, Action.STOP, ExperimentState.STOPPED, weights, args.reason)
+    print(f"experiment {args.id} stopped: the champion answers every request again")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

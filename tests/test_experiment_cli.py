@@ -1,0 +1,69 @@
+"""`python -m cl_hpc.experiment start|status|stop` through real subprocesses on a real store: every
+bad input exits 2 with its message and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cl_hpc.registry import ModelRegistry
+from cl_hpc.rollout.experiments import ExperimentStore
+from tests.conftest import REPO, _env
+from tests.serving import register_tabular
+
+
+def _cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cl_hpc.experiment", *args, f"store.root={store}"], cwd=REPO,
+                          env=_env(), capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    register_tabular(root, seeds=(0, 1, 2))
+    return root
+
+
+def test_start_status_stop(store: Path) -> None:
+    started = _cli(store, "start", "experiment=canary", "experiment.challenger=2.0", "--reason", "retrained")
+    assert started.returncode == 0, started.stderr
+    assert "experiment 1 started: canary on demo (challenger 2.0 1%, champion 1.0 99%), unit user" in started.stdout
+    listed = [json.loads(line) for line in _cli(store, "status", "--json").stdout.splitlines()]
+    assert [(e["id"], e["kind"], e["state"], e["weights"]) for e in listed] == [
+        (1, "canary", "running", {"challenger": 0.01, "champion": 0.99})]
+    assert listed[0]["config"]["steps"] == [1.0, 5.0, 25.0, 50.0, 100.0] and listed[0]["reason"] == "retrained"
+    stopped = _cli(store, "stop", "1", "--reason", "enough")
+    assert stopped.returncode == 0, stopped.stderr
+    again = _cli(store, "stop", "1", "--reason", "twice")
+    assert again.returncode == 2 and "is stopped since" in again.stderr
+    ab = _cli(store, "start", "experiment=ab", "experiment.challenger=3.0", "experiment.unit=request", "--reason", "r")
+    assert ab.returncode == 0 and "challenger 3.0 50%, champion 1.0 50%), unit request" in ab.stdout, ab.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["experiment.challenger=9.0"], "has no version '9.0'"),
+    ([], "experiment.challenger is not set"),
+    (["experiment.challenger=1.0"], "both demo 1.0"),
+    (["experiment.challenger=2.0", "experiment.kind=nope"], "experiment.kind='nope'; valid: shadow, ab, canary"),
+    (["experiment.challenger=2.0", "experiment.unit=session"], "experiment.unit='session'; valid: request, user"),
+    (["experiment.challenger=2.0", "experiment.weights={challenger: 0.7, champion: 0.2}"], "must sum to 1"),
+    (["experiment.challenger=2.0", "experiment.model=nope"], "nope"),
+    (["experiment.challenger=2.0", "experiment.steps=[50, 5]"], "increasing percentages"),
+])
+def test_bad_starts_exit_2_and_write_nothing(store: Path, args: list[str], message: str) -> None:
+    proc = _cli(store, "start", *args, "--reason", "r")
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    with ExperimentStore.open(store) as experiments:
+        assert experiments.listing() == []
+
+
+def test_a_second_experiment_on_the_model_is_refused(store: Path) -> None:
+    assert _cli(store, "start", "experiment.challenger=2.0", "--reason", "first").returncode == 0
+    second = _cli(store, "start", "experiment=shadow", "experiment.challenger=3.0", "--reason", "second")
+    assert second.returncode == 2 and "experiment 1 (ab, started" in second.stderr and "stop it first" in second.stderr
+    with ModelRegistry.open(store) as registry, ExperimentStore.open(store) as experiments:
+        assert len(experiments.listing()) == 1 and str(registry.resolve("demo", "champion")) == "1.0"
