@@ -156,9 +156,9 @@ class Config:
     # The label join (`python -m cl_hpc.labels join`, pipeline=labels): prediction log -> labelled landing zone
     labels: LabelsConf = field(default_factory=LabelsConf)
     run_root: str = "runs"  # where run directories go; relative = to the launch dir
-    serve: ServeConf = field(default_factory=ServeConf)
+    serve: ServeConf = field(default_factory=ServeConf)  # python -m cl_hpc.serve (conf/serve/default.yaml)
     # an experiment to start (python -m cl_hpc.experiment; conf/experiment/<kind>.yaml picks the kind)
-    experiment: ExperimentConf = field(default_factory=ExperimentConf)  # python -m cl_hpc.serve (conf/serve/default.yaml)
+    experiment: ExperimentConf = field(default_factory=ExperimentConf)
 
 
 def register() -> None:
