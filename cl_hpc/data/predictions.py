@@ -64,6 +64,8 @@ _TS = pa.timestamp("us", tz="UTC")
 PREDICTION_COLUMNS = pa.schema([
     ("request_id", pa.string()), ("row", pa.int32()), ("unit", pa.string()), ("ts", _TS),
     ("model", pa.string()), ("version", pa.string()), ("role", pa.string()), ("latency_ms", pa.float32()),
+    # the experiment that routed the request and the arm that answered (cl_hpc/rollout/); null outside one
+    ("experiment", pa.int64()), ("arm", pa.string()),
 ])
 OUTCOME_SCHEMA = pa.schema([
     ("ts", _TS),  # when the outcome arrived
@@ -88,15 +90,18 @@ class PredictionBatch:
     inputs: Mapping[str, np.ndarray]  # signature input name -> n values
     outputs: Mapping[str, np.ndarray]  # output name -> n values (n x k for a tensor output)
     unit: Optional[str] = None
+    experiment: Optional[int] = None  # the experiment that routed it (None: no experiment ran)
+    arm: Optional[str] = None  # the experiment's arm that answered
 
     @property
     def rows(self) -> int:
         return len(next(iter(self.inputs.values()))) if self.inputs else 0
 
     @property
-    def group(self) -> tuple[str, str, str, tuple[str, ...], tuple[str, ...]]:
-        """Batches of one group share a shard schema."""
-        return self.model, self.version, self.role.value, tuple(self.inputs), tuple(self.outputs)
+    def group(self) -> tuple[Any, ...]:
+        """Batches of one group share a shard schema and its constant columns."""
+        return (self.model, self.version, self.role.value, self.experiment, self.arm, tuple(self.inputs),
+                tuple(self.outputs))
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,8 @@ def _fixed_columns(batches: list[PredictionBatch], counts: np.ndarray) -> list[p
         "version": pa.repeat(pa.scalar(first.version, pa.string()), total),
         "role": pa.repeat(pa.scalar(first.role.value, pa.string()), total),
         "latency_ms": pa.array(repeated([b.latency_ms for b in batches], np.float32)),
+        "experiment": pa.repeat(pa.scalar(first.experiment, pa.int64()), total),
+        "arm": pa.repeat(pa.scalar(first.arm, pa.string()), total),
     }
     return [columns[name] for name in PREDICTION_COLUMNS.names]
 

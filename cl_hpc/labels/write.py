@@ -7,6 +7,7 @@ predictions of ``freq`` of prediction time, sorted by time, with these columns:
   ``input.`` prefix (the features), and the label (``label_col``);
 - metadata, every name starting with ``_`` so the landing-zone readers never take it for a feature:
   ``_request_id``, ``_row``, ``_unit``, ``_model``, ``_version`` (the version that served),
+  ``_experiment`` and ``_arm`` (the experiment that routed it, if one ran),
   ``_defaulted`` (no outcome came: the label is ``default_label``), ``_label_delay_s`` (outcome time
   - prediction time), ``_reward`` (of the labelling outcome), and ``_output.<name>`` per logged
   output (e.g. the served class), so the served accuracy per version needs no rescoring.
@@ -86,8 +87,9 @@ def labelled_table(live: pa.Table, rows: np.ndarray, labels: LabelValues, extra:
         if name.startswith(INPUT_PREFIX):
             columns[_feature(name, naming, live)] = picked.column(name)
     columns["_label"] = pa.array(labels.codes)
-    for name in ("request_id", "row", "unit", "model", "version"):
-        columns[f"_{name}"] = picked.column(name)
+    for name in ("request_id", "row", "unit", "model", "version", "experiment", "arm"):
+        if name in picked.column_names:  # experiment, arm: not in shards logged before experiments existed
+            columns[f"_{name}"] = picked.column(name)
     columns.update(extra)
     for name in picked.column_names:
         if name.startswith(OUTPUT_PREFIX):
