@@ -231,7 +231,11 @@ def test_sigterm_loses_no_row(tmp_path: Path, interval: float) -> None:
     assert proc.returncode == 0, err
     result = json.loads(out.splitlines()[-1])
     ids = read_stream(tmp_path / "log", Stream.PREDICTIONS).frame.request_id
-    assert result["written"] == result["logged"] == len(ids) == ids.nunique() >= result["acked"] >= 2000
+    assert result["written"] == len(ids) == ids.nunique() >= result["acked"] >= 2000
+    # The handler runs between two bytecodes of the main thread, possibly inside log() after its row was
+    # queued and before it was counted: that row is then written (and its log() never returned, so never
+    # acked) but not counted as logged. Nothing is lost either way.
+    assert result["logged"] <= result["written"] <= result["logged"] + 1
     assert set(ids) >= {f"r{i:09d}" for i in range(result["acked"])}
 
 
