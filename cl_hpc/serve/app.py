@@ -31,11 +31,14 @@ from cl_hpc.data.predictions import Outcome, PredictionBatch, Role
 from cl_hpc.errors import ClHpcError, DataError
 from cl_hpc.learn.scoring import predict
 from cl_hpc.registry.versions import RegistryError, is_version
+from cl_hpc.rollout.records import ExperimentKind
 from cl_hpc.serve import inputs as wire
 from cl_hpc.serve.inputs import RequestError
 from cl_hpc.serve.metrics import CONTENT_TYPE, ServerMetrics
 from cl_hpc.serve.models import Loaded, ModelSlot, Readiness
 from cl_hpc.serve.predlog import PredictionLog
+from cl_hpc.serve.routing import CHAMPION, Routing
+from cl_hpc.serve.shadow import ShadowRunner
 
 _PREDICT_KEYS = {"inputs", "unit"}
 _OUTCOME_KEYS = {"request_id", "row", "unit", "label", "reward"}
@@ -51,16 +54,20 @@ class ServerState:
     slot: ModelSlot
     log: PredictionLog
     metrics: ServerMetrics = field(init=False)
+    shadow: ShadowRunner = field(init=False)
     on_start: list[Any] = field(default_factory=list)  # callables run once the app has started
     on_stop: list[Any] = field(default_factory=list)  # callables run after the log is flushed
 
     def __post_init__(self) -> None:
         self.metrics = ServerMetrics(self.log.stats, self.slot_state)
+        self.shadow = ShadowRunner(self.log)
 
     def slot_state(self) -> dict[str, Any]:
         health, current = self.slot.health, self.slot.current
         return {"model": current.name if current else self.slot.name, "version": current.version if current else None,
-                "alias": self.slot.alias, "ready": health.state is Readiness.READY, "swaps": self.slot.swaps}
+                "alias": self.slot.alias, "ready": health.state is Readiness.READY, "swaps": self.slot.swaps,
+                "experiment": self.slot.routing.experiment_id if self.slot.routing else None,
+                "shadow": self.shadow.stats()}
 
     def start(self) -> None:
         self.log.start()
@@ -71,6 +78,7 @@ class ServerState:
     def stop(self) -> None:
         """After the last request: stop watching, flush the log, then the hooks (discovery file)."""
         self.slot.stop()
+        self.shadow.stop()  # its queued copies are answered and logged before the log's last flush
         self.log.close()
         for hook in self.on_stop:
             hook()
@@ -150,10 +158,34 @@ def _serving(state: ServerState) -> Loaded:
     return loaded
 
 
-def _answer(state: ServerState, loaded: Loaded, frame: Any, unit: Optional[str], started: float,
-            endpoint: str, wanted: Sequence[str] = ()) -> tuple[str, dict[str, np.ndarray]]:
+@dataclass(frozen=True)
+class Route:
+    """Who answers one request: the version, and the experiment and arm when one runs."""
+
+    loaded: Loaded
+    request_id: str
+    routing: Optional[Routing] = None
+    arm: Optional[str] = None
+
+
+def _route(state: ServerState, unit: Optional[str]) -> Route:
+    """The running experiment's arm for this request (by its unit's bucket), else the alias's version.
+    A shadow's live answer is the champion arm's; the challenger gets a copy after the answer."""
+    request_id = uuid.uuid4().hex
+    routing = state.slot.routing
+    if routing is None:
+        return Route(_serving(state), request_id)
+    if routing.splits:
+        arm, loaded = routing.route(request_id, unit, time.time())
+        return Route(loaded, request_id, routing, arm)
+    return Route(routing.arms[CHAMPION], request_id, routing, CHAMPION)
+
+
+def _answer(state: ServerState, route: Route, frame: Any, unit: Optional[str], started: float,
+            endpoint: str, wanted: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Predict through the model contract, log the rows, count the request (``wanted``: the output
     names the client asked for, checked before the log and the counters see a refused request)."""
+    loaded = route.loaded
     try:
         outputs = wire.typed_outputs(loaded.signature, predict(loaded.workload, frame))
     except DataError as exc:  # rows of the signature's types that the data module refuses (a token past the vocab)
@@ -165,11 +197,14 @@ def _answer(state: ServerState, loaded: Loaded, frame: Any, unit: Optional[str],
     if unknown:
         raise RequestError(f"outputs: unknown {unknown}; this version gives {sorted(outputs)}", "outputs")
     seconds = time.perf_counter() - started
-    request_id = uuid.uuid4().hex
-    state.log.log(PredictionBatch(request_id, time.time(), loaded.name, loaded.version, Role.LIVE, seconds * 1e3,
-                                  wire.input_columns(frame), outputs, unit))
+    routing = route.routing
+    experiment = routing.experiment_id if routing is not None else None
+    state.log.log(PredictionBatch(route.request_id, time.time(), loaded.name, loaded.version, Role.LIVE,
+                                  seconds * 1e3, wire.input_columns(frame), outputs, unit, experiment, route.arm))
     state.metrics.answered(loaded.name, loaded.version, endpoint, len(frame), seconds)
-    return request_id, outputs
+    if routing is not None and routing.kind is ExperimentKind.SHADOW and routing.copies(route.request_id):
+        state.shadow.submit(routing, frame, route.request_id, unit)  # after the answer is built, off its path
+    return outputs
 
 
 # ---- routes ------------------------------------------------------------------------------------
@@ -208,13 +243,14 @@ def _predict_routes(app: FastAPI, state: ServerState) -> None:
         started = time.perf_counter()
         payload = await _body(request, state.conf.max_body_bytes)
         _only(payload, _PREDICT_KEYS, "body")
-        loaded = _serving(state)
         unit = _unit(payload.get("unit"))
         if "inputs" not in payload:
             raise RequestError("body: missing field 'inputs' (a list of rows by input name)", "inputs")
+        route = _route(state, unit)
+        loaded = route.loaded
         frame = wire.rows_frame(loaded.signature, payload["inputs"], state.conf.max_batch_rows)
-        request_id, outputs = _answer(state, loaded, frame, unit, started, "/predict")
-        return JSONResponse({"request_id": request_id, "model": loaded.name, "version": loaded.version,
+        outputs = _answer(state, route, frame, unit, started, "/predict")
+        return JSONResponse({"request_id": route.request_id, "model": loaded.name, "version": loaded.version,
                              "outputs": wire.output_rows(outputs)})
 
     @app.post("/outcomes", summary="Labels or rewards for earlier predictions, by request_id or unit",
@@ -251,7 +287,8 @@ def _v2_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/v2/models/{name}/infer", summary="Inference on the alias's version (Open Inference Protocol v2)")
     async def infer(name: str, request: Request) -> JSONResponse:
-        return await _infer(state, request, _named(state, name), "/v2/models/{name}/infer")
+        _named(state, name)
+        return await _infer(state, request, None, "/v2/models/{name}/infer")
 
     @app.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version")
     async def infer_version(name: str, version: str, request: Request) -> JSONResponse:
@@ -260,18 +297,21 @@ def _v2_routes(app: FastAPI, state: ServerState) -> None:
         return await _infer(state, request, loaded, "/v2/models/{name}/versions/{version}/infer")
 
 
-async def _infer(state: ServerState, request: Request, loaded: Loaded, endpoint: str) -> JSONResponse:
+async def _infer(state: ServerState, request: Request, loaded: Optional[Loaded], endpoint: str) -> JSONResponse:
+    """v2 inference: by alias (``loaded`` None: routed like /predict, by the running experiment) or one version."""
     started = time.perf_counter()
     payload = await _body(request, state.conf.max_body_bytes)
     _only(payload, _V2_KEYS, "body")
-    frame = wire.tensors_frame(loaded.signature, payload.get("inputs"), state.conf.max_batch_rows)
     parameters = payload.get("parameters") or {}
     unit = _unit(parameters.get("unit") if isinstance(parameters, Mapping) else None)
+    route = _route(state, unit) if loaded is None else Route(loaded, uuid.uuid4().hex)
+    frame = wire.tensors_frame(route.loaded.signature, payload.get("inputs"), state.conf.max_batch_rows)
     wanted = _wanted(payload.get("outputs"))
-    request_id, outputs = _answer(state, loaded, frame, unit, started, endpoint, wanted)
+    outputs = _answer(state, route, frame, unit, started, endpoint, wanted)
     chosen = {k: v for k, v in outputs.items() if not wanted or k in wanted}
-    body = {"model_name": loaded.name, "model_version": loaded.version, "id": str(payload.get("id") or request_id),
-            "parameters": {"request_id": request_id}, "outputs": wire.output_tensors(chosen)}
+    body = {"model_name": route.loaded.name, "model_version": route.loaded.version,
+            "id": str(payload.get("id") or route.request_id), "parameters": {"request_id": route.request_id},
+            "outputs": wire.output_tensors(chosen)}
     return JSONResponse(body)
 
 

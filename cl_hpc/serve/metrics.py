@@ -76,3 +76,13 @@ class _StateCollector:
         swaps = CounterMetricFamily("cl_hpc_model_swaps", "Hot swaps since start")
         swaps.add_metric([], float(state.get("swaps", 0)))
         yield swaps
+        routing = GaugeMetricFamily("cl_hpc_experiment_routing", "1 for the experiment requests are routed by",
+                                    labels=["experiment"])
+        if state.get("experiment") is not None:
+            routing.add_metric([str(state["experiment"])], 1.0)
+        yield routing
+        shadow = state.get("shadow")
+        for field in ("submitted", "answered", "dropped", "failed"):
+            family = CounterMetricFamily(f"cl_hpc_shadow_{field}", f"Shadow copies {field}")
+            family.add_metric([], float(getattr(shadow, field, 0)))
+            yield family

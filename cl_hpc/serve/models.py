@@ -82,6 +82,8 @@ class ModelSlot:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.swaps = 0
+        self.routing: Optional[Any] = None  # cl_hpc.serve.routing.Routing of the running experiment, if any
+        self.routing_error = ""
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -113,6 +115,7 @@ class ModelSlot:
             try:
                 registry = registry or self._open()
                 self.check(registry)
+                self._follow_experiment(registry)
             except ClHpcError as exc:
                 self._not_ready(str(exc))
             except Exception as exc:  # the watcher must outlive a bad poll; the reason is served
@@ -121,6 +124,22 @@ class ModelSlot:
             self._stop.wait(self.poll_interval_s)
         if registry is not None:
             registry.close()
+
+    def _follow_experiment(self, registry: Any) -> None:
+        """The running experiment's routing (cl_hpc/serve/routing.py), rebuilt when it has a new event; a
+        version it cannot load leaves every request to the alias's version, with the reason logged."""
+        from cl_hpc.rollout.experiments import ExperimentStore
+        from cl_hpc.serve.routing import routing_for
+
+        if self.name is None:
+            return
+        try:
+            self.routing = routing_for(ExperimentStore(registry.store), self.name, self.version, self.routing)
+            self.routing_error = ""
+        except ClHpcError as exc:
+            if str(exc) != self.routing_error:
+                log.warning("experiment routing off, the alias's version answers: %s", exc)
+            self.routing, self.routing_error = None, str(exc)
 
     def _open(self) -> Any:
         from cl_hpc.registry.store import ModelRegistry
