@@ -67,3 +67,32 @@ def test_a_second_experiment_on_the_model_is_refused(store: Path) -> None:
     assert second.returncode == 2 and "experiment 1 (ab, started" in second.stderr and "stop it first" in second.stderr
     with ModelRegistry.open(store) as registry, ExperimentStore.open(store) as experiments:
         assert len(experiments.listing()) == 1 and str(registry.resolve("demo", "champion")) == "1.0"
+
+
+def _logged(store: Path, units: list[str | None]) -> None:
+    """Live answers of the model in its prediction log, one per unit (None: a request without one)."""
+    import time
+
+    import numpy as np
+
+    from cl_hpc.data.predictions import PredictionBatch, Role, Stream, predictions_table, shard_path, write_shard
+
+    now = time.time()
+    batches = [PredictionBatch(f"r{i}", now, "demo", "1.0", Role.LIVE, 1.0, {"a": np.array([0.5])},
+                               {"class": np.array([1])}, unit) for i, unit in enumerate(units)]
+    write_shard(shard_path(store / "predictions", Stream.PREDICTIONS, now, "test", 0), predictions_table(batches))
+
+
+def test_by_user_is_refused_when_the_logged_requests_carry_no_unit(store: Path) -> None:
+    _logged(store, [None] * 30)
+    refused = _cli(store, "start", "experiment.challenger=2.0", "experiment.unit=user", "--reason", "r")
+    assert refused.returncode == 2 and "none of the last 30 requests to demo" in refused.stderr, refused.stderr
+    assert "experiment.unit=request or day" in refused.stderr
+    by_request = _cli(store, "start", "experiment.challenger=2.0", "experiment.unit=request", "--reason", "r")
+    assert by_request.returncode == 0, by_request.stderr
+
+
+def test_by_user_starts_when_the_requests_carry_units(store: Path) -> None:
+    _logged(store, [None, "user-1", "user-2"])
+    started = _cli(store, "start", "experiment.challenger=2.0", "experiment.unit=user", "--reason", "r")
+    assert started.returncode == 0, started.stderr

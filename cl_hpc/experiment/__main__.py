@@ -74,12 +74,14 @@ def _stores(cfg: Any) -> tuple[Any, Any]:
 def start(cfg: Any, args: argparse.Namespace) -> int:
     from cl_hpc.config.experiment import ExperimentConf
     from cl_hpc.config.ml import plain
-    from cl_hpc.rollout.start import plan
+    from cl_hpc.rollout.start import check_units_carried, plan
 
     conf = ExperimentConf(**plain(cfg.experiment))
     registry, experiments = _stores(cfg)
     with registry, experiments:
         chosen = plan(conf, registry)
+        log_dir = Path(str(cfg.serve.log_dir or Path(str(cfg.store.root)) / "predictions")).expanduser().resolve()
+        check_units_carried(chosen.unit, chosen.name, log_dir, time.time())
         experiment, event = experiments.start(registry, chosen.name, chosen.kind, chosen.arms, chosen.weights,
                                               unit=chosen.unit, reason=args.reason, config=chosen.config)
     arms = ", ".join(f"{a.name} {a.version} {event.weights[a.name]:.0%}" for a in experiment.arms)

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow.parquet as pq
+
 from cl_hpc.config.experiment import ExperimentConf, check_experiment
+from cl_hpc.data.predictions import Stream, list_shards
 from cl_hpc.rollout.assign import UnitKind, unit_kind
 from cl_hpc.rollout.experiments import RolloutError
 from cl_hpc.rollout.records import Arm, ExperimentKind
 
 CHALLENGER, CHAMPION = "challenger", "champion"
+SHARDS_CHECKED = 50  # the newest prediction-log shards read to see whether requests carry a unit
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,22 @@ def plan(conf: ExperimentConf, registry: Any) -> Plan:
     weights = dict(conf.weights) or first_weights(kind, conf)
     arms = (Arm(CHALLENGER, challenger), Arm(CHAMPION, champion))
     return Plan(name, kind, arms, weights, unit_kind(conf.unit), dataclasses.asdict(conf))
+
+
+def check_units_carried(unit: UnitKind, name: str, log_dir: Path, now: float, lookback_s: float = 86_400.0) -> None:
+    """By user, the requests must carry a `unit`: refused when the model's live traffic of the last day,
+    in the prediction log, carries none (a split by user would send every such request to a 422).
+    No logged traffic: nothing to check (the server refuses unit-less requests itself)."""
+    if unit is not UnitKind.USER:
+        return
+    shards = list_shards(log_dir, Stream.PREDICTIONS, since=now - lookback_s)[-SHARDS_CHECKED:]
+    frames = [pq.read_table(p, columns=["model", "role", "unit"]).to_pandas() for p in shards]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "role", "unit"])
+    live = rows[(rows["model"] == name) & (rows["role"] == "live")]
+    if len(live) and live["unit"].isna().all():
+        raise RolloutError(f"experiment.unit=user, but none of the last {len(live)} requests to {name} in {log_dir} "
+                           f"carries a `unit`: send one (a user or session id) with every request, or assign by "
+                           f"experiment.unit=request or day")
 
 
 def first_weights(kind: ExperimentKind, conf: ExperimentConf) -> dict[str, float]:
