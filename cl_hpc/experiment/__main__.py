@@ -120,12 +120,11 @@ def status(cfg: Any, args: argparse.Namespace) -> int:
 
 def stop(cfg: Any, args: argparse.Namespace) -> int:
     from cl_hpc.rollout.records import Action, ExperimentState
-    from cl_hpc.rollout.start import CHAMPION
 
     registry, experiments = _stores(cfg)
     with registry, experiments:
-        experiment = experiments.get(args.id)
-        weights = {a.name: 1.0 if a.name == CHAMPION else 0.0 for a in experiment.arms}
+        experiments.get(args.id)  # an unknown id: the error lists the experiments
+        weights = experiments.latest(args.id).weights  # as they were: a stopped experiment routes nothing
         experiments.append(args.id, Action.STOP, ExperimentState.STOPPED, weights, args.reason)
     print(f"experiment {args.id} stopped: the champion answers every request again")
     return 0

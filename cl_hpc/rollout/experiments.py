@@ -26,6 +26,8 @@ from cl_hpc.rollout.records import (
 )
 from cl_hpc.store.db import Store
 
+PAIR = ("challenger", "champion")  # the arms of every kind but a bandit (which may have more)
+
 
 class RolloutError(ClHpcError):
     """An experiment that cannot be started or moved (names the experiment and what is valid)."""
@@ -56,6 +58,10 @@ class ExperimentStore:
         """Record a new running experiment on model ``name`` of ``registry`` (a ModelRegistry on the same
         store), after checking every arm's version and the weights."""
         checked = check_weights(arms, weights)
+        names = sorted(a.name for a in arms)
+        if kind is not ExperimentKind.BANDIT and names != sorted(PAIR):
+            raise RolloutError(f"a {kind.value} experiment has two arms named {' and '.join(PAIR)} (the live "
+                               f"answer's and the one under test); got {names}")
         for arm in arms:
             record = registry.get(name, arm.version)  # an unknown model or version: the registry's error lists them
             if not record.promotable:

@@ -136,10 +136,11 @@ class ModelSlot:
         try:
             self.routing = routing_for(ExperimentStore(registry.store), self.name, self.version, self.routing)
             self.routing_error = ""
-        except ClHpcError as exc:
-            if str(exc) != self.routing_error:
-                log.warning("experiment routing off, the alias's version answers: %s", exc)
-            self.routing, self.routing_error = None, str(exc)
+        except Exception as exc:  # any bad experiment: routing off, the alias's version answers; never not-ready
+            reason = f"{type(exc).__name__}: {exc}"
+            if reason != self.routing_error:
+                log.warning("experiment routing off, the alias's version answers: %s", reason)
+            self.routing, self.routing_error = None, reason
 
     def _open(self) -> Any:
         from cl_hpc.registry.store import ModelRegistry

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from cl_hpc.errors import ClHpcError
 from cl_hpc.rollout.assign import BUCKETS, Share, UnitKind, arm_for, bucket, unit_key
 from cl_hpc.rollout.records import ExperimentKind
 from cl_hpc.serve.inputs import RequestError
@@ -37,10 +38,14 @@ class Routing:
 
     def route(self, request_id: str, unit: Optional[str], at: float) -> tuple[str, Loaded]:
         """The arm that answers this request, and its version."""
-        if self.unit is UnitKind.USER and unit is None:
-            raise RequestError(f"experiment {self.experiment_id} assigns by user: send the request's `unit` (a user "
-                               f"or session id), so that each user stays on one arm", "unit")
-        name = arm_for(self.salt, unit_key(self.unit, request_id, unit, at), self.shares)
+        if self.unit is UnitKind.USER and not unit:
+            raise RequestError(f"experiment {self.experiment_id} assigns by user: send the request's `unit` (a "
+                               f"non-empty user or session id), so that each user stays on one arm", "unit")
+        try:
+            key = unit_key(self.unit, request_id, unit, at)
+        except ClHpcError as exc:  # the request's own unit or time: the client's to fix
+            raise RequestError(f"experiment {self.experiment_id}: {exc}", "unit") from None
+        name = arm_for(self.salt, key, self.shares)
         return name, self.arms[name]
 
     def copies(self, request_id: str) -> bool:

@@ -23,6 +23,7 @@ from cl_hpc.serve.predlog import PredictionLog
 from cl_hpc.serve.routing import CHALLENGER, Routing
 
 log = logging.getLogger(__name__)
+MAX_DISTINCT_ERRORS = 100  # distinct failure messages logged (then only counted)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,17 @@ class ShadowRunner:
             item = self._queue.get()
             if item is None:
                 return
-            self._answer(*item)
+            try:
+                self._answer(*item)
+            except Exception as exc:  # one bad copy must not end the worker: later copies would all be dropped
+                self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        self._counts["failed"] += 1
+        message = f"{type(exc).__name__}: {exc}"[:300]
+        if message not in self._seen_errors and len(self._seen_errors) < MAX_DISTINCT_ERRORS:
+            self._seen_errors.add(message)
+            log.warning("shadow failed on a copy: %s", message)
 
     def _answer(self, routing: Routing, frame: Any, request_id: str, unit: Optional[str]) -> None:
         shadow = routing.arms[CHALLENGER]
@@ -77,11 +88,7 @@ class ShadowRunner:
         try:
             outputs = wire.typed_outputs(shadow.signature, predict(shadow.workload, frame))
         except Exception as exc:  # the challenger's own failure: counted, never the live answer's
-            self._counts["failed"] += 1
-            message = f"{type(exc).__name__}: {exc}"
-            if message not in self._seen_errors:
-                self._seen_errors.add(message)
-                log.warning("shadow %s %s failed on a copy: %s", shadow.name, shadow.version, message)
+            self._failed(exc)
             return
         seconds = time.perf_counter() - started
         self.log.log(PredictionBatch(request_id, time.time(), shadow.name, shadow.version, Role.SHADOW, seconds * 1e3,

@@ -87,6 +87,8 @@ def test_by_user_each_user_stays_on_one_arm_and_a_canary_only_moves_users_to_the
         refused = client.post("/predict", json={"inputs": [row(0)]})
         assert refused.status_code == 422 and refused.json()["field"] == "unit"
         assert "assigns by user: send the request's `unit`" in refused.json()["error"]
+        empty = client.post("/predict", json={"inputs": [row(0)], "unit": ""})
+        assert empty.status_code == 422 and empty.json()["field"] == "unit", empty.text
         users = [f"user-{i}" for i in range(150)]
         before = wait_for(lambda: (m := {u: _versions(client, 1, u)[0][1] for u in users})
                           and "2.0" in m.values() and m, 60, "the 10% step to reach some users")

@@ -57,6 +57,8 @@ def test_start_records_the_experiment_and_a_running_start_event(stores: tuple[Mo
     ({"weights": {"champion": 1.5, "challenger": -0.5}}, "must lie in [0, 1]"),
     ({"arms": (Arm("a", "1.0"), Arm("a", "2.0")), "weights": {"a": 1.0}}, "each arm named once"),
     ({"reason": "  "}, "needs a reason"),
+    ({"arms": (Arm("new", "2.0"), Arm("old", "1.0")), "weights": {"new": 0.5, "old": 0.5}},
+     "two arms named challenger and champion"),
 ])
 def test_bad_starts_are_refused_and_write_nothing(stores: tuple[ModelRegistry, ExperimentStore],
                                                   changes: dict[str, object], message: str) -> None:
