@@ -96,3 +96,15 @@ def test_by_user_starts_when_the_requests_carry_units(store: Path) -> None:
     _logged(store, [None, "user-1", "user-2"])
     started = _cli(store, "start", "experiment.challenger=2.0", "experiment.unit=user", "--reason", "r")
     assert started.returncode == 0, started.stderr
+
+
+def test_report_of_a_fresh_experiment_and_of_an_unknown_one(store: Path) -> None:
+    assert _cli(store, "start", "experiment.challenger=2.0", "--reason", "r").returncode == 0
+    shown = _cli(store, "report", "1", "--json")
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert [(a["arm"], a["version"], a["requests"]) for a in report["arms"]] == [("challenger", "2.0", 0),
+                                                                              ("champion", "1.0", 0)]
+    assert report["state"] == "running" and report["plan"]["n_a"] > 0 and report["notes"]
+    unknown = _cli(store, "report", "9")
+    assert unknown.returncode == 2 and "no experiment 9; experiments in this store: 1" in unknown.stderr

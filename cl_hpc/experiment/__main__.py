@@ -1,8 +1,9 @@
-"""`python -m cl_hpc.experiment start|status|stop [options] [hydra overrides]`: experiments on served models.
+"""`python -m cl_hpc.experiment start|status|report|stop [options] [hydra overrides]`: experiments on served models.
 
     python -m cl_hpc.experiment start experiment=ab experiment.challenger=1.1 --reason "does 1.1 beat 1.0?"
     python -m cl_hpc.experiment start experiment=canary experiment.challenger=2.0 --reason "retrained on Q3"
     python -m cl_hpc.experiment status                  # every experiment of the store, its state and weights
+    python -m cl_hpc.experiment report 3 --labels data/landing/served   # per arm; SRM, tests, sample size
     python -m cl_hpc.experiment stop 3 --reason "enough"
 
 An experiment is recorded in the store (append-only tables, like the alias log); the server routes
@@ -23,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 from cl_hpc.errors import ClHpcError
 
-COMMANDS = ("start", "status", "stop")
+COMMANDS = ("start", "status", "report", "stop")
 WHERE = "The experiment keys are in cl_hpc/config/experiment.py (values: conf/experiment/<kind>.yaml)."
 
 
@@ -35,10 +36,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     start.add_argument("--reason", required=True, help="why: kept with the experiment and every decision it leads to")
     status = commands.add_parser("status", help="list the experiments, newest last")
     status.add_argument("--json", action="store_true", help="one JSON object per experiment")
+    report = commands.add_parser("report", help="what an experiment shows so far: per arm, and the tests")
+    report.add_argument("id", type=int, help="the experiment's id (see status)")
+    report.add_argument("--json", action="store_true", help="one JSON object")
+    report.add_argument("--labels", type=Path, default=None,
+                        help="the label join's zone (labels.out_dir): accuracy per arm from joined labels")
+    report.add_argument("--label-col", default="y", help="its label column (default y)")
+    report.add_argument("--output", default="label", help="the logged output compared with the label (default label)")
     stop = commands.add_parser("stop", help="end a running experiment without a decision")
     stop.add_argument("id", type=int, help="the experiment's id (see status)")
     stop.add_argument("--reason", required=True, help="why it ends")
-    for sub in (start, status, stop):
+    for sub in (start, status, report, stop):
         sub.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. store.root=/shared/store")
     # Overrides may stand anywhere, also after an option (`--reason x store.root=...`).
     args, unknown = parser.parse_known_args(list(argv))
@@ -56,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from cl_hpc.config.compose import compose_config
 
         cfg = compose_config(args.overrides, WHERE)
-        return {"start": start, "status": status, "stop": stop}[args.command](cfg, args)
+        return {"start": start, "status": status, "report": report, "stop": stop}[args.command](cfg, args)
     except ClHpcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -116,6 +124,52 @@ def status(cfg: Any, args: argparse.Namespace) -> int:
                       latest.reason)
     console.print(table)
     return 0
+
+
+def report(cfg: Any, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cl_hpc.rollout.report import build
+
+    registry, experiments = _stores(cfg)
+    with registry, experiments:
+        experiment, events = experiments.get(args.id), experiments.events(args.id)
+    log_dir = Path(str(cfg.serve.log_dir or Path(str(cfg.store.root)) / "predictions")).expanduser().resolve()
+    shown = build(experiment, events, log_dir, args.labels, args.label_col, args.output)
+    if args.json:
+        print(json.dumps(shown.to_json(), sort_keys=True, default=str))
+        return 0
+    console = Console(markup=False)
+    console.print(f"experiment {experiment.id}: {experiment.kind.value} on {experiment.name}, unit "
+                  f"{experiment.unit.value}, {shown.state}; weights "
+                  + ", ".join(f"{k} {v:.0%}" for k, v in shown.weights.items()))
+    table = Table("arm", "version", "requests", "units", "p50 ms", "p99 ms", "labelled", "accuracy")
+    for arm in shown.arms:
+        table.add_row(arm.arm, arm.version, str(arm.requests), str(arm.units), _num(arm.latency_p50_ms),
+                      _num(arm.latency_p99_ms), str(arm.labelled),
+                      _num(arm.correct / arm.labelled if arm.labelled else None, 4))
+    console.print(table)
+    for name, test in (("accuracy", shown.accuracy), ("latency", shown.latency)):
+        if test is not None:
+            console.print(f"{name}: challenger - champion = {test.estimate:+.4g} [{test.ci_low:+.4g}, "
+                          f"{test.ci_high:+.4g}], {test.test.value} p = {test.p_value:.3g}"
+                          f"{' (significant)' if test.significant else ''}")
+    if shown.srm is not None:
+        console.print(f"sample ratio: units {list(shown.srm.counts)} vs expected "
+                      f"{[round(e, 1) for e in shown.srm.expected]}, p = {shown.srm.p_value:.3g}"
+                      f"{'  MISMATCH: the split is broken, halt the experiment' if shown.srm.mismatch else ''}")
+    if shown.plan is not None:
+        console.print(f"sample size: {shown.plan.summary()}")
+    if shown.agreement is not None:
+        console.print(f"shadow agreement with the live answers: {shown.agreement:.2%}")
+    for note in shown.notes:
+        console.print(f"note: {note}")
+    return 0
+
+
+def _num(value: Optional[float], digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
 
 
 def stop(cfg: Any, args: argparse.Namespace) -> int:
