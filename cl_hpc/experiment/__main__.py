@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 from cl_hpc.errors import ClHpcError
 
-COMMANDS = ("start", "status", "report", "stop")
+COMMANDS = ("start", "status", "report", "decide", "stop")
 WHERE = "The experiment keys are in cl_hpc/config/experiment.py (values: conf/experiment/<kind>.yaml)."
 
 
@@ -43,10 +43,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="the label join's zone (labels.out_dir): accuracy per arm from joined labels")
     report.add_argument("--label-col", default="y", help="its label column (default y)")
     report.add_argument("--output", default="label", help="the logged output compared with the label (default label)")
+    decide = commands.add_parser("decide", help="the controller, once: judge a canary's step, then ramp, roll "
+                                                "back, promote or halt")
+    decide.add_argument("id", type=int, help="the experiment's id (see status)")
+    decide.add_argument("--labels", type=Path, default=None, help="the label join's zone: accuracy on matured labels")
+    decide.add_argument("--label-col", default="y", help="its label column (default y)")
+    decide.add_argument("--output", default="label", help="the logged output compared with the label")
+    decide.add_argument("--window", type=float, default=10.0, help="seconds of traffic per judged sample (default 10)")
+    decide.add_argument("--dry-run", action="store_true", help="print the decision; write nothing")
     stop = commands.add_parser("stop", help="end a running experiment without a decision")
     stop.add_argument("id", type=int, help="the experiment's id (see status)")
     stop.add_argument("--reason", required=True, help="why it ends")
-    for sub in (start, status, report, stop):
+    for sub in (start, status, report, decide, stop):
         sub.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. store.root=/shared/store")
     # Overrides may stand anywhere, also after an option (`--reason x store.root=...`).
     args, unknown = parser.parse_known_args(list(argv))
@@ -64,7 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from cl_hpc.config.compose import compose_config
 
         cfg = compose_config(args.overrides, WHERE)
-        return {"start": start, "status": status, "report": report, "stop": stop}[args.command](cfg, args)
+        commands = {"start": start, "status": status, "report": report, "decide": decide, "stop": stop}
+        return commands[args.command](cfg, args)
     except ClHpcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -165,6 +174,27 @@ def report(cfg: Any, args: argparse.Namespace) -> int:
         console.print(f"shadow agreement with the live answers: {shown.agreement:.2%}")
     for note in shown.notes:
         console.print(f"note: {note}")
+    return 0
+
+
+def decide(cfg: Any, args: argparse.Namespace) -> int:
+    from cl_hpc.rollout.controller import apply, canary_step
+    from cl_hpc.rollout.experiments import RolloutError
+    from cl_hpc.rollout.records import ExperimentKind
+
+    registry, experiments = _stores(cfg)
+    with registry, experiments:
+        experiment, events = experiments.get(args.id), experiments.events(args.id)
+        if experiment.kind is not ExperimentKind.CANARY:
+            raise RolloutError(f"experiment {args.id} is a {experiment.kind.value}; the controller decides canaries "
+                               f"(see python -m cl_hpc.experiment report {args.id})")
+        if not events[-1].state.active:
+            raise RolloutError(f"experiment {args.id} is {events[-1].state.value}: {events[-1].reason}")
+        log_dir = Path(str(cfg.serve.log_dir or Path(str(cfg.store.root)) / "predictions")).expanduser().resolve()
+        step = canary_step(experiment, events, log_dir, args.labels, args.label_col, args.output, args.window)
+        written = None if args.dry_run else apply(step, experiment, experiments, registry)
+    print(f"experiment {args.id}: {step.decision.value}: {step.reason}"
+          + (" (dry run: nothing written)" if args.dry_run else "" if written else " (nothing to write)"))
     return 0
 
 

@@ -68,12 +68,12 @@ def build(experiment: Experiment, events: Sequence[ExperimentEvent], log_dir: Pa
     """The report of ``experiment`` from its ``events`` (oldest first), its log and, if given, its labels."""
     config, latest = experiment.config, events[-1]
     split = next(e for e in reversed(events) if e.action in (Action.START, Action.WEIGHTS))  # the weights in force
-    logged = _logged(experiment, log_dir)
+    logged = logged_rows(experiment, log_dir)
     live = logged[logged["role"] == "live"]
-    labelled = _labelled(experiment, label_dir, label_col, output) if label_dir else pd.DataFrame()
+    labelled = labelled_rows(experiment, label_dir, label_col, output) if label_dir else pd.DataFrame()
     arms = [_arm(experiment, a.name, a.version, logged, labelled) for a in experiment.arms]
     notes: list[str] = []
-    srm = _srm(experiment, split, live, float(config.get("srm_alpha", 0.001)), notes)
+    srm = srm_check(experiment, split, live, float(config.get("srm_alpha", 0.001)), notes)
     by_arm = {a.arm: a for a in arms}
     accuracy = _accuracy(by_arm, float(config.get("alpha", 0.05)), notes)
     latency = _latency(experiment, logged, float(config.get("alpha", 0.05)), notes)
@@ -84,14 +84,14 @@ def build(experiment: Experiment, events: Sequence[ExperimentEvent], log_dir: Pa
                             notes=notes)
 
 
-def _logged(experiment: Experiment, log_dir: Path) -> pd.DataFrame:
+def logged_rows(experiment: Experiment, log_dir: Path) -> pd.DataFrame:
     rows = read_stream(log_dir, Stream.PREDICTIONS, since=experiment.created).frame
     if "experiment" not in rows.columns:
         return rows.iloc[0:0].assign(experiment=pd.Series(dtype="float64"), arm=pd.Series(dtype=str))
     return rows[rows["experiment"] == experiment.id].reset_index(drop=True)
 
 
-def _labelled(experiment: Experiment, label_dir: Path, label_col: str, output: str) -> pd.DataFrame:
+def labelled_rows(experiment: Experiment, label_dir: Path, label_col: str, output: str) -> pd.DataFrame:
     """The labelled rows of this experiment: arm, and whether the answer equalled the label."""
     frames = []
     for part in list_partitions(label_dir):
@@ -105,8 +105,9 @@ def _labelled(experiment: Experiment, label_dir: Path, label_col: str, output: s
         hit = frame[label_col].astype(str) == frame[answer].astype(str)
         if pd.api.types.is_numeric_dtype(frame[label_col]) and pd.api.types.is_numeric_dtype(frame[answer]):
             hit = frame[label_col].astype("float64") == frame[answer].astype("float64")
-        frames.append(pd.DataFrame({"arm": frame["_arm"].astype(str), "hit": hit.astype(int)}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["arm", "hit"])
+        ts = frame["ts"] if "ts" in frame else pd.Series(pd.NaT, index=frame.index)
+        frames.append(pd.DataFrame({"arm": frame["_arm"].astype(str), "hit": hit.astype(int), "ts": ts}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["arm", "hit", "ts"])
 
 
 def _arm(experiment: Experiment, name: str, version: str, logged: pd.DataFrame,
@@ -130,7 +131,7 @@ def _units(kind: UnitKind, requests: pd.DataFrame) -> pd.Series:
     return requests["request_id"]
 
 
-def _srm(experiment: Experiment, split: ExperimentEvent, live: pd.DataFrame, threshold: float,
+def srm_check(experiment: Experiment, split: ExperimentEvent, live: pd.DataFrame, threshold: float,
          notes: list[str]) -> Optional[SrmResult]:
     """Units per arm since the weights last changed, against those weights (a shadow splits nothing)."""
     if experiment.kind is ExperimentKind.SHADOW:
