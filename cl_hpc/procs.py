@@ -14,8 +14,12 @@ from typing import Any, Iterable
 import psutil
 
 _DEAD = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-# psutil derives create_time from the boot time, which /proc/stat gives in whole seconds.
-START_TOLERANCE_S = 1.0
+# psutil derives create_time from the boot time, which /proc/stat gives in whole seconds, computed as
+# the wall clock minus the uptime: as NTP slews the wall clock, btime can flip by one second, and the
+# same process's create_time with it (seen in CI: a live local scheduler judged gone, its run left
+# running). So two readings of one process may differ by a whole second; a pid reused within 2 s is
+# not a risk worth that false alarm.
+START_TOLERANCE_S = 2.0
 
 
 def process(pid: Any, started: Any = None, before: Any = None) -> psutil.Process | None:
