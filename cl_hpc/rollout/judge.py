@@ -197,7 +197,8 @@ def _worse_beyond(spec: MetricSpec, res: TestResult, margin: float) -> bool:
 
 def judge_metric(spec: MetricSpec, champion: ArrayLike | None, challenger: ArrayLike | None, *,
                  alpha: float = 0.05, min_samples: int = 10) -> MetricVerdict:
-    """PASS, FAIL (significantly worse beyond tolerance) or NO_DATA (fewer than ``min_samples`` finite per arm)."""
+    """PASS, FAIL (significantly worse beyond tolerance) or NO_DATA (fewer than ``min_samples`` finite per arm,
+    or too few for a bounded Hodges-Lehmann interval at ``alpha``)."""
     xa, da = finite([] if champion is None else champion)
     xb, db = finite([] if challenger is None else challenger)
     if min(xa.size, xb.size) < max(min_samples, 1):
@@ -205,6 +206,12 @@ def judge_metric(spec: MetricSpec, champion: ArrayLike | None, challenger: Array
                              f"{spec.name}: {xa.size} champion / {xb.size} challenger finite samples, "
                              f"need {min_samples} each ({da + db} NaN/inf dropped)")
     res = _mann_whitney(xa, xb, spec.name, alpha, da + db)
+    if not (math.isfinite(res.ci_low) and math.isfinite(res.ci_high)):
+        # Too few samples for any interval at this alpha (3 vs 3 at 0.05): an unbounded interval can never
+        # lie past the margin, so calling it a pass would wave through any challenger, however bad.
+        return MetricVerdict(spec.name, MetricStatus.NO_DATA, res, math.nan, da + db,
+                             f"{spec.name}: {xa.size} champion / {xb.size} challenger samples are too few for a "
+                             f"{1 - alpha:.0%} Hodges-Lehmann interval (4 each at alpha 0.05): no evidence yet")
     margin = spec.tolerance * abs(float(np.median(xa))) if spec.relative else spec.tolerance
     worse = _worse_beyond(spec, res, margin)
     sign = "+" if spec.direction is Direction.LOWER_IS_BETTER else "-"

@@ -387,6 +387,19 @@ def test_no_traffic_is_no_data_never_a_pass():
     assert too_few.status is MetricStatus.NO_DATA and "need 10" in too_few.reason
 
 
+def test_too_few_windows_for_an_interval_are_no_data_never_a_pass():
+    """3 windows an arm give no Hodges-Lehmann interval at alpha 0.05 (k < 1): an unbounded interval was
+    read as 'not worse', so a challenger 90 points less accurate passed; 4 windows an arm decide."""
+    champion, challenger = [0.95, 0.96, 0.94, 0.95], [0.05, 0.04, 0.06, 0.05]
+    three = judge([ACCURACY], {"accuracy": champion[:3]}, {"accuracy": challenger[:3]}, min_samples=3)
+    assert three.verdict is Verdict.NO_DATA and three.metrics[0].status is MetricStatus.NO_DATA
+    assert "too few for a 95% Hodges-Lehmann interval" in three.reason
+    four = judge([ACCURACY], {"accuracy": champion}, {"accuracy": challenger}, min_samples=3)
+    assert four.verdict is Verdict.FAIL and math.isfinite(four.metrics[0].result.ci_high)
+    same = judge_metric(ACCURACY, champion, champion, min_samples=3)
+    assert same.status is MetricStatus.PASS
+
+
 def test_missing_metrics_cannot_rescue_a_judgement_already_failed():
     rng = np.random.default_rng(13)
     champion = _windows(rng, 50.0, 0.01, 0.90)
