@@ -110,14 +110,16 @@ def test_report_of_a_fresh_experiment_and_of_an_unknown_one(store: Path) -> None
     assert unknown.returncode == 2 and "no experiment 9; experiments in this store: 1" in unknown.stderr
 
 
-def test_decide_waits_on_a_canary_without_traffic_and_refuses_other_kinds(store: Path) -> None:
+def test_decide_waits_without_traffic_and_refuses_an_ended_experiment(store: Path) -> None:
     assert _cli(store, "start", "experiment=canary", "experiment.challenger=2.0", "--reason", "r").returncode == 0
     waited = _cli(store, "decide", "1", "--dry-run")
     assert waited.returncode == 0 and "experiment 1: wait: canary at 1%" in waited.stdout, waited.stderr
     assert "(dry run: nothing written)" in waited.stdout
     assert _cli(store, "stop", "1", "--reason", "r").returncode == 0
     assert _cli(store, "start", "experiment.challenger=2.0", "--reason", "ab").returncode == 0
-    refused = _cli(store, "decide", "2")
-    assert refused.returncode == 2 and "the controller decides canaries" in refused.stderr
+    waited = _cli(store, "decide", "2")
+    assert waited.returncode == 0 and "experiment 2: wait: accuracy: 0 champion and 0 challenger values" in \
+        waited.stdout, waited.stderr
+    assert "(nothing to write)" in waited.stdout
     ended = _cli(store, "decide", "1")
     assert ended.returncode == 2 and "experiment 1 is stopped" in ended.stderr

@@ -39,14 +39,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     report = commands.add_parser("report", help="what an experiment shows so far: per arm, and the tests")
     report.add_argument("id", type=int, help="the experiment's id (see status)")
     report.add_argument("--json", action="store_true", help="one JSON object")
-    report.add_argument("--labels", type=Path, default=None,
-                        help="the label join's zone (labels.out_dir): accuracy per arm from joined labels")
+    report.add_argument("--labels", type=Path, action="append", default=None,
+                        help="the label join's zone (labels.out_dir): accuracy per arm from joined labels; again for "
+                             "a shadow's own zone")
     report.add_argument("--label-col", default="y", help="its label column (default y)")
     report.add_argument("--output", default="label", help="the logged output compared with the label (default label)")
-    decide = commands.add_parser("decide", help="the controller, once: judge a canary's step, then ramp, roll "
-                                                "back, promote or halt")
+    decide = commands.add_parser("decide", help="the controller, once: a canary's step, an A/B or shadow test, a "
+                                                "bandit's split or interleaving's clicks; then ramp, reweigh, roll "
+                                                "back, reject, promote or halt")
     decide.add_argument("id", type=int, help="the experiment's id (see status)")
-    decide.add_argument("--labels", type=Path, default=None, help="the label join's zone: accuracy on matured labels")
+    decide.add_argument("--labels", type=Path, action="append", default=None,
+                        help="the label join's zone (labels.out_dir): accuracy and rewards on matured labels; again "
+                             "for a shadow's own zone (a join with labels.role=shadow)")
     decide.add_argument("--label-col", default="y", help="its label column (default y)")
     decide.add_argument("--output", default="label", help="the logged output compared with the label")
     decide.add_argument("--window", type=float, default=10.0, help="seconds of traffic per judged sample (default 10)")
@@ -97,8 +101,7 @@ def start(cfg: Any, args: argparse.Namespace) -> int:
     registry, experiments = _stores(cfg)
     with registry, experiments:
         chosen = plan(conf, registry)
-        log_dir = Path(str(cfg.serve.log_dir or Path(str(cfg.store.root)) / "predictions")).expanduser().resolve()
-        check_units_carried(chosen.unit, chosen.name, log_dir, time.time())
+        check_units_carried(chosen.unit, chosen.name, _log_dir(cfg), time.time())
         experiment, event = experiments.start(registry, chosen.name, chosen.kind, chosen.arms, chosen.weights,
                                               unit=chosen.unit, reason=args.reason, config=chosen.config)
     arms = ", ".join(f"{a.name} {a.version} {event.weights[a.name]:.0%}" for a in experiment.arms)
@@ -144,8 +147,7 @@ def report(cfg: Any, args: argparse.Namespace) -> int:
     registry, experiments = _stores(cfg)
     with registry, experiments:
         experiment, events = experiments.get(args.id), experiments.events(args.id)
-    log_dir = Path(str(cfg.serve.log_dir or Path(str(cfg.store.root)) / "predictions")).expanduser().resolve()
-    shown = build(experiment, events, log_dir, args.labels, args.label_col, args.output)
+    shown = build(experiment, events, _log_dir(cfg), args.labels, args.label_col, args.output)
     if args.json:
         print(json.dumps(shown.to_json(), sort_keys=True, default=str))
         return 0
@@ -178,24 +180,20 @@ def report(cfg: Any, args: argparse.Namespace) -> int:
 
 
 def decide(cfg: Any, args: argparse.Namespace) -> int:
-    from cl_hpc.rollout.controller import apply, canary_step
-    from cl_hpc.rollout.experiments import RolloutError
-    from cl_hpc.rollout.records import ExperimentKind
+    from cl_hpc.rollout.controller import Sources, look
 
     registry, experiments = _stores(cfg)
+    sources = Sources(_log_dir(cfg), tuple(args.labels or ()), args.label_col, args.output, args.window)
     with registry, experiments:
-        experiment, events = experiments.get(args.id), experiments.events(args.id)
-        if experiment.kind is not ExperimentKind.CANARY:
-            raise RolloutError(f"experiment {args.id} is a {experiment.kind.value}; the controller decides canaries "
-                               f"(see python -m cl_hpc.experiment report {args.id})")
-        if not events[-1].state.active:
-            raise RolloutError(f"experiment {args.id} is {events[-1].state.value}: {events[-1].reason}")
-        log_dir = Path(str(cfg.serve.log_dir or Path(str(cfg.store.root)) / "predictions")).expanduser().resolve()
-        step = canary_step(experiment, events, log_dir, args.labels, args.label_col, args.output, args.window)
-        written = None if args.dry_run else apply(step, experiment, experiments, registry)
+        done = look(experiments, registry, args.id, sources, dry_run=args.dry_run)
+    step = done.step
     print(f"experiment {args.id}: {step.decision.value}: {step.reason}"
-          + (" (dry run: nothing written)" if args.dry_run else "" if written else " (nothing to write)"))
+          + (" (dry run: nothing written)" if args.dry_run else "" if done.written else " (nothing to write)"))
     return 0
+
+
+def _log_dir(cfg: Any) -> Path:
+    return Path(str(cfg.serve.log_dir or Path(str(cfg.store.root)) / "predictions")).expanduser().resolve()
 
 
 def _num(value: Optional[float], digits: int = 3) -> str:

@@ -1,167 +1,92 @@
-"""The canary controller: judge the current step, then ramp, roll back, promote or halt.
+"""The controller: one look at a running experiment, whatever its kind, and its decision written.
 
-One evaluation is a pure function of the experiment's events, its prediction log and its labelled
-rows (:func:`canary_step`); applying it is one store event, and a promotion goes through the
-registry (:func:`apply`). Per step, the rows since the weights last changed are cut into windows of
-``window_s`` and each window gives one sample per arm and metric (Kayenta judges per-interval
-aggregates): latency p99 (lower is better) and accuracy on matured labels (higher is better). The
-judge (cl_hpc/rollout/judge.py: Mann-Whitney U, Hodges-Lehmann, pass 95 / marginal 75) decides:
-
-- the sample ratio is off (chi-square, p < srm_alpha): HALT, the champion takes all traffic;
-- fewer than ``min_samples`` requests or labelled answers on an arm, or too few windows: WAIT,
-  never a pass (argo-rollouts#1905);
-- FAIL: ROLLBACK, the challenger is tagged rejected in the registry with the reason;
-- MARGINAL: WAIT (the step runs on);
-- PASS: STEP to the next weight of the ramp (which always ends at 100 %, flagger#189), or at
-  100 %, PROMOTE the challenger through the registry, if the champion alias still points at the
-  experiment's champion.
+Each kind's look is a pure function of the experiment's events, its prediction log and its label
+zones, answering a :class:`~cl_hpc.rollout.steps.Step` (nothing written): the canary's judge
+(cl_hpc/rollout/canary.py), the A/B and shadow tests (abtest.py), the bandit's posterior
+(bandit_loop.py) and interleaving's sign test (interleaving.py). :func:`apply` writes it: an
+experiment event (new weights, a halt, a decision), and for a decision the registry's part, with a
+reason that names the experiment: PROMOTE moves the champion alias to the winner, only over the
+champion the experiment tested against; ROLLBACK and REJECT tag the losers rejected and leave the
+alias alone. :func:`look` runs once, for ``python -m cl_hpc.experiment decide``; :func:`look_all`
+runs every running experiment, for ``watch --loop``.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-import numpy as np
-import pandas as pd
-
-from cl_hpc.rollout.assign import ramp_steps
-from cl_hpc.rollout.judge import Direction, Judgement, MetricSpec, Thresholds, Verdict, judge
 from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind, ExperimentState
-from cl_hpc.rollout.report import labelled_rows, logged_rows, srm_check
-from cl_hpc.rollout.stats import SrmResult
+from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Sources, Step
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-MIN_WINDOWS = 3  # windows per arm before a metric is judged
-SPECS = (MetricSpec("latency_p99_ms", Direction.LOWER_IS_BETTER, tolerance=0.5),  # 50 % slower p99 allowed
-         MetricSpec("accuracy", Direction.HIGHER_IS_BETTER, tolerance=0.02, relative=False, critical=True))
-
-
-class Decision(enum.Enum):
-    WAIT = "wait"
-    STEP = "step"
-    ROLLBACK = "rollback"
-    PROMOTE = "promote"
-    HALT = "halt"
+__all__ = ["Decision", "Step", "Sources", "Look", "evaluate", "apply", "look", "look_all"]
 
 
 @dataclass(frozen=True)
-class Step:
-    decision: Decision
-    reason: str
-    weights: dict[str, float]  # the weights after the decision
-    judgement: Optional[Judgement] = None
-    srm: Optional[SrmResult] = None
-    samples: dict[str, Any] = field(default_factory=dict)  # per arm: requests, labelled, windows
+class Look:
+    experiment: Experiment
+    step: Step
+    written: Optional[ExperimentEvent]  # None: a wait, or a dry run
 
 
-def canary_step(experiment: Experiment, events: Sequence[ExperimentEvent], log_dir: Path,
-                label_dir: Optional[Path] = None, label_col: str = "y", output: str = "label",
-                window_s: float = 10.0) -> Step:
-    """The decision for the canary's current step (nothing written)."""
-    if experiment.kind is not ExperimentKind.CANARY:
-        raise ValueError(f"experiment {experiment.id} is a {experiment.kind.value}, not a canary")
-    config, split = experiment.config, _split(events)
-    weights = dict(split.weights)
-    since = pd.Timestamp(split.at, unit="s", tz="UTC")
-    # At 100 % the champion answers nothing: its samples are those of the step before, the baseline the
-    # challenger must still hold to at full traffic.
-    baseline = _previous_split(events, split) if weights[CHAMPION] == 0 else split
-    base_since = pd.Timestamp(baseline.at, unit="s", tz="UTC")
-    logged = logged_rows(experiment, log_dir)
-    live = logged[logged["role"] == "live"] if len(logged) else logged
-    stamps = pd.to_datetime(live["ts"], utc=True) if len(live) else pd.Series(dtype="datetime64[ns, UTC]")
-    live = live[(stamps >= since) | ((live["arm"] == CHAMPION) & (stamps >= base_since))] if len(live) else live
-    notes: list[str] = []
-    srm = srm_check(experiment, split, live, float(config.get("srm_alpha", 0.001)), notes)
-    if srm is not None and srm.mismatch:
-        return Step(Decision.HALT, f"sample-ratio mismatch: units {list(srm.counts)} vs expected "
-                                   f"{[round(e, 1) for e in srm.expected]} (p = {srm.p_value:.2g}): the split is "
-                                   f"broken, so no comparison can be trusted", _all_champion(weights), srm=srm)
-    labelled = labelled_rows(experiment, label_dir, label_col, output) if label_dir else pd.DataFrame()
-    if len(labelled):  # the zone's naive times are UTC
-        times = pd.to_datetime(labelled["ts"], utc=True)
-        labelled = labelled[(times >= since) | ((labelled["arm"] == CHAMPION) & (times >= base_since))]
-    samples, counts = _samples(live, labelled, base_since, window_s, int(config.get("min_samples", 500)))
-    thresholds = Thresholds(float(config.get("pass_score", 95.0)), float(config.get("marginal_score", 75.0)))
-    verdict = judge(SPECS, samples[CHAMPION], samples[CHALLENGER], alpha=float(config.get("alpha", 0.05)),
-                    thresholds=thresholds, min_samples=MIN_WINDOWS)
-    return _decide(experiment, weights, verdict, srm, counts)
+def evaluate(experiment: Experiment, events: Sequence[ExperimentEvent], sources: Sources) -> Step:
+    """The decision of ``experiment`` at this look, by its kind (nothing written)."""
+    if experiment.kind is ExperimentKind.CANARY:
+        from cl_hpc.rollout.canary import canary_step
+
+        return canary_step(experiment, events, sources.log_dir, sources.label_dirs, sources.label_col, sources.output,
+                           sources.window_s)
+    if experiment.kind in (ExperimentKind.AB, ExperimentKind.SHADOW):
+        from cl_hpc.rollout.abtest import ab_step
+
+        return ab_step(experiment, events, sources)
+    if experiment.kind is ExperimentKind.BANDIT:
+        from cl_hpc.rollout.bandit_loop import bandit_step
+
+        return bandit_step(experiment, events, sources)
+    from cl_hpc.rollout.interleaving import interleave_step
+
+    return interleave_step(experiment, events, sources.log_dir)
 
 
-def _split(events: Sequence[ExperimentEvent]) -> ExperimentEvent:
-    return next(e for e in reversed(events) if e.action in (Action.START, Action.WEIGHTS))
+def look(experiments: Any, registry: Any, experiment_id: int, sources: Sources, dry_run: bool = False) -> Look:
+    """One look at a running experiment, and its decision written (unless ``dry_run``)."""
+    from cl_hpc.rollout.experiments import RolloutError
+
+    experiment, events = experiments.get(experiment_id), experiments.events(experiment_id)
+    if not events[-1].state.active:
+        raise RolloutError(f"experiment {experiment_id} is {events[-1].state.value}: {events[-1].reason} (see "
+                           f"python -m cl_hpc.experiment status)")
+    step = evaluate(experiment, events, sources)
+    return Look(experiment, step, None if dry_run else apply(step, experiment, experiments, registry))
 
 
-def _previous_split(events: Sequence[ExperimentEvent], split: ExperimentEvent) -> ExperimentEvent:
-    earlier = [e for e in events if e.id < split.id and e.action in (Action.START, Action.WEIGHTS)]
-    return earlier[-1] if earlier else split
-
-
-def _samples(live: pd.DataFrame, labelled: pd.DataFrame, since: pd.Timestamp, window_s: float,
-             min_samples: int) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Per arm, one value per window and metric; a metric with fewer than ``min_samples`` rows on an arm
-    is left out (no data: the judge waits)."""
-    out: dict[str, dict[str, np.ndarray]] = {CHAMPION: {}, CHALLENGER: {}}
-    counts: dict[str, Any] = {}
-    for arm in (CHAMPION, CHALLENGER):
-        rows = live[live["arm"] == arm] if len(live) else live
-        hits = labelled[labelled["arm"] == arm] if len(labelled) else labelled
-        counts[arm] = {"requests": int(len(rows)), "labelled": int(len(hits))}
-        if len(rows) >= min_samples:
-            out[arm]["latency_p99_ms"] = _per_window(rows["ts"], rows["latency_ms"], since, window_s,
-                                                     lambda v: float(np.percentile(v, 99)))
-        if len(hits) >= min_samples:
-            out[arm]["accuracy"] = _per_window(hits["ts"], hits["hit"], since, window_s, lambda v: float(np.mean(v)))
-        counts[arm]["windows"] = {k: int(len(v)) for k, v in out[arm].items()}
-    return out, counts
-
-
-def _per_window(ts: pd.Series, values: pd.Series, since: pd.Timestamp, window_s: float, agg: Any) -> np.ndarray:
-    stamps = pd.to_datetime(ts, utc=True)
-    window = ((stamps - since).dt.total_seconds() // window_s).to_numpy()
-    frame = pd.DataFrame({"w": window, "v": values.to_numpy(dtype=float)})
-    return frame.groupby("w")["v"].agg(agg).to_numpy(dtype=float)
-
-
-def _decide(experiment: Experiment, weights: dict[str, float], verdict: Judgement, srm: Optional[SrmResult],
-            counts: dict[str, Any]) -> Step:
-    share = weights[CHALLENGER] * 100
-    if verdict.verdict is Verdict.FAIL:
-        return Step(Decision.ROLLBACK, f"canary at {share:g}% failed the judge ({verdict.reason})",
-                    _all_champion(weights), verdict, srm, counts)
-    if verdict.verdict is not Verdict.PASS:
-        return Step(Decision.WAIT, f"canary at {share:g}%: {verdict.reason}", weights, verdict, srm, counts)
-    if share >= 100 - 1e-9:
-        return Step(Decision.PROMOTE, f"canary passed at 100% ({verdict.reason})", weights, verdict, srm, counts)
-    ramp = ramp_steps([float(s) for s in experiment.config.get("steps", [1, 5, 25, 50, 100])])
-    following = next(s for s in ramp if s > share + 1e-9)
-    return Step(Decision.STEP, f"canary passed at {share:g}% ({verdict.reason}); now {following:g}%",
-                {CHALLENGER: following / 100, CHAMPION: 1 - following / 100}, verdict, srm, counts)
-
-
-def _all_champion(weights: dict[str, float]) -> dict[str, float]:
-    return {name: 1.0 if name == CHAMPION else 0.0 for name in weights}
+def look_all(experiments: Any, registry: Any, sources: Sources, name: Optional[str] = None) -> list[Look]:
+    """One look at every running experiment (of model ``name``, or of all)."""
+    running = [e for e, latest in experiments.listing(name) if latest.state.active]
+    return [look(experiments, registry, experiment.id, sources) for experiment in running]
 
 
 def apply(step: Step, experiment: Experiment, experiments: Any, registry: Any) -> Optional[ExperimentEvent]:
-    """Write the decision: an experiment event, and for a promotion or a rollback, the registry's part,
-    with a reason that names the experiment. WAIT writes nothing."""
+    """Write the decision: an experiment event, and for a promotion, a rollback or a rejection, the
+    registry's part, with a reason that names the experiment. WAIT writes nothing."""
     why = f"experiment {experiment.id} ({experiment.kind.value}): {step.reason}"
     detail = {"decision": step.decision.value, "samples": step.samples,
-              "score": step.judgement.score if step.judgement else None}
+              "score": step.judgement.score if step.judgement else None, **step.detail}
     if step.decision is Decision.WAIT:
         return None
     if step.decision is Decision.STEP:
         return experiments.append(experiment.id, Action.WEIGHTS, ExperimentState.RUNNING, step.weights, why, detail)
     if step.decision is Decision.HALT:
         return experiments.append(experiment.id, Action.HALT, ExperimentState.HALTED, step.weights, why, detail)
-    challenger, champion = experiment.arm(CHALLENGER).version, experiment.arm(CHAMPION).version
+    winner = step.winner or (CHALLENGER if step.decision is Decision.PROMOTE else CHAMPION)
     if step.decision is Decision.PROMOTE:
         # only over the version the experiment tested against: a promotion made meanwhile is not replaced
-        registry.promote(experiment.name, challenger, reason=why, expect=champion)
+        champion = experiment.arm(CHAMPION).version if CHAMPION in {a.name for a in experiment.arms} else None
+        registry.promote(experiment.name, experiment.arm(winner).version, reason=why,
+                         **({"expect": champion} if champion else {}))
     else:
-        registry.tag(experiment.name, challenger, ["rejected"])
+        for arm in experiment.arms:
+            if arm.name != winner:
+                registry.tag(experiment.name, arm.version, ["rejected"])
     return experiments.append(experiment.id, Action.DECIDE, ExperimentState.DECIDED, step.weights, why, detail)

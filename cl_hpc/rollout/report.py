@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,8 @@ from cl_hpc.rollout.stats import (
 )
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+LABELLED_COLUMNS = ["arm", "hit", "ts", "reward"]
+LabelDirs = Union[Path, Sequence[Path], None]  # one label zone, several (live and shadow), or none
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,14 @@ class ExperimentReport:
         return asdict(self)
 
 
-def build(experiment: Experiment, events: Sequence[ExperimentEvent], log_dir: Path, label_dir: Optional[Path] = None,
+def build(experiment: Experiment, events: Sequence[ExperimentEvent], log_dir: Path, label_dir: LabelDirs = None,
           label_col: str = "y", output: str = "label") -> ExperimentReport:
     """The report of ``experiment`` from its ``events`` (oldest first), its log and, if given, its labels."""
     config, latest = experiment.config, events[-1]
     split = next(e for e in reversed(events) if e.action in (Action.START, Action.WEIGHTS))  # the weights in force
     logged = logged_rows(experiment, log_dir)
     live = logged[logged["role"] == "live"]
-    labelled = labelled_rows(experiment, label_dir, label_col, output) if label_dir else pd.DataFrame()
+    labelled = labelled_in(experiment, as_dirs(label_dir), label_col, output)
     arms = [_arm(experiment, a.name, a.version, logged, labelled) for a in experiment.arms]
     notes: list[str] = []
     srm = srm_check(experiment, split, live, float(config.get("srm_alpha", 0.001)), notes)
@@ -106,8 +108,23 @@ def labelled_rows(experiment: Experiment, label_dir: Path, label_col: str, outpu
         if pd.api.types.is_numeric_dtype(frame[label_col]) and pd.api.types.is_numeric_dtype(frame[answer]):
             hit = frame[label_col].astype("float64") == frame[answer].astype("float64")
         ts = frame["ts"] if "ts" in frame else pd.Series(pd.NaT, index=frame.index)
-        frames.append(pd.DataFrame({"arm": frame["_arm"].astype(str), "hit": hit.astype(int), "ts": ts}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["arm", "hit", "ts"])
+        # the outcome's own reward where it sent one (a bandit's reward stream), else NaN
+        reward = frame["_reward"].astype("float64") if "_reward" in frame else pd.Series(np.nan, index=frame.index)
+        frames.append(pd.DataFrame({"arm": frame["_arm"].astype(str), "hit": hit.astype(int), "ts": ts,
+                                    "reward": reward}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LABELLED_COLUMNS)
+
+
+def as_dirs(label_dir: LabelDirs) -> tuple[Path, ...]:
+    if label_dir is None:
+        return ()
+    return (label_dir,) if isinstance(label_dir, Path) else tuple(label_dir)
+
+
+def labelled_in(experiment: Experiment, label_dirs: Sequence[Path], label_col: str, output: str) -> pd.DataFrame:
+    """:func:`labelled_rows` over several zones (a shadow's copies are joined into a zone of their own)."""
+    frames = [f for f in (labelled_rows(experiment, d, label_col, output) for d in label_dirs) if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LABELLED_COLUMNS)
 
 
 def _arm(experiment: Experiment, name: str, version: str, logged: pd.DataFrame,

@@ -9,17 +9,16 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from cl_hpc.data.predictions import PredictionBatch, Role, Stream, predictions_table, shard_path, write_shard
 from cl_hpc.registry import ModelRegistry
 from cl_hpc.rollout.assign import UnitKind
-from cl_hpc.rollout.controller import Decision, apply, canary_step
+from cl_hpc.rollout.canary import canary_step
+from cl_hpc.rollout.controller import Decision, apply
 from cl_hpc.rollout.experiments import ExperimentStore
 from cl_hpc.rollout.records import Arm, Experiment, ExperimentKind, ExperimentState
 from cl_hpc.store.db import Store
+from tests.rollout_traffic import traffic
 from tests.serving import NAME, register_tabular
 
 ARMS = (Arm("challenger", "2.0"), Arm("champion", "1.0"))
@@ -41,28 +40,6 @@ def stores(tmp_path: Path) -> Iterator[Stores]:
         yield registry, experiments, tmp_path
 
 
-def _traffic(tmp: Path, experiment: Experiment, start: float, counts: dict[str, int], accuracy: dict[str, float],
-             latency_ms: dict[str, float], seed: int) -> None:
-    """Requests of distinct users spread over 60 s from ``start``, their latencies, and their joined labels."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for arm, n in counts.items():
-        version = experiment.arm(arm).version
-        times = start + np.sort(rng.uniform(0, 60, size=n))
-        batches = [PredictionBatch(f"{arm}-{seed}-{i}", float(t), NAME, version, Role.LIVE,
-                                   float(rng.normal(latency_ms[arm], 0.05)), {"a": np.array([0.0])},
-                                   {"label": np.array([1])}, f"u-{arm}-{seed}-{i}", experiment.id, arm)
-                   for i, t in enumerate(times)]
-        write_shard(shard_path(tmp / "log", Stream.PREDICTIONS, start, f"w{seed}", len(rows)),
-                    predictions_table(batches))
-        hits = (rng.random(n) < accuracy[arm]).astype(int)
-        rows.append(pd.DataFrame({"ts": pd.to_datetime(times, unit="s"), "a": 0.0, "y": 1, "_experiment": experiment.id,
-                                  "_arm": arm, "_output.label": hits}))
-    (tmp / "labels").mkdir(exist_ok=True)
-    name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(start))}.parquet"
-    pd.concat(rows).sort_values("ts").to_parquet(tmp / "labels" / name)
-
-
 def _start(registry: ModelRegistry, experiments: ExperimentStore, challenger: float = 0.5) -> Experiment:
     experiment, _ = experiments.start(registry, NAME, ExperimentKind.CANARY, ARMS,
                                       {"challenger": challenger, "champion": 1 - challenger}, unit=UnitKind.USER,
@@ -77,7 +54,7 @@ def _step(experiments: ExperimentStore, experiment: Experiment, tmp: Path) -> An
 def test_a_bad_challenger_is_rolled_back_and_tagged_rejected(stores: Stores) -> None:
     registry, experiments, tmp = stores
     experiment = _start(registry, experiments)
-    _traffic(tmp, experiment, T0 + 1, {"champion": 300, "challenger": 300},
+    traffic(tmp, experiment, T0 + 1, {"champion": 300, "challenger": 300},
              {"champion": 0.9, "challenger": 0.5}, {"champion": 1.0, "challenger": 1.0}, seed=1)
     step = _step(experiments, experiment, tmp)
     assert step.decision is Decision.ROLLBACK and "accuracy" in step.reason, step.reason
@@ -91,7 +68,7 @@ def test_a_bad_challenger_is_rolled_back_and_tagged_rejected(stores: Stores) -> 
 def test_a_good_challenger_ramps_and_is_promoted_at_100(stores: Stores) -> None:
     registry, experiments, tmp = stores
     experiment = _start(registry, experiments)
-    _traffic(tmp, experiment, T0 + 1, {"champion": 300, "challenger": 300},
+    traffic(tmp, experiment, T0 + 1, {"champion": 300, "challenger": 300},
              {"champion": 0.85, "challenger": 0.86}, {"champion": 1.0, "challenger": 1.0}, seed=2)
     step = _step(experiments, experiment, tmp)
     assert step.decision is Decision.STEP and step.weights == {"challenger": 1.0, "champion": 0.0}, step.reason
@@ -99,7 +76,7 @@ def test_a_good_challenger_ramps_and_is_promoted_at_100(stores: Stores) -> None:
     apply(step, experiment, experiments, registry)
     waiting = _step(experiments, experiment, tmp)  # no traffic at 100 % yet: never a pass
     assert waiting.decision is Decision.WAIT, waiting.reason
-    _traffic(tmp, experiment, T0 + 101, {"challenger": 300}, {"challenger": 0.86}, {"challenger": 1.0}, seed=3)
+    traffic(tmp, experiment, T0 + 101, {"challenger": 300}, {"challenger": 0.86}, {"challenger": 1.0}, seed=3)
     NOW[0] = T0 + 200
     final = _step(experiments, experiment, tmp)
     assert final.decision is Decision.PROMOTE, final.reason
@@ -122,7 +99,7 @@ def test_a_step_without_traffic_waits(stores: Stores) -> None:
 def test_a_broken_split_halts(stores: Stores) -> None:
     registry, experiments, tmp = stores
     experiment = _start(registry, experiments)  # 50/50 by weights, but 100 vs 500 users arrive
-    _traffic(tmp, experiment, T0 + 1, {"champion": 500, "challenger": 100},
+    traffic(tmp, experiment, T0 + 1, {"champion": 500, "challenger": 100},
              {"champion": 0.9, "challenger": 0.9}, {"champion": 1.0, "challenger": 1.0}, seed=4)
     step = _step(experiments, experiment, tmp)
     assert step.decision is Decision.HALT and "sample-ratio mismatch" in step.reason
