@@ -13,12 +13,18 @@ from typing import Any
 
 import pytest
 
+from cl_hpc.learn.checkpoint import save_workload
 from cl_hpc.learn.triggers import TriggerResult
+from cl_hpc.registry import ModelRegistry
+from cl_hpc.rollout.assign import UnitKind
+from cl_hpc.rollout.experiments import ExperimentStore
+from cl_hpc.rollout.records import Arm, ExperimentKind, ExperimentState
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.watch.check import hydra_quote, launcher_env, reason_of
 from cl_hpc.watch.lock import run_ended
 from tests.conftest import REPO, _env
-from tests.unit.test_watch_state import make_champion, make_zone, write_partition
+from tests.rollout_traffic import traffic
+from tests.unit.test_watch_state import make_champion, make_zone, tabular_champion, write_partition
 
 
 class Watch:
@@ -207,3 +213,39 @@ def test_the_launcher_gets_the_environment_without_the_watch_jobs_slurm_variable
     assert launcher_env(env) == {"PATH": "/bin", "SLURM_CONF": "/etc/slurm.conf", "SLURMD_NODENAME": "n1",
                                  "CL_HPC_LAUNCHER_JOB_ID": "42"}
     assert launcher_env({"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+def test_loop_runs_the_experiment_controller_and_journals_its_decision(watch: Watch) -> None:
+    """A running A/B experiment whose challenger answers worse is rejected by the watch's own look, with
+    the decision in the watch's journal and the registry, while the triggers are checked as before."""
+    window = make_zone(watch.tmp / "zone")
+    make_champion(watch.store, "diamond", window)
+    workload = tabular_champion()
+    sha = save_workload(watch.tmp / "challenger.pt", workload, {"window_digest": "challenger"})
+    with ModelRegistry.open(watch.store) as registry, ExperimentStore.open(watch.store) as experiments:
+        champion = str(registry.resolve("diamond", "champion"))
+        challenger = str(registry.register("diamond", watch.tmp / "challenger.pt", strategy="stateless",
+                                           checkpoint_sha256=sha, model_class=workload.model_target.path,
+                                           init_args=workload.model_target.args,
+                                           datamodule_class=workload.data_target.path,
+                                           signature=workload.signature.to_dict()).version)
+        experiment, _ = experiments.start(registry, "diamond", ExperimentKind.AB,
+                                          (Arm("challenger", challenger), Arm("champion", champion)),
+                                          {"challenger": 0.5, "champion": 0.5}, unit=UnitKind.USER, reason="watch",
+                                          config={"min_samples": 100, "mde": 0.05})
+    traffic(watch.tmp, experiment, time.time() - 120, {"champion": 600, "challenger": 600},
+            {"champion": 0.9, "challenger": 0.6}, {"champion": 1.0, "challenger": 1.0}, seed=1)
+    proc = watch.start("--loop", "--every", "1s", "pipeline=diamond", *watch.zone_args(),
+                       f"serve.log_dir={watch.tmp / 'log'}", f"labels.out_dir={watch.tmp / 'labels'}")
+    deadline = time.monotonic() + 120
+    while sum(e["event"] == "idle" for e in watch.log()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    looks = [e for e in watch.log() if e["event"] == "experiment"]
+    assert [(e["experiment"], e["decision"]) for e in looks] == [(experiment.id, "reject")], output
+    assert f"experiment {experiment.id} (ab): reject: accuracy: the challenger is worse" in output
+    with ModelRegistry.open(watch.store) as registry, ExperimentStore.open(watch.store) as experiments:
+        assert "rejected" in registry.get("diamond", challenger).tags
+        assert str(registry.resolve("diamond", "champion")) == champion
+        assert experiments.latest(experiment.id).state is ExperimentState.DECIDED

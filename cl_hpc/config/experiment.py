@@ -12,6 +12,7 @@ from cl_hpc.errors import ConfigError
 KINDS = ("shadow", "ab", "canary", "interleave", "bandit")
 UNITS = ("request", "user", "day")
 POLICIES = ("thompson", "epsilon_greedy")
+METRICS = ("accuracy", "latency_ms")  # what an A/B or shadow test decides on (cl_hpc/rollout/abtest.py)
 
 
 @dataclass
@@ -25,16 +26,19 @@ class ExperimentConf:
     # share of units per arm {champion: .., challenger: ..}; empty = the kind's start (ab 50/50, canary its
     # first step, bandit even, shadow all live traffic to the champion)
     weights: Dict[str, float] = field(default_factory=dict)
-    metric: str = "accuracy"  # what decides: a per-row 0/1 (accuracy, error) or continuous (latency) measure
+    # what an A/B or shadow test decides on: accuracy (0/1 per answer on matured labels) | latency_ms (per request)
+    metric: str = "accuracy"
     alpha: float = 0.05  # significance of every test; the sample-ratio check alarms at srm_alpha
     srm_alpha: float = 0.001
     power: float = 0.8  # with mde: the sample size printed up front
-    mde: float = 0.02  # minimum detectable effect, in the metric's units (absolute)
+    mde: float = 0.02  # minimum detectable effect, in the metric's units (absolute); the mSPRT's tau = mde
     sequential: bool = True  # A/B decides by the always-valid mSPRT, so looking early is safe
     shadow_share: float = 1.0  # shadow: share of live requests copied to the challenger
     shadow_queue: int = 1000  # shadow: copies waiting at most; beyond it a copy is dropped and counted
     steps: List[float] = field(default_factory=lambda: [1.0, 5.0, 25.0, 50.0, 100.0])  # canary ramp, percent
-    min_samples: int = 500  # canary: labelled rows per step (and requests for error rate, latency) before judging
+    # per arm before any decision: canary, labelled rows per step (and requests for latency); ab/shadow, values
+    # of the metric; bandit, rewards
+    min_samples: int = 500
     pass_score: float = 95.0  # canary judge: score >= it passes the step
     marginal_score: float = 75.0  # below it the canary rolls back; between: the step is repeated
     policy: str = "thompson"  # bandit: thompson | epsilon_greedy
@@ -47,6 +51,7 @@ def check_experiment(conf: ExperimentConf) -> None:
         (conf.kind in KINDS, f"experiment.kind={conf.kind!r}; valid: {', '.join(KINDS)}"),
         (conf.unit in UNITS, f"experiment.unit={conf.unit!r}; valid: {', '.join(UNITS)}"),
         (conf.policy in POLICIES, f"experiment.policy={conf.policy!r}; valid: {', '.join(POLICIES)}"),
+        (conf.metric in METRICS, f"experiment.metric={conf.metric!r}; valid: {', '.join(METRICS)}"),
         (0 < conf.alpha < 1 and 0 < conf.srm_alpha < 1, "experiment.alpha and srm_alpha must lie in (0, 1)"),
         (0 < conf.power < 1, f"experiment.power={conf.power} must lie in (0, 1)"),
         (conf.mde > 0, f"experiment.mde={conf.mde} must be > 0"),

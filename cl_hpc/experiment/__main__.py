@@ -1,9 +1,10 @@
-"""`python -m cl_hpc.experiment start|status|report|stop [options] [hydra overrides]`: experiments on served models.
+"""`python -m cl_hpc.experiment start|status|report|decide|stop|simulate [options] [overrides]`: experiments.
 
     python -m cl_hpc.experiment start experiment=ab experiment.challenger=1.1 --reason "does 1.1 beat 1.0?"
     python -m cl_hpc.experiment start experiment=canary experiment.challenger=2.0 --reason "retrained on Q3"
     python -m cl_hpc.experiment status                  # every experiment of the store, its state and weights
     python -m cl_hpc.experiment report 3 --labels data/landing/served   # per arm; SRM, tests, sample size
+    python -m cl_hpc.experiment decide 3 --labels data/landing/served   # the controller, once (watch --loop: always)
     python -m cl_hpc.experiment stop 3 --reason "enough"
 
 An experiment is recorded in the store (append-only tables, like the alias log); the server routes
@@ -40,8 +41,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     report.add_argument("id", type=int, help="the experiment's id (see status)")
     report.add_argument("--json", action="store_true", help="one JSON object")
     report.add_argument("--labels", type=Path, action="append", default=None,
-                        help="the label join's zone (labels.out_dir): accuracy per arm from joined labels; again for "
-                             "a shadow's own zone")
+                        help="the label join's zone (default labels.out_dir): accuracy per arm from joined labels; "
+                             "again for a shadow's own zone")
     report.add_argument("--label-col", default="y", help="its label column (default y)")
     report.add_argument("--output", default="label", help="the logged output compared with the label (default label)")
     decide = commands.add_parser("decide", help="the controller, once: a canary's step, an A/B or shadow test, a "
@@ -49,8 +50,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                                                 "back, reject, promote or halt")
     decide.add_argument("id", type=int, help="the experiment's id (see status)")
     decide.add_argument("--labels", type=Path, action="append", default=None,
-                        help="the label join's zone (labels.out_dir): accuracy and rewards on matured labels; again "
-                             "for a shadow's own zone (a join with labels.role=shadow)")
+                        help="the label join's zone (default labels.out_dir): accuracy and rewards on matured labels; "
+                             "again for a shadow's own zone (a join with labels.role=shadow)")
     decide.add_argument("--label-col", default="y", help="its label column (default y)")
     decide.add_argument("--output", default="label", help="the logged output compared with the label")
     decide.add_argument("--window", type=float, default=10.0, help="seconds of traffic per judged sample (default 10)")
@@ -147,7 +148,7 @@ def report(cfg: Any, args: argparse.Namespace) -> int:
     registry, experiments = _stores(cfg)
     with registry, experiments:
         experiment, events = experiments.get(args.id), experiments.events(args.id)
-    shown = build(experiment, events, _log_dir(cfg), args.labels, args.label_col, args.output)
+    shown = build(experiment, events, _log_dir(cfg), _label_dirs(cfg, args.labels), args.label_col, args.output)
     if args.json:
         print(json.dumps(shown.to_json(), sort_keys=True, default=str))
         return 0
@@ -183,13 +184,21 @@ def decide(cfg: Any, args: argparse.Namespace) -> int:
     from cl_hpc.rollout.controller import Sources, look
 
     registry, experiments = _stores(cfg)
-    sources = Sources(_log_dir(cfg), tuple(args.labels or ()), args.label_col, args.output, args.window)
+    sources = Sources(_log_dir(cfg), _label_dirs(cfg, args.labels), args.label_col, args.output, args.window)
     with registry, experiments:
         done = look(experiments, registry, args.id, sources, dry_run=args.dry_run)
     step = done.step
     print(f"experiment {args.id}: {step.decision.value}: {step.reason}"
           + (" (dry run: nothing written)" if args.dry_run else "" if done.written else " (nothing to write)"))
     return 0
+
+
+def _label_dirs(cfg: Any, given: Optional[list[Path]]) -> tuple[Path, ...]:
+    """The zones named with --labels, else the label join's own (labels.out_dir) where it exists."""
+    if given:
+        return tuple(given)
+    joined = Path(str(cfg.labels.out_dir)).expanduser().resolve()
+    return (joined,) if joined.is_dir() else ()
 
 
 def _log_dir(cfg: Any) -> Path:

@@ -83,8 +83,10 @@ def apply(step: Step, experiment: Experiment, experiments: Any, registry: Any) -
     if step.decision is Decision.PROMOTE:
         # only over the version the experiment tested against: a promotion made meanwhile is not replaced
         champion = experiment.arm(CHAMPION).version if CHAMPION in {a.name for a in experiment.arms} else None
-        registry.promote(experiment.name, experiment.arm(winner).version, reason=why,
-                         **({"expect": champion} if champion else {}))
+        chosen = experiment.arm(winner).version
+        # A look that crashed between the promotion and its event left the alias moved: finish, not redo.
+        if str(registry.aliases(experiment.name).get("champion")) != chosen:
+            registry.promote(experiment.name, chosen, reason=why, **({"expect": champion} if champion else {}))
     else:
         for arm in experiment.arms:
             if arm.name != winner:

@@ -39,6 +39,7 @@ from cl_hpc.errors import ConfigError
 from cl_hpc.learn.drift import DriftConf
 from cl_hpc.learn.triggers import TriggerConf, TriggerResult, evaluate_triggers, fired, severe, trigger_conf
 from cl_hpc.rundir.layout import RunDir, new_run_id
+from cl_hpc.watch.experiments import look_experiments
 from cl_hpc.watch.lock import WatchLock, run_ended
 from cl_hpc.watch.state import Gathered, Source, gather
 
@@ -61,6 +62,8 @@ class Settings:
     severe_keys: tuple[str, ...]  # overrides that tell the pipeline the drift is severe
     lock_path: Path
     log_path: Path
+    log_dir: Path  # the prediction log the servers write (serve.log_dir): the experiments' traffic
+    label_dirs: tuple[Path, ...]  # the label join's zones (labels.out_dir): their matured labels and rewards
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,9 @@ def settings_from(cfg: DictConfig, model: Optional[str] = None, lock: Optional[P
         drift=drift_conf(resolved.get("drift")), backend=str(resolved["cluster"]["mode"]),
         severe_keys=tuple(f"pipeline.tasks.{n}.params.drift_severe" for n, t in tasks.items()
                           if "drift_severe" in (t.get("params") or {})),
-        lock_path=lock or run_root / f".watch-{name}.lock", log_path=log or run_root / "watch.log.jsonl")
+        lock_path=lock or run_root / f".watch-{name}.lock", log_path=log or run_root / "watch.log.jsonl",
+        log_dir=Path(resolved["serve"]["log_dir"] or Path(store["root"]) / "predictions").expanduser().resolve(),
+        label_dirs=(Path(resolved["labels"]["out_dir"]).expanduser().resolve(),))
 
 
 def drift_conf(raw: Optional[Mapping[str, Any]]) -> DriftConf:
@@ -193,6 +198,8 @@ def report_triggers(journal: Journal, gathered: Gathered, results: Sequence[Trig
 def check(s: Settings, overrides: Sequence[str], dry_run: bool = False, out: Out = print,
           now: Optional[datetime] = None) -> Outcome:
     journal = Journal(None if dry_run else s.log_path, s.model, out)
+    # First, and whether or not a run is going: a promotion changes the champion the triggers measure.
+    look_experiments(s, journal, dry_run)
     lock = WatchLock(s.lock_path)
     busy = _lock_state(lock, journal, dry_run)
     if busy is not None and not dry_run:
