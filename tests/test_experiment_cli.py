@@ -53,12 +53,24 @@ def test_start_status_stop(store: Path) -> None:
     (["experiment.challenger=2.0", "experiment.weights={challenger: 0.7, champion: 0.2}"], "must sum to 1"),
     (["experiment.challenger=2.0", "experiment.model=nope"], "nope"),
     (["experiment.challenger=2.0", "experiment.steps=[50, 5]"], "increasing percentages"),
+    (["experiment.challenger=2.0", "experiment.more_arms=[3.0]"], "only a bandit plays more than two versions"),
+    (["experiment=bandit", "experiment.challenger=2.0", "experiment.more_arms=[1.0]"], "must be distinct versions"),
+    (["experiment.challenger=2.0", "experiment.metric=clicks"], "experiment.metric='clicks'; valid: accuracy"),
 ])
 def test_bad_starts_exit_2_and_write_nothing(store: Path, args: list[str], message: str) -> None:
     proc = _cli(store, "start", *args, "--reason", "r")
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     with ExperimentStore.open(store) as experiments:
         assert experiments.listing() == []
+
+
+def test_a_bandit_plays_more_versions_evenly(store: Path) -> None:
+    started = _cli(store, "start", "experiment=bandit", "experiment.challenger=2.0", "experiment.more_arms=[3.0]",
+                   "--reason", "three")
+    assert started.returncode == 0, started.stderr
+    assert "challenger 2.0 33%, champion 1.0 33%, v3.0 3.0 33%), unit request" in started.stdout
+    with ExperimentStore.open(store) as experiments:
+        assert sum(experiments.latest(1).weights.values()) == pytest.approx(1.0)
 
 
 def test_a_second_experiment_on_the_model_is_refused(store: Path) -> None:

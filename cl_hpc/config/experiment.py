@@ -21,6 +21,8 @@ class ExperimentConf:
     model: Optional[str] = None  # registry model; None = the only one registered
     champion: str = "champion"  # the control arm: an alias or X.Y
     challenger: Optional[str] = None  # the version under test: X.Y or an alias; required to start
+    # bandit only: more versions to play beside champion and challenger (arms named by version, e.g. "v1.3")
+    more_arms: List[str] = field(default_factory=list)
     # what one assignment covers: request | user (the request's `unit`) | day (the request's UTC date)
     unit: str = "user"
     # share of units per arm {champion: .., challenger: ..}; empty = the kind's start (ab 50/50, canary its
@@ -58,6 +60,8 @@ def check_experiment(conf: ExperimentConf) -> None:
         (0 < conf.shadow_share <= 1, f"experiment.shadow_share={conf.shadow_share} must lie in (0, 1]"),
         (conf.shadow_queue >= 1, f"experiment.shadow_queue={conf.shadow_queue} must be >= 1"),
         (conf.min_samples >= 1, f"experiment.min_samples={conf.min_samples} must be >= 1"),
+        (not conf.more_arms or conf.kind == "bandit",
+         f"experiment.more_arms={list(conf.more_arms)}: only a bandit plays more than two versions"),
         (0 <= conf.marginal_score <= conf.pass_score <= 100,
          f"experiment scores: need 0 <= marginal_score ({conf.marginal_score}) <= pass_score ({conf.pass_score}) "
          f"<= 100"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -44,8 +44,10 @@ def plan(conf: ExperimentConf, registry: Any) -> Plan:
         raise RolloutError(f"experiment.champion ({conf.champion}) and experiment.challenger ({conf.challenger}) are "
                            f"both {name} {champion}: an experiment compares two versions")
     kind = ExperimentKind(conf.kind)
-    weights = dict(conf.weights) or first_weights(kind, conf)
-    arms = (Arm(CHALLENGER, challenger), Arm(CHAMPION, champion))
+    arms = (Arm(CHALLENGER, challenger), Arm(CHAMPION, champion), *_more_arms(conf, registry, name))
+    if len({a.version for a in arms}) != len(arms):
+        raise RolloutError(f"an experiment's arms must be distinct versions; got {[a.version for a in arms]}")
+    weights = dict(conf.weights) or first_weights(kind, conf, [a.name for a in arms])
     return Plan(name, kind, arms, weights, unit_kind(conf.unit), dataclasses.asdict(conf))
 
 
@@ -65,11 +67,20 @@ def check_units_carried(unit: UnitKind, name: str, log_dir: Path, now: float, lo
                            f"experiment.unit=request or day")
 
 
-def first_weights(kind: ExperimentKind, conf: ExperimentConf) -> dict[str, float]:
+def first_weights(kind: ExperimentKind, conf: ExperimentConf, names: Sequence[str] = (CHALLENGER, CHAMPION)
+                  ) -> dict[str, float]:
     """The kind's starting split: a canary starts at its first step, a shadow sends no live traffic to the
-    challenger (it gets copies), the others split evenly."""
+    challenger (it gets copies), the others split evenly (a bandit over all its arms)."""
+    if len(names) > 2:
+        return {name: 1.0 / len(names) for name in names}
     share = {ExperimentKind.CANARY: conf.steps[0] / 100.0, ExperimentKind.SHADOW: 0.0}.get(kind, 0.5)
     return {CHALLENGER: share, CHAMPION: 1.0 - share}
+
+
+def _more_arms(conf: ExperimentConf, registry: Any, name: str) -> list[Arm]:
+    """A bandit's arms beyond the two, each named by its version (v1.3)."""
+    versions = [str(registry.resolve(name, ref)) for ref in conf.more_arms]
+    return [Arm(f"v{version}", version) for version in versions]
 
 
 def _only_model(registry: Any) -> str:
