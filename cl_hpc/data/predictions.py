@@ -16,8 +16,10 @@ A predictions shard holds the rows of one (model, version, role): the fixed colu
 :data:`PREDICTION_COLUMNS`, then one ``input.<name>`` column per input of the version's signature
 and one ``output.<name>`` column per output (a tensor output is a list column). One row is one row
 of a request: a request of n rows gives n log rows with the same ``request_id`` and ``row``
-0..n-1. An outcomes shard has the columns of :data:`OUTCOME_SCHEMA`; the label is JSON text, so a
-class label keeps its type (1, "cat", true) across the log.
+0..n-1 (a ``POST /rank`` answer: one row per shown item, ``row`` its position; an interleaved one
+logs each team's items under its own arm and version). An outcomes shard has the columns of
+:data:`OUTCOME_SCHEMA`; the label is JSON text, so a class label keeps its type (1, "cat", true)
+across the log.
 
 This module is light (numpy, pandas, pyarrow): the server imports it on its hot path's side.
 """
@@ -92,6 +94,9 @@ class PredictionBatch:
     unit: Optional[str] = None
     experiment: Optional[int] = None  # the experiment that routed it (None: no experiment ran)
     arm: Optional[str] = None  # the experiment's arm that answered
+    # The rows' numbers within the request (None: 0..n-1). An interleaved ranking logs each team's items
+    # as its own batch (its arm and version), at the positions they were shown: row = shown position.
+    positions: Optional[np.ndarray] = None
 
     @property
     def rows(self) -> int:
@@ -101,7 +106,7 @@ class PredictionBatch:
     def group(self) -> tuple[Any, ...]:
         """Batches of one group share a shard schema and its constant columns."""
         return (self.model, self.version, self.role.value, self.experiment, self.arm, tuple(self.inputs),
-                tuple(self.outputs))
+                tuple(self.outputs), self.positions is None)
 
 
 @dataclass(frozen=True)
@@ -147,10 +152,13 @@ def _fixed_columns(batches: list[PredictionBatch], counts: np.ndarray) -> list[p
     def repeated(values: list[Any], dtype: Any) -> np.ndarray:
         return np.repeat(np.array(values, dtype=dtype), counts)
 
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    if first.positions is None:  # (a group's batches all give positions or none: PredictionBatch.group)
+        rows = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    else:
+        rows = np.concatenate([np.asarray(b.positions, dtype=np.int64) for b in batches])
     columns = {
         "request_id": pa.array(repeated([b.request_id for b in batches], object), pa.string()),
-        "row": pa.array((np.arange(total, dtype=np.int64) - starts).astype(np.int32)),
+        "row": pa.array(rows.astype(np.int32)),
         "unit": pa.array(repeated([b.unit for b in batches], object), pa.string()),
         "ts": _timestamps(repeated([b.at for b in batches], np.float64)),
         "model": pa.repeat(pa.scalar(first.model, pa.string()), total),

@@ -1,4 +1,4 @@
-"""The HTTP app: ``/predict``, ``/outcomes``, the Open Inference Protocol v2, ``/metrics``.
+"""The HTTP app: ``/predict``, ``/rank``, ``/outcomes``, the Open Inference Protocol v2, ``/metrics``.
 
 Every prediction goes through :func:`cl_hpc.learn.scoring.predict`, the code the evaluate task and
 the gate use, with the version's preprocessing state. A request takes one snapshot of the served
@@ -33,11 +33,12 @@ from cl_hpc.learn.scoring import predict
 from cl_hpc.registry.versions import RegistryError, is_version
 from cl_hpc.rollout.records import ExperimentKind
 from cl_hpc.serve import inputs as wire
+from cl_hpc.serve import ranking
 from cl_hpc.serve.inputs import RequestError
 from cl_hpc.serve.metrics import CONTENT_TYPE, ServerMetrics
 from cl_hpc.serve.models import Loaded, ModelSlot, Readiness
 from cl_hpc.serve.predlog import PredictionLog
-from cl_hpc.serve.routing import CHAMPION, Routing
+from cl_hpc.serve.routing import CHALLENGER, CHAMPION, Routing
 from cl_hpc.serve.shadow import ShadowRunner
 
 _PREDICT_KEYS = {"inputs", "unit"}
@@ -99,7 +100,7 @@ def create_app(state: ServerState, manage: bool = True) -> FastAPI:
                 await asyncio.to_thread(state.stop)
 
     app = FastAPI(title="cl_hpc model server", lifespan=lifespan,
-                  description="The registry's model by alias: /predict, the Open Inference Protocol v2, "
+                  description="The registry's model by alias: /predict, /rank, the Open Inference Protocol v2, "
                               "/outcomes for late labels, /metrics for Prometheus.")
     _errors(app, state)
     _health_routes(app, state)
@@ -181,18 +182,23 @@ def _route(state: ServerState, unit: Optional[str]) -> Route:
     return Route(routing.arms[CHAMPION], request_id, routing, CHAMPION)
 
 
-def _answer(state: ServerState, route: Route, frame: Any, unit: Optional[str], started: float,
-            endpoint: str, wanted: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """Predict through the model contract, log the rows, count the request (``wanted``: the output
-    names the client asked for, checked before the log and the counters see a refused request)."""
-    loaded = route.loaded
+def _predicted(loaded: Loaded, frame: Any) -> dict[str, np.ndarray]:
+    """The version's outputs for ``frame``, through the model contract; its failures as RequestErrors."""
     try:
-        outputs = wire.typed_outputs(loaded.signature, predict(loaded.workload, frame))
+        return wire.typed_outputs(loaded.signature, predict(loaded.workload, frame))
     except DataError as exc:  # rows of the signature's types that the data module refuses (a token past the vocab)
         raise RequestError(f"inputs: {exc}", "inputs") from exc
     except Exception as exc:  # the model's own code failed: a 500 that names it, and the server goes on
         raise RequestError(f"model {loaded.name} {loaded.version} ({loaded.model_class}) failed on this request: "
                            f"{type(exc).__name__}: {exc}", "model", 500) from exc
+
+
+def _answer(state: ServerState, route: Route, frame: Any, unit: Optional[str], started: float,
+            endpoint: str, wanted: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Predict through the model contract, log the rows, count the request (``wanted``: the output
+    names the client asked for, checked before the log and the counters see a refused request)."""
+    loaded = route.loaded
+    outputs = _predicted(loaded, frame)
     unknown = [w for w in wanted if w not in outputs]
     if unknown:
         raise RequestError(f"outputs: unknown {unknown}; this version gives {sorted(outputs)}", "outputs")
@@ -252,6 +258,33 @@ def _predict_routes(app: FastAPI, state: ServerState) -> None:
         outputs = _answer(state, route, frame, unit, started, "/predict")
         return JSONResponse({"request_id": route.request_id, "model": loaded.name, "version": loaded.version,
                              "outputs": wire.output_rows(outputs)})
+
+    @app.post("/rank", summary="Rank candidate items (interleaved under an interleave experiment)",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "type": "object", "required": ["items"], "properties": {
+                      "items": {"type": "array", "items": {"type": "object"},
+                                "description": "candidates: each an object of the version's inputs and an id"},
+                      "unit": {"type": "string", "description": "a user or session id"},
+                      "k": {"type": "integer", "description": "show the top k (default: all)"}}}}}}})
+    async def rank(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        payload = await _body(request, state.conf.max_body_bytes)
+        _only(payload, ranking.KEYS, "body")
+        unit = _unit(payload.get("unit"))
+        asked = ranking.parse(payload, state.conf.max_batch_rows)
+        route = _route(state, unit)
+        routing = route.routing
+        arms: dict[Optional[str], Loaded] = {route.arm: route.loaded}  # the request's arm (a shadow: the champion)
+        if routing is not None and routing.kind is ExperimentKind.INTERLEAVE:
+            arms = {arm: routing.arms[arm] for arm in (CHALLENGER, CHAMPION)}
+        ranked = ranking.rank(asked, route.request_id, arms, _predicted)
+        seconds = time.perf_counter() - started
+        experiment = routing.experiment_id if routing is not None else None
+        for batch in ranking.batches(ranked, asked, route.request_id, time.time(), seconds * 1e3, unit, experiment):
+            state.log.log(batch)
+        for loaded in arms.values():
+            state.metrics.answered(loaded.name, loaded.version, "/rank", len(asked.items), seconds)
+        return JSONResponse(ranking.body(ranked, asked, route.request_id))
 
     @app.post("/outcomes", summary="Labels or rewards for earlier predictions, by request_id or unit",
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
