@@ -38,8 +38,8 @@ class ExperimentConf:
     shadow_share: float = 1.0  # shadow: share of live requests copied to the challenger
     shadow_queue: int = 1000  # shadow: copies waiting at most; beyond it a copy is dropped and counted
     steps: List[float] = field(default_factory=lambda: [1.0, 5.0, 25.0, 50.0, 100.0])  # canary ramp, percent
-    # per arm before any decision: canary, labelled rows per step (and requests for latency); ab/shadow, values
-    # of the metric; bandit, rewards
+    # before any decision: canary, labelled rows per arm and step (and requests for latency); ab/shadow, values
+    # of the metric per arm; bandit, rewards per arm; interleave, impressions with a winner
     min_samples: int = 500
     pass_score: float = 95.0  # canary judge: score >= it passes the step
     marginal_score: float = 75.0  # below it the canary rolls back; between: the step is repeated

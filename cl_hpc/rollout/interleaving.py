@@ -16,13 +16,14 @@ clicks wins the impression (as many, including none, is a tie). The decision, on
 - the first picks are not split evenly between the teams (chi-square against 50/50, p < srm_alpha): HALT,
   since a biased coin favours one ranker's items with higher positions and no comparison can be trusted;
 - fewer than ``min_samples`` decided (not tied) impressions: WAIT;
-- the exact binomial sign test (stats.sign_test, ties left out) prefers the challenger at ``alpha``:
-  PROMOTE; it prefers the champion: REJECT (the challenger is tagged rejected, the champion stays);
+- the sign test (ties left out) prefers the challenger at ``alpha``: PROMOTE; it prefers the champion:
+  REJECT (the challenger is tagged rejected, the champion stays);
 - otherwise WAIT, with the counts in the reason.
 
-The sign test is a fixed-sample test: a controller that looks at every poll raises its false-positive
-rate above ``alpha``. ``min_samples`` bounds how early it may decide; an always-valid sequential sign
-test would remove the inflation (not built).
+The sign test is the always-valid one (stats.sign_test_always_valid, a Beta-mixture likelihood ratio)
+while ``experiment.sequential`` is true, the default: the controller looks at every poll, and the exact
+binomial test (stats.sign_test, ``sequential: false``) read at every look would raise the false-positive
+rate above ``alpha``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ import pandas as pd
 from cl_hpc.data.predictions import OUTPUT_PREFIX, Stream, decode_label, read_stream
 from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
 from cl_hpc.rollout.report import logged_rows
-from cl_hpc.rollout.stats import Side, SignResult, SrmResult, count_wins, sample_ratio_mismatch, sign_test
+from cl_hpc.rollout.stats import (
+    Side,
+    SignResult,
+    SrmResult,
+    count_wins,
+    sample_ratio_mismatch,
+    sign_test,
+    sign_test_always_valid,
+)
 from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Step, all_champion
 
 # The outputs of a logged ranking row (written by cl_hpc/serve/ranking.py, read here).
@@ -74,8 +83,10 @@ def interleave_step(experiment: Experiment, events: Sequence[ExperimentEvent], l
         return Step(Decision.HALT, f"first picks {credit.first_picks} are not an even split (p = {srm.p_value:.2g}): "
                                    f"the coin is biased, so the teams' clicks cannot be compared",
                     all_champion(weights), srm=srm, samples=asdict(credit))
-    result = sign_test(credit.wins[CHAMPION], credit.wins[CHALLENGER], ties=credit.ties,
-                       alpha=float(config.get("alpha", 0.05)))
+    # Sequential (the default): the controller looks at every poll, so only an always-valid p may decide.
+    test = sign_test_always_valid if bool(config.get("sequential", True)) else sign_test
+    result = test(credit.wins[CHAMPION], credit.wins[CHALLENGER], ties=credit.ties,
+                  alpha=float(config.get("alpha", 0.05)))
     return _decide(credit, result, int(config.get("min_samples", 500)), weights, srm)
 
 
@@ -89,7 +100,7 @@ def _decide(credit: Credit, result: SignResult, min_samples: int, weights: dict[
         return Step(Decision.WAIT, f"interleaving: {counts}; {credit.decided} decided impressions of the "
                                    f"{min_samples} needed (experiment.min_samples)", weights, srm=srm,
                     samples=samples, detail=detail)
-    test = f"sign test p = {result.p_value:.3g} (alpha {result.alpha:g})"
+    test = f"sign test p = {result.p_value:.3g} (alpha {result.alpha:g})"  # always valid unless sequential: false
     if result.preferred is Side.B:
         return Step(Decision.PROMOTE, f"interleaving prefers the challenger: {counts}; {test}", weights, srm=srm,
                     samples=samples, detail=detail)

@@ -151,8 +151,8 @@ def _units(kind: UnitKind, requests: pd.DataFrame) -> pd.Series:
 def srm_check(experiment: Experiment, split: ExperimentEvent, live: pd.DataFrame, threshold: float,
          notes: list[str]) -> Optional[SrmResult]:
     """Units per arm since the weights last changed, against those weights (a shadow splits nothing)."""
-    if experiment.kind is ExperimentKind.SHADOW:
-        return None
+    if experiment.kind in (ExperimentKind.SHADOW, ExperimentKind.INTERLEAVE):
+        return None  # a shadow splits nothing; interleaving logs every request on both arms (its check: first picks)
     since = pd.Timestamp(split.at, unit="s", tz="UTC")
     current = live[pd.to_datetime(live["ts"], utc=True) >= since] if len(live) else live
     names = [a.name for a in experiment.arms]

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
+from scipy import special, stats
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_effectsize, proportions_ztest
 
@@ -300,6 +300,10 @@ class SignResult:
     alpha: float
 
     @property
+    def rejected(self) -> bool:
+        return self.p_value < self.alpha
+
+    @property
     def preferred(self) -> Side:
         if self.p_value >= self.alpha or self.wins_a == self.wins_b:
             return Side.NONE
@@ -314,6 +318,22 @@ def sign_test(wins_a: int, wins_b: int, *, ties: int = 0, alpha: float = 0.05) -
     decided = wins_a + wins_b
     p = 1.0 if decided == 0 else float(stats.binomtest(wins_b, decided, 0.5).pvalue)
     return SignResult(wins_a, wins_b, ties, p, alpha)
+
+
+def sign_test_always_valid(wins_a: int, wins_b: int, *, ties: int = 0, alpha: float = 0.05) -> SignResult:
+    """The sign test as an always-valid p-value, safe to read at every look (ties are reported, not tested).
+
+    The mixture likelihood ratio of B's wins among n decided comparisons, with a uniform Beta(1, 1)
+    mixture over P(B wins) against H0's 1/2, is Lambda_n = B(1 + wins_b, 1 + wins_a) / 2^-n (Robbins'
+    mixture; a Bayes factor). It is a martingale under H0, so by Ville's inequality P(Lambda_n >= 1/alpha
+    at any n) <= alpha: p = min(1, 1 / Lambda_n) may be read after every impression (the mSPRT's
+    argument, cl_hpc/rollout/sequential.py, for a count). It needs more impressions than the exact test
+    read once at a fixed n, the price of looking at every poll."""
+    check_probability("alpha", alpha)
+    if min(wins_a, wins_b, ties) < 0:
+        raise DataError(f"win and tie counts must be >= 0, got wins_a={wins_a}, wins_b={wins_b}, ties={ties}")
+    log_lambda = float(special.betaln(1 + wins_b, 1 + wins_a)) + (wins_a + wins_b) * math.log(2.0)
+    return SignResult(wins_a, wins_b, ties, min(1.0, math.exp(-log_lambda)), alpha)
 
 
 def count_wins(credit_a: ArrayLike, credit_b: ArrayLike) -> tuple[int, int, int]:

@@ -496,3 +496,29 @@ def test_sign_test_matches_binomtest_and_names_the_preferred_side():
     assert count_wins([1, 0, 2, 0, 1], [0, 0, 3, 1, 1]) == (1, 2, 2)
     with pytest.raises(DataError):
         sign_test(-1, 3)
+
+
+def test_the_always_valid_sign_test_is_the_beta_mixture_likelihood_ratio() -> None:
+    from cl_hpc.rollout.stats import sign_test_always_valid
+
+    for wins_a, wins_b in ((3, 9), (40, 61), (0, 0), (12, 12)):
+        n = wins_a + wins_b
+        # the uniform mixture of the binomial likelihood over P(B wins), against P = 1/2
+        mixed = integrate.quad(lambda p, a=wins_a, b=wins_b: p ** b * (1 - p) ** a, 0, 1)[0]
+        expected = min(1.0, 0.5 ** n / mixed)
+        assert sign_test_always_valid(wins_a, wins_b).p_value == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_always_valid_sign_test_holds_alpha_under_peeking_where_the_exact_one_does_not() -> None:
+    from cl_hpc.rollout.stats import sign_test, sign_test_always_valid
+
+    rng = np.random.default_rng(5)
+    runs, looks = 300, 300
+    valid = naive = 0
+    for _ in range(runs):
+        wins_b = np.cumsum(rng.random(looks) < 0.5)  # A/A: each impression won by B with 1/2
+        n = np.arange(1, looks + 1)
+        valid += any(sign_test_always_valid(int(k - b), int(b)).rejected for k, b in zip(n[9::10], wins_b[9::10]))
+        naive += any(sign_test(int(k - b), int(b)).p_value < 0.05 for k, b in zip(n[9::10], wins_b[9::10]))
+    assert valid / runs <= 0.05 + 2 * (0.05 * 0.95 / runs) ** 0.5
+    assert naive / runs > 0.1  # the exact test read at every look inflates: why the always-valid one decides
