@@ -6,6 +6,7 @@
     python -m cl_hpc.experiment report 3 --labels data/landing/served   # per arm; SRM, tests, sample size
     python -m cl_hpc.experiment decide 3 --labels data/landing/served   # the controller, once (watch --loop: always)
     python -m cl_hpc.experiment stop 3 --reason "enough"
+    python -m cl_hpc.experiment simulate --runs 20    # replay the bundled stream through every method
 
 An experiment is recorded in the store (append-only tables, like the alias log); the server routes
 by the running one. `start` checks everything first (the config, both versions known and trusted,
@@ -25,7 +26,7 @@ from typing import Any, Optional, Sequence
 
 from cl_hpc.errors import ClHpcError
 
-COMMANDS = ("start", "status", "report", "decide", "stop")
+COMMANDS = ("start", "status", "report", "decide", "stop", "simulate")
 WHERE = "The experiment keys are in cl_hpc/config/experiment.py (values: conf/experiment/<kind>.yaml)."
 
 
@@ -59,7 +60,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     stop = commands.add_parser("stop", help="end a running experiment without a decision")
     stop.add_argument("id", type=int, help="the experiment's id (see status)")
     stop.add_argument("--reason", required=True, help="why it ends")
-    for sub in (start, status, report, decide, stop):
+    from cl_hpc.experiment.simulate import add_parser
+
+    simulated = add_parser(commands)
+    for sub in (start, status, report, decide, stop, simulated):
         sub.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. store.root=/shared/store")
     # Overrides may stand anywhere, also after an option (`--reason x store.root=...`).
     args, unknown = parser.parse_known_args(list(argv))
@@ -77,7 +81,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from cl_hpc.config.compose import compose_config
 
         cfg = compose_config(args.overrides, WHERE)
-        commands = {"start": start, "status": status, "report": report, "decide": decide, "stop": stop}
+        from cl_hpc.experiment.simulate import simulate
+
+        commands = {"start": start, "status": status, "report": report, "decide": decide, "stop": stop,
+                    "simulate": simulate}
         return commands[args.command](cfg, args)
     except ClHpcError as exc:
         print(f"error: {exc}", file=sys.stderr)
