@@ -35,7 +35,7 @@ from cl_hpc.rollout.simulate import (
     seed_of,
     shadow,
 )
-from cl_hpc.rollout.stats import Side, sign_test
+from cl_hpc.rollout.stats import Side, sign_test, sign_test_always_valid
 from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Step
 
 # -- the canary -------------------------------------------------------------------------------------
@@ -158,7 +158,8 @@ def interleave(stream: Stream, name: str, settings: Settings, salt: str, impress
         if matured <= 0:
             continue
         a, b = wins.until(matured)
-        result = sign_test(a, b, ties=matured - a - b, alpha=settings.alpha)
+        test = sign_test_always_valid if settings.sequential else sign_test  # as interleaving.py decides
+        result = test(a, b, ties=matured - a - b, alpha=settings.alpha)
         if a + b < settings.min_samples or result.preferred is Side.NONE:
             continue
         decision = Decision.PROMOTE if result.preferred is Side.B else Decision.REJECT

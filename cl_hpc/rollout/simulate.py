@@ -11,8 +11,9 @@ per challenger the same 0/1. Each method replays the rows in order with the prod
   uses: A/B and shadow by abtest's mSPRT (or fixed-horizon) look, the canary by canary.py's judge and
   its step decision (per-window accuracy on matured labels, windows of ``window`` rows), the bandit by
   bandit_loop's posterior and split (batched Thompson sampling or epsilon-greedy), interleaving by the
-  sign test (stats.sign_test) on RankingSim impressions (a ranking world: rows of a tabular stream
-  have nothing to rank, so the challenger ranker's quality follows the challenger's effect).
+  sign test (always valid with sequential, as interleaving.py decides) on RankingSim impressions (a
+  ranking world: rows of a tabular stream have nothing to rank, so the challenger ranker's quality
+  follows the challenger's effect).
 
 The row index is the clock: ``delay``, ``window`` and ``look_every`` count rows (impressions for
 interleaving). No sample-ratio check runs: the hash split of a replay cannot be broken.
