@@ -70,8 +70,8 @@ def ab_step(experiment: Experiment, events: Sequence[ExperimentEvent], sources: 
                                    f"of the {need} per arm needed before a test (experiment.min_samples)",
                     weights, srm=srm, samples=counts)
     if bool(config.get("sequential", True)):
-        return _sequential(experiment, metric, values, weights, srm, counts)
-    return _fixed_horizon(experiment, metric, values, weights, srm, counts)
+        return sequential_look(experiment, metric, values, weights, srm, counts)
+    return fixed_horizon_look(experiment, metric, values, weights, srm, counts)
 
 
 def _values(experiment: Experiment, metric: str, logged: pd.DataFrame, sources: Sources) -> dict[str, np.ndarray]:
@@ -89,7 +89,7 @@ def _values(experiment: Experiment, metric: str, logged: pd.DataFrame, sources: 
     return out
 
 
-def _sequential(experiment: Experiment, metric: str, values: dict[str, np.ndarray], weights: dict[str, float],
+def sequential_look(experiment: Experiment, metric: str, values: dict[str, np.ndarray], weights: dict[str, float],
                 srm: Optional[SrmResult], counts: dict[str, int]) -> Step:
     config = experiment.config
     kind = StreamKind.BERNOULLI if metric == "accuracy" else StreamKind.TWO_SAMPLE
@@ -103,7 +103,7 @@ def _sequential(experiment: Experiment, metric: str, values: dict[str, np.ndarra
     return _verdict(experiment, metric, result, weights, srm, counts, None)
 
 
-def _fixed_horizon(experiment: Experiment, metric: str, values: dict[str, np.ndarray], weights: dict[str, float],
+def fixed_horizon_look(experiment: Experiment, metric: str, values: dict[str, np.ndarray], weights: dict[str, float],
                    srm: Optional[SrmResult], counts: dict[str, int]) -> Step:
     config = experiment.config
     alpha, power = float(config.get("alpha", 0.05)), float(config.get("power", 0.8))

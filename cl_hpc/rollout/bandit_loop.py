@@ -49,7 +49,7 @@ def bandit_step(experiment: Experiment, events: Sequence[ExperimentEvent], sourc
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{experiment.salt}:{total}".encode()).digest()[:8],
                                                "little"))
     best = beta.prob_best(rng, DRAWS)
-    policy = _policy(experiment, seen)
+    policy = policy_for(experiment, seen)
     detail: dict[str, Any] = {"posterior": policy.to_dict(), "prob_best": best, "rewards": total,
                               "regret": _regret(seen)}
     leader = max(best, key=lambda arm: best[arm])
@@ -59,7 +59,7 @@ def bandit_step(experiment: Experiment, events: Sequence[ExperimentEvent], sourc
         return Step(decision, f"arm {leader} ({experiment.arm(leader).version}) is the best with posterior probability "
                               f"{best[leader]:.3f} after {total} rewards", {n: float(n == leader) for n in names},
                     samples=_counts(seen), winner=leader, detail=detail)
-    split = _split(policy, best)
+    split = split_for(policy, best)
     shown = ", ".join(f"{n} {split[n]:.1%} (mean {seen[n].mean:.3f}, n {seen[n].pulls})" for n in names)
     return Step(Decision.STEP, f"{policy.kind.value} after {total} rewards: {shown}", split, samples=_counts(seen),
                 detail=detail)
@@ -77,7 +77,7 @@ def rewards(experiment: Experiment, sources: Sources) -> dict[str, ArmState]:
     return out
 
 
-def _policy(experiment: Experiment, seen: dict[str, ArmState]) -> Policy:
+def policy_for(experiment: Experiment, seen: dict[str, ArmState]) -> Policy:
     names = [a.name for a in experiment.arms]
     policy: Policy = (EpsilonGreedy(names, float(experiment.config.get("epsilon", 0.1)))
                       if experiment.config.get("policy") == "epsilon_greedy" else ThompsonSampling(names))
@@ -85,7 +85,7 @@ def _policy(experiment: Experiment, seen: dict[str, ArmState]) -> Policy:
     return policy
 
 
-def _split(policy: Policy, best: dict[str, float]) -> dict[str, float]:
+def split_for(policy: Policy, best: dict[str, float]) -> dict[str, float]:
     names = list(policy.arms)
     if isinstance(policy, EpsilonGreedy):
         means = [policy.state[n].mean if policy.state[n].pulls else 0.0 for n in names]

@@ -68,7 +68,7 @@ def canary_step(experiment: Experiment, events: Sequence[ExperimentEvent], log_d
     thresholds = Thresholds(float(config.get("pass_score", 95.0)), float(config.get("marginal_score", 75.0)))
     verdict = judge(SPECS, samples[CHAMPION], samples[CHALLENGER], alpha=float(config.get("alpha", 0.05)),
                     thresholds=thresholds, min_samples=MIN_WINDOWS)
-    return _decide(experiment, weights, verdict, srm, counts)
+    return decide_step(experiment, weights, verdict, srm, counts)
 
 
 def _split(events: Sequence[ExperimentEvent]) -> ExperimentEvent:
@@ -106,7 +106,7 @@ def _per_window(ts: pd.Series, values: pd.Series, since: pd.Timestamp, window_s:
     return frame.groupby("w")["v"].agg(agg).to_numpy(dtype=float)
 
 
-def _decide(experiment: Experiment, weights: dict[str, float], verdict: Judgement, srm: Optional[SrmResult],
+def decide_step(experiment: Experiment, weights: dict[str, float], verdict: Judgement, srm: Optional[SrmResult],
             counts: dict[str, Any]) -> Step:
     share = weights[CHALLENGER] * 100
     if verdict.verdict is Verdict.FAIL:

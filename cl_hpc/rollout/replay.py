@@ -12,8 +12,8 @@ import numpy as np
 
 from cl_hpc.rollout.assign import ramp_steps
 from cl_hpc.rollout.bandit import ArmState, ThompsonSampling
-from cl_hpc.rollout.bandit_loop import DRAWS, _policy, _split
-from cl_hpc.rollout.canary import MIN_WINDOWS, _decide
+from cl_hpc.rollout.bandit_loop import DRAWS, policy_for, split_for
+from cl_hpc.rollout.canary import MIN_WINDOWS, decide_step
 from cl_hpc.rollout.interleave import Outcome, RankingSim, interleaving_impressions
 from cl_hpc.rollout.judge import Thresholds, judge
 from cl_hpc.rollout.records import ExperimentKind
@@ -83,7 +83,7 @@ def canary(stream: Stream, name: str, settings: Settings, salt: str) -> Result:
         labelled = counts[CHALLENGER]["labelled"] + counts[CHAMPION]["labelled"]
         verdict = judge(ACCURACY, samples[CHAMPION], samples[CHALLENGER], alpha=settings.alpha,
                         thresholds=thresholds, min_samples=MIN_WINDOWS)
-        step = _decide(experiment, weights, verdict, None, counts)
+        step = decide_step(experiment, weights, verdict, None, counts)
         if step.decision is Decision.STEP:
             weights, since = step.weights, t
             base_since = base_since if weights[CHAMPION] == 0 else t  # at 100 %: the step before stays the baseline
@@ -135,7 +135,7 @@ def _bandit_look(experiment: Any, seen: dict[str, ArmState], total: int, s: Sett
         decision = Decision.REJECT if leader == CHAMPION else Decision.PROMOTE
         return Step(decision, f"arm {leader} is the best with posterior probability {best[leader]:.3f} after "
                               f"{total} rewards", {n: float(n == leader) for n in ARMS}, winner=leader)
-    return Step(Decision.STEP, f"{total} rewards", _split(_policy(experiment, seen), best))
+    return Step(Decision.STEP, f"{total} rewards", split_for(policy_for(experiment, seen), best))
 
 
 def fifty_fifty_regret(stream: Stream, name: str, salt: str) -> float:

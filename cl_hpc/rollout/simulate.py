@@ -34,7 +34,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from cl_hpc.errors import ConfigError, DataError
-from cl_hpc.rollout.abtest import _fixed_horizon, _sequential
+from cl_hpc.rollout.abtest import fixed_horizon_look, sequential_look
 from cl_hpc.rollout.assign import Share, UnitKind, boundaries, bucket, ramp_steps
 from cl_hpc.rollout.canary import SPECS
 from cl_hpc.rollout.records import Arm, Experiment, ExperimentKind
@@ -285,7 +285,7 @@ def _test_look(experiment: Experiment, values: Mapping[str, np.ndarray], to_chal
     counts = {a: int(v.size) for a, v in seen.items()}
     if min(counts.values()) < int(experiment.config["min_samples"]):
         return None, sum(counts.values())
-    decide = _sequential if experiment.config["sequential"] else _fixed_horizon
+    decide = sequential_look if experiment.config["sequential"] else fixed_horizon_look
     return decide(experiment, "accuracy", seen, weights, None, counts), sum(counts.values())
 
 
