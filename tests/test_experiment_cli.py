@@ -42,6 +42,7 @@ def test_start_status_stop(store: Path) -> None:
     assert again.returncode == 2 and "is stopped since" in again.stderr
     ab = _cli(store, "start", "experiment=ab", "experiment.challenger=3.0", "experiment.unit=request", "--reason", "r")
     assert ab.returncode == 0 and "challenger 3.0 50%, champion 1.0 50%), unit request" in ab.stdout, ab.stderr
+    assert "sample size: accuracy from " in ab.stdout and "-> need " in ab.stdout and "mSPRT" in ab.stdout
 
 
 @pytest.mark.parametrize("args, message", [
@@ -118,6 +119,10 @@ def test_report_of_a_fresh_experiment_and_of_an_unknown_one(store: Path) -> None
     assert [(a["arm"], a["version"], a["requests"]) for a in report["arms"]] == [("challenger", "2.0", 0),
                                                                               ("champion", "1.0", 0)]
     assert report["state"] == "running" and report["plan"]["n_a"] > 0 and report["notes"]
+    assert report["controller"]["decision"] == "wait" and "0 champion and 0 challenger values" in \
+        report["controller"]["reason"]
+    table = _cli(store, "report", "1")
+    assert table.returncode == 0 and "controller now: wait: accuracy: 0 champion" in table.stdout, table.stderr
     unknown = _cli(store, "report", "9")
     assert unknown.returncode == 2 and "no experiment 9; experiments in this store: 1" in unknown.stderr
 

@@ -103,18 +103,21 @@ def _stores(cfg: Any) -> tuple[Any, Any]:
 def start(cfg: Any, args: argparse.Namespace) -> int:
     from cl_hpc.config.experiment import ExperimentConf
     from cl_hpc.config.ml import plain
-    from cl_hpc.rollout.start import check_units_carried, plan
+    from cl_hpc.rollout.start import check_units_carried, plan, power_note
 
     conf = ExperimentConf(**plain(cfg.experiment))
     registry, experiments = _stores(cfg)
     with registry, experiments:
         chosen = plan(conf, registry)
         check_units_carried(chosen.unit, chosen.name, _log_dir(cfg), time.time())
+        note = power_note(chosen, registry)  # before anything is written: the power is printed up front
         experiment, event = experiments.start(registry, chosen.name, chosen.kind, chosen.arms, chosen.weights,
                                               unit=chosen.unit, reason=args.reason, config=chosen.config)
     arms = ", ".join(f"{a.name} {a.version} {event.weights[a.name]:.0%}" for a in experiment.arms)
     print(f"experiment {experiment.id} started: {experiment.kind.value} on {experiment.name} ({arms}), "
           f"unit {experiment.unit.value}")
+    if note:
+        print(f"sample size: {note}")
     return 0
 
 
@@ -150,14 +153,20 @@ def report(cfg: Any, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from cl_hpc.rollout.controller import Sources, evaluate
     from cl_hpc.rollout.report import build
 
     registry, experiments = _stores(cfg)
     with registry, experiments:
         experiment, events = experiments.get(args.id), experiments.events(args.id)
-    shown = build(experiment, events, _log_dir(cfg), _label_dirs(cfg, args.labels), args.label_col, args.output)
+    sources = Sources(_log_dir(cfg), _label_dirs(cfg, args.labels), args.label_col, args.output)
+    shown = build(experiment, events, sources.log_dir, sources.label_dirs, args.label_col, args.output)
+    # what the controller would decide now (nothing written): a bandit's posterior and regret, interleaving's wins
+    now = evaluate(experiment, events, sources) if events[-1].state.active else None
+    controller = None if now is None else {"decision": now.decision.value, "reason": now.reason,
+                                           "samples": now.samples, "detail": now.detail}
     if args.json:
-        print(json.dumps(shown.to_json(), sort_keys=True, default=str))
+        print(json.dumps({**shown.to_json(), "controller": controller}, sort_keys=True, default=str))
         return 0
     console = Console(markup=False)
     console.print(f"experiment {experiment.id}: {experiment.kind.value} on {experiment.name}, unit "
@@ -184,6 +193,11 @@ def report(cfg: Any, args: argparse.Namespace) -> int:
         console.print(f"shadow agreement with the live answers: {shown.agreement:.2%}")
     for note in shown.notes:
         console.print(f"note: {note}")
+    if now is not None:
+        console.print(f"controller now: {now.decision.value}: {now.reason}")
+        for key in ("prob_best", "regret"):
+            if key in now.detail:
+                console.print(f"bandit {key.replace('_', ' ')}: {now.detail[key]}")
     return 0
 
 

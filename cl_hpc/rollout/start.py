@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -17,6 +17,7 @@ from cl_hpc.data.predictions import Stream, list_shards
 from cl_hpc.rollout.assign import UnitKind, unit_kind
 from cl_hpc.rollout.experiments import RolloutError
 from cl_hpc.rollout.records import Arm, ExperimentKind
+from cl_hpc.rollout.stats import sample_size_binary
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 SHARDS_CHECKED = 50  # the newest prediction-log shards read to see whether requests carry a unit
@@ -93,3 +94,20 @@ def _only_model(registry: Any) -> str:
 
 def _versions(registry: Any, name: str) -> str:
     return ", ".join(str(v.version) for v in registry.versions(name)) or "none"
+
+
+def power_note(chosen: Plan, registry: Any) -> Optional[str]:
+    """For an A/B or shadow test of accuracy, the sample size it needs, printed when it starts (the
+    champion's registered accuracy as the baseline, else 0.5: the widest a rate's variance gets)."""
+    config = chosen.config
+    if chosen.kind not in (ExperimentKind.AB, ExperimentKind.SHADOW) or config.get("metric") != "accuracy":
+        return None
+    recorded = registry.get(chosen.name, chosen.arms[1].version).metrics.get("accuracy")
+    baseline = float(recorded) if isinstance(recorded, (int, float)) and 0 < recorded < 1 else 0.5
+    mde = float(config["mde"])
+    baseline = min(baseline, 0.99 - mde)  # a champion near 1 still gets a plan (the rise must stay below 1)
+    need = sample_size_binary(baseline, mde, alpha=float(config["alpha"]), power=float(config["power"]))
+    how = ("the always-valid mSPRT may decide at any look, typically within 1-2x of it" if config.get("sequential")
+           else "the fixed-horizon test is read once both arms hold it")
+    return (f"accuracy from {baseline:.3f} (the champion's {'registered' if recorded is not None else 'assumed'} "
+            f"accuracy) by +{mde:g}: {need.summary()}; {how}")
