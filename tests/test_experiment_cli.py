@@ -32,6 +32,9 @@ def test_start_status_stop(store: Path) -> None:
     started = _cli(store, "start", "experiment=canary", "experiment.challenger=2.0", "--reason", "retrained")
     assert started.returncode == 0, started.stderr
     assert "experiment 1 started: canary on demo (challenger 2.0 1%, champion 1.0 99%), unit user" in started.stdout
+    with ModelRegistry.open(store) as registry:
+        marked = registry.events("demo", "challenger")[-1]
+        assert str(marked.to_version) == "2.0" and marked.reason == "experiment 1 (canary) started: retrained"
     listed = [json.loads(line) for line in _cli(store, "status", "--json").stdout.splitlines()]
     assert [(e["id"], e["kind"], e["state"], e["weights"]) for e in listed] == [
         (1, "canary", "running", {"challenger": 0.01, "champion": 0.99})]

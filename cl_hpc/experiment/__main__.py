@@ -103,6 +103,7 @@ def _stores(cfg: Any) -> tuple[Any, Any]:
 def start(cfg: Any, args: argparse.Namespace) -> int:
     from cl_hpc.config.experiment import ExperimentConf
     from cl_hpc.config.ml import plain
+    from cl_hpc.rollout.controller import mark_challenger
     from cl_hpc.rollout.start import check_units_carried, plan, power_note
 
     conf = ExperimentConf(**plain(cfg.experiment))
@@ -113,6 +114,7 @@ def start(cfg: Any, args: argparse.Namespace) -> int:
         note = power_note(chosen, registry)  # before anything is written: the power is printed up front
         experiment, event = experiments.start(registry, chosen.name, chosen.kind, chosen.arms, chosen.weights,
                                               unit=chosen.unit, reason=args.reason, config=chosen.config)
+        mark_challenger(registry, experiment)
     arms = ", ".join(f"{a.name} {a.version} {event.weights[a.name]:.0%}" for a in experiment.arms)
     print(f"experiment {experiment.id} started: {experiment.kind.value} on {experiment.name} ({arms}), "
           f"unit {experiment.unit.value}")

@@ -32,7 +32,7 @@ from cl_hpc.rollout.report import LabelDirs, as_dirs, labelled_in, logged_rows, 
 from cl_hpc.rollout.stats import SrmResult
 from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Step, all_champion
 
-MIN_WINDOWS = 3  # windows per arm before a metric is judged
+MIN_WINDOWS = 4  # windows per arm before a metric is judged (at 3, no Hodges-Lehmann interval at alpha 0.05)
 SPECS = (MetricSpec("latency_p99_ms", Direction.LOWER_IS_BETTER, tolerance=0.5),  # 50 % slower p99 allowed
          MetricSpec("accuracy", Direction.HIGHER_IS_BETTER, tolerance=0.02, relative=False, critical=True))
 
@@ -107,13 +107,16 @@ def _per_window(ts: pd.Series, values: pd.Series, since: pd.Timestamp, window_s:
 
 
 def decide_step(experiment: Experiment, weights: dict[str, float], verdict: Judgement, srm: Optional[SrmResult],
-            counts: dict[str, Any]) -> Step:
+                counts: dict[str, Any]) -> Step:
     share = weights[CHALLENGER] * 100
     if verdict.verdict is Verdict.FAIL:
         return Step(Decision.ROLLBACK, f"canary at {share:g}% failed the judge ({verdict.reason})",
                     all_champion(weights), verdict, srm, counts)
     if verdict.verdict is not Verdict.PASS:
-        return Step(Decision.WAIT, f"canary at {share:g}%: {verdict.reason}", weights, verdict, srm, counts)
+        seen = ", ".join(f"{arm} {c['requests']} requests / {c['labelled']} labelled" for arm, c in counts.items())
+        return Step(Decision.WAIT, f"canary at {share:g}%: {verdict.reason} (so far {seen}; a metric is judged from "
+                                   f"{experiment.config.get('min_samples', 500)} rows and {MIN_WINDOWS} windows per "
+                                   f"arm)", weights, verdict, srm, counts)
     if share >= 100 - 1e-9:
         return Step(Decision.PROMOTE, f"canary passed at 100% ({verdict.reason})", weights, verdict, srm, counts)
     ramp = ramp_steps([float(s) for s in experiment.config.get("steps", [1, 5, 25, 50, 100])])

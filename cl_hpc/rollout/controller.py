@@ -6,9 +6,10 @@ zones, answering a :class:`~cl_hpc.rollout.steps.Step` (nothing written): the ca
 (bandit_loop.py) and interleaving's sign test (interleaving.py). :func:`apply` writes it: an
 experiment event (new weights, a halt, a decision), and for a decision the registry's part, with a
 reason that names the experiment: PROMOTE moves the champion alias to the winner, only over the
-champion the experiment tested against; ROLLBACK and REJECT tag the losers rejected and leave the
-alias alone. :func:`look` runs once, for ``python -m cl_hpc.experiment decide``; :func:`look_all`
-runs every running experiment, for ``watch --loop``.
+champion the experiment tested against; ROLLBACK and REJECT tag the losers rejected, leave the
+champion alias alone and move the ``challenger`` alias (set when the experiment started) back to the
+version kept, so the reason lands in the alias log. :func:`look` runs once, for ``python -m
+cl_hpc.experiment decide``; :func:`look_all` runs every running experiment, for ``watch --loop``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any, Optional, Sequence
 from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind, ExperimentState
 from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Sources, Step
 
-__all__ = ["Decision", "Step", "Sources", "Look", "evaluate", "apply", "look", "look_all"]
+__all__ = ["Decision", "Step", "Sources", "Look", "evaluate", "apply", "look", "look_all", "mark_challenger"]
+CHALLENGER_ALIAS = "challenger"  # the registry alias of the version an experiment tests
 
 
 @dataclass(frozen=True)
@@ -91,4 +93,22 @@ def apply(step: Step, experiment: Experiment, experiments: Any, registry: Any) -
         for arm in experiment.arms:
             if arm.name != winner:
                 registry.tag(experiment.name, arm.version, ["rejected"])
+        withdraw_challenger(registry, experiment, experiment.arm(winner).version, why)
     return experiments.append(experiment.id, Action.DECIDE, ExperimentState.DECIDED, step.weights, why, detail)
+
+
+def mark_challenger(registry: Any, experiment: Experiment) -> None:
+    """Point the model's ``challenger`` alias at the version under test, logged with the experiment, so
+    the alias log tells what ran against the champion and why it ended (a bandit's extra arms: none)."""
+    if CHALLENGER in {a.name for a in experiment.arms}:
+        registry.promote(experiment.name, experiment.arm(CHALLENGER).version, alias=CHALLENGER_ALIAS,
+                         reason=f"experiment {experiment.id} ({experiment.kind.value}) started: {experiment.reason}")
+
+
+def withdraw_challenger(registry: Any, experiment: Experiment, kept: str, why: str) -> None:
+    """A rollback or rejection, in the alias log: the ``challenger`` alias goes back to the version kept."""
+    current = registry.aliases(experiment.name).get(CHALLENGER_ALIAS)
+    if current is None:
+        registry.promote(experiment.name, kept, alias=CHALLENGER_ALIAS, reason=why)
+    elif str(current) != kept:
+        registry.rollback(experiment.name, alias=CHALLENGER_ALIAS, to=kept, reason=why)

@@ -169,6 +169,10 @@ def test_the_canary_rolls_back_a_label_flipped_challenger(served: Server, tmp_pa
         assert "rejected" in registry.get(NAME, "2.0").tags
         assert str(registry.resolve(NAME, "champion")) == "1.0"
         assert [str(e.to_version) for e in registry.events(NAME, "champion")] == ["1.0"]  # the alias never moved
+        # the rollback, with its reason, in the alias log: the challenger alias went back to the champion
+        moves = registry.events(NAME, "challenger")
+        assert [(e.action, str(e.to_version)) for e in moves] == [("promote", "2.0"), ("rollback-to", "1.0")]
+        assert moves[-1].reason.startswith("experiment 1 (canary): canary at 10% failed the judge")
     status = json.loads(_cli("cl_hpc.experiment", "status", "--json", f"store.root={store}").stdout)
     assert status["state"] == "decided" and status["weights"] == {"challenger": 0.0, "champion": 1.0}
     assert status["last_event"]["reason"].startswith("experiment 1 (canary): canary at 10% failed the judge")

@@ -63,6 +63,9 @@ def test_a_bad_challenger_is_rolled_back_and_tagged_rejected(stores: Stores) -> 
     assert latest.state is ExperimentState.DECIDED and latest.weights == {"challenger": 0.0, "champion": 1.0}
     assert f"experiment {experiment.id} (canary)" in latest.reason
     assert "rejected" in registry.get(NAME, "2.0").tags and str(registry.resolve(NAME, "champion")) == "1.0"
+    withdrawn = registry.events(NAME, "challenger")[-1]  # the reason in the alias log
+    assert str(withdrawn.to_version) == "1.0" and f"experiment {experiment.id} (canary): canary at 50% failed" in \
+        withdrawn.reason
 
 
 def test_a_good_challenger_ramps_and_is_promoted_at_100(stores: Stores) -> None:

@@ -16,7 +16,7 @@ from cl_hpc.data.predictions import Role
 from cl_hpc.registry import ModelRegistry
 from cl_hpc.rollout.assign import UnitKind
 from cl_hpc.rollout.bandit import policy_from_dict
-from cl_hpc.rollout.controller import Decision, Sources, apply, evaluate, look_all
+from cl_hpc.rollout.controller import Decision, Sources, apply, evaluate, look_all, mark_challenger
 from cl_hpc.rollout.experiments import ExperimentStore
 from cl_hpc.rollout.records import Action, Arm, Experiment, ExperimentKind, ExperimentState
 from cl_hpc.store.db import Store
@@ -72,6 +72,7 @@ def test_ab_promotes_a_better_challenger_through_the_registry(stores: Stores) ->
 def test_ab_rejects_a_worse_challenger_and_leaves_the_champion(stores: Stores) -> None:
     registry, experiments, tmp = stores
     experiment = _start(stores, ExperimentKind.AB)
+    mark_challenger(registry, experiment)  # as the CLI's start does: the alias names the version under test
     traffic(tmp, experiment, T0 + 1, {"champion": 800, "challenger": 800}, {"champion": 0.85, "challenger": 0.60},
             LATENCY, seed=2)
     step = _look(stores, experiment)
@@ -79,6 +80,9 @@ def test_ab_rejects_a_worse_challenger_and_leaves_the_champion(stores: Stores) -
     apply(step, experiment, experiments, registry)
     assert "rejected" in registry.get(NAME, "2.0").tags and "rejected" not in registry.get(NAME, "1.0").tags
     assert str(registry.resolve(NAME, "champion")) == "1.0"
+    moves = [(e.action, str(e.to_version)) for e in registry.events(NAME, "challenger")]
+    assert moves == [("promote", "2.0"), ("rollback-to", "1.0")]
+    assert "the challenger is worse" in registry.events(NAME, "challenger")[-1].reason
     latest = experiments.latest(experiment.id)
     assert latest.state is ExperimentState.DECIDED and latest.weights == {"challenger": 0.0, "champion": 1.0}
 
