@@ -27,14 +27,19 @@ step's share (what its first steps imply), and how often A/B promotes it.
 bandit against a 50/50 split of the same rows, median over --bandit-runs replays, for a better and a worse
 challenger.
 
-Asserts nothing: prints the tables. ``--only aa|bad|interleave|bandit`` runs one section.
+**Shadow** (scripts/bench_shadow.py): the live p50/p99 and throughput of the real server at half its
+capacity, with and without a shadow experiment, alternated over rounds.
+
+Asserts nothing: prints the tables. ``--only aa|bad|interleave|bandit|shadow`` runs one section.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -227,19 +232,29 @@ def _print_bandit(res: dict[str, Any]) -> None:
               f"{row['bandit_lower']}/{res['runs']}")
 
 
+def _shadow(rounds: int) -> None:
+    """The live server with and without a shadow at half its capacity (scripts/bench_shadow.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_shadow
+
+    bench_shadow.main(["--rounds", str(rounds)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=2000, help="A/A experiments per stream kind (>= 200)")
     parser.add_argument("--bad-runs", type=int, default=100, help="bad-challenger replays per effect")
     parser.add_argument("--bandit-runs", type=int, default=50, help="bandit replays per challenger")
     parser.add_argument("--resamples", type=int, default=200, help="bootstrap resamples per size (interleaving)")
-    parser.add_argument("--only", choices=("aa", "bad", "interleave", "bandit"), default=None)
+    parser.add_argument("--only", choices=("aa", "bad", "interleave", "bandit", "shadow"), default=None)
+    parser.add_argument("--shadow-rounds", type=int, default=5, help="alternated rounds of the shadow section")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sections = {"aa": lambda: _print_aa(aa(args.runs, args.seed)),
                 "bad": lambda: _print_bad(bad_challenger(args.bad_runs, args.seed)),
                 "interleave": lambda: _print_interleave(interleave_vs_ab(args.seed, args.resamples)),
-                "bandit": lambda: _print_bandit(bandit_vs_split(args.bandit_runs, args.seed))}
+                "bandit": lambda: _print_bandit(bandit_vs_split(args.bandit_runs, args.seed)),
+                "shadow": lambda: _shadow(args.shadow_rounds)}
     for name, run in sections.items():
         if args.only in (None, name):
             start = time.perf_counter()
