@@ -6,10 +6,11 @@ zones, answering a :class:`~cl_hpc.rollout.steps.Step` (nothing written): the ca
 (bandit_loop.py) and interleaving's sign test (interleaving.py). :func:`apply` writes it: an
 experiment event (new weights, a halt, a decision), and for a decision the registry's part, with a
 reason that names the experiment: PROMOTE moves the champion alias to the winner, only over the
-champion the experiment tested against; ROLLBACK and REJECT tag the losers rejected, leave the
-champion alias alone and move the ``challenger`` alias (set when the experiment started) back to the
-version kept, so the reason lands in the alias log. :func:`look` runs once, for ``python -m
-cl_hpc.experiment decide``; :func:`look_all` runs every running experiment, for ``watch --loop``.
+champion the experiment tested against (one moved meanwhile halts the experiment); ROLLBACK and REJECT
+tag the losers rejected, leave the champion alias alone and move the ``challenger`` alias (set when the
+experiment started) back to the version kept, so the reason lands in the alias log. :func:`look` runs
+once, for ``python -m cl_hpc.experiment decide``; :func:`look_all` runs every running experiment, for
+``watch --loop``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from cl_hpc.registry.store import AliasMoved
 from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind, ExperimentState
-from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Sources, Step
+from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Sources, Step, all_champion
 
 __all__ = ["Decision", "Step", "Sources", "Look", "evaluate", "apply", "look", "look_all", "mark_challenger"]
 CHALLENGER_ALIAS = "challenger"  # the registry alias of the version an experiment tests
@@ -88,7 +90,11 @@ def apply(step: Step, experiment: Experiment, experiments: Any, registry: Any) -
         chosen = experiment.arm(winner).version
         # A look that crashed between the promotion and its event left the alias moved: finish, not redo.
         if str(registry.aliases(experiment.name).get("champion")) != chosen:
-            registry.promote(experiment.name, chosen, reason=why, **({"expect": champion} if champion else {}))
+            try:
+                registry.promote(experiment.name, chosen, reason=why, **({"expect": champion} if champion else {}))
+            except AliasMoved as exc:  # a newer champion was never compared: end the experiment, not fail each look
+                return experiments.append(experiment.id, Action.HALT, ExperimentState.HALTED,
+                                          all_champion(step.weights), f"{why}; not promoted: {exc}", detail)
     else:
         for arm in experiment.arms:
             if arm.name != winner:
