@@ -16,9 +16,11 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from cl_hpc.data.partitions import list_partitions
 from cl_hpc.data.predictions import Stream, read_stream
+from cl_hpc.errors import DataError
 from cl_hpc.rollout.assign import UnitKind
 from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
 from cl_hpc.rollout.stats import (
@@ -97,7 +99,11 @@ def labelled_rows(experiment: Experiment, label_dir: Path, label_col: str, outpu
     """The labelled rows of this experiment: arm, and whether the answer equalled the label."""
     frames = []
     for part in list_partitions(label_dir):
-        frame = pd.read_parquet(part.path)
+        try:
+            frame = pd.read_parquet(part.path)
+        except (OSError, pa.ArrowException) as exc:  # a raw pyarrow error would end watch --loop
+            raise DataError(f"label zone partition {part.path} is unreadable ({exc}); move it aside and rerun") \
+                from exc
         answer = f"_output.{output}"
         if not {"_experiment", "_arm", label_col, answer} <= set(frame.columns):
             continue

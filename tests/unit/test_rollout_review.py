@@ -61,3 +61,14 @@ def test_a_promotion_over_a_champion_moved_meanwhile_halts_instead_of_failing_ev
     assert latest.state is ExperimentState.HALTED, latest  # ended: the server stops routing to 2.0
     assert "3.0" in latest.reason and "not promoted" in latest.reason, latest.reason
     assert str(registry.resolve(NAME, "champion")) == "3.0"  # the newer promotion is not replaced
+
+
+def test_an_unreadable_label_partition_is_a_data_error_naming_it(stores: Stores) -> None:
+    _, experiments, tmp = stores
+    experiment = _start(stores)
+    traffic(tmp, experiment, T0 + 1, {"champion": 200, "challenger": 200}, {"champion": 0.8, "challenger": 0.8},
+            LATENCY, seed=2)
+    bad = tmp / "labels" / "part-20990101T000000.parquet"
+    bad.write_bytes(b"PAR1 half a file")
+    with pytest.raises(DataError, match=bad.name):
+        evaluate(experiment, experiments.events(experiment.id), Sources(tmp / "log", (tmp / "labels",)))
