@@ -34,10 +34,13 @@ def look_experiments(s: Settings, journal: Journal, dry_run: bool) -> int:
         for experiment in running:
             try:
                 done = look(experiments, registry, experiment.id, sources, dry_run=dry_run)
-            except ClHpcError as exc:
+            except Exception as exc:
+                # Not only a ClHpcError: a zone another tool wrote (a pandas or pyarrow error) must not end
+                # watch --loop and the triggers after it; the journal names the error's type.
                 failed += 1
-                journal.event("experiment-error", f"watch {s.model}: experiment {experiment.id}: {exc}",
-                              experiment=experiment.id, error=str(exc))
+                error = str(exc) if isinstance(exc, ClHpcError) else f"{type(exc).__name__}: {exc}"
+                journal.event("experiment-error", f"watch {s.model}: experiment {experiment.id}: {error}",
+                              experiment=experiment.id, error=error)
                 continue
             step = done.step
             journal.event("experiment", f"watch {s.model}: experiment {experiment.id} ({experiment.kind.value}): "

@@ -72,3 +72,22 @@ def test_an_unreadable_label_partition_is_a_data_error_naming_it(stores: Stores)
     bad.write_bytes(b"PAR1 half a file")
     with pytest.raises(DataError, match=bad.name):
         evaluate(experiment, experiments.events(experiment.id), Sources(tmp / "log", (tmp / "labels",)))
+
+
+def test_the_watch_journals_a_look_that_fails_outside_cl_hpc_errors_and_goes_on(stores: Stores) -> None:
+    registry, experiments, tmp = stores
+    experiment = _start(stores, ExperimentKind.BANDIT)
+    traffic(tmp, experiment, T0 + 1, {"champion": 50, "challenger": 50}, {"champion": 0.8, "challenger": 0.8},
+            LATENCY, seed=3)
+    # a zone written by another tool: its reward column holds text (pandas raises ValueError, not a ClHpcError)
+    frame = pd.read_parquet(next((tmp / "labels").glob("*.parquet")))
+    frame.assign(_reward="n/a").to_parquet(tmp / "labels" / "part-20990101T000000.parquet")
+    lines: list[str] = []
+    settings = SimpleNamespace(store_root=tmp / "store", store_options={}, model=NAME, log_dir=tmp / "log",
+                               label_dirs=(tmp / "labels",))
+    journal = Journal(tmp / "watch.jsonl", NAME, lines.append)
+    failed = look_experiments(settings, journal, dry_run=False)  # type: ignore[arg-type]
+    assert failed == 1
+    events = [json.loads(x) for x in (tmp / "watch.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["experiment-error"] and "ValueError" in events[0]["error"]
+    assert experiments.latest(experiment.id).state is ExperimentState.RUNNING
