@@ -49,6 +49,13 @@ def plan(conf: ExperimentConf, registry: Any) -> Plan:
     if len({a.version for a in arms}) != len(arms):
         raise RolloutError(f"an experiment's arms must be distinct versions; got {[a.version for a in arms]}")
     weights = dict(conf.weights) or first_weights(kind, conf, [a.name for a in arms])
+    share = weights.get(CHALLENGER)
+    if kind is ExperimentKind.CANARY and not (isinstance(share, (int, float)) and 0 < share < 1):
+        # At 0 % the challenger is never judged; at 100 % from the start the champion has no baseline: either
+        # way the canary waits forever (and at 100 % every user meets an unjudged version).
+        raise RolloutError(f"a canary starts with some traffic on both arms; its first share for the challenger is "
+                           f"{share!r} (experiment.steps={list(conf.steps)}, experiment.weights="
+                           f"{dict(conf.weights)}): give a first step below 100, e.g. experiment.steps=[5,25,50,100]")
     return Plan(name, kind, arms, weights, unit_kind(conf.unit), dataclasses.asdict(conf))
 
 
