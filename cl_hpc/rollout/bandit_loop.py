@@ -40,7 +40,7 @@ def bandit_step(experiment: Experiment, events: Sequence[ExperimentEvent], sourc
     weights = dict(next(e for e in reversed(events) if e.action in (Action.START, Action.WEIGHTS)).weights)
     seen = rewards(experiment, sources)
     total = sum(s.pulls for s in seen.values())
-    if total == _last_total(events):
+    if total == _last_total(events) or total == 0:  # no evidence: a split drawn from the prior only moves units
         return Step(Decision.WAIT, f"no new rewards since the last look ({total} in all)", weights,
                     samples=_counts(seen))
     beta = ThompsonSampling(names)

@@ -91,3 +91,19 @@ def test_the_watch_journals_a_look_that_fails_outside_cl_hpc_errors_and_goes_on(
     events = [json.loads(x) for x in (tmp / "watch.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == ["experiment-error"] and "ValueError" in events[0]["error"]
     assert experiments.latest(experiment.id).state is ExperimentState.RUNNING
+
+
+@pytest.mark.parametrize("settings", [{"steps": [100.0]}, {"weights": {"challenger": 1.0, "champion": 0.0}},
+                                      {"weights": {"challenger": 0.0, "champion": 1.0}}])
+def test_a_canary_that_starts_with_one_arm_dark_is_refused(stores: Stores, settings: dict[str, Any]) -> None:
+    registry, _, _ = stores
+    conf = ExperimentConf(kind="canary", challenger="2.0", **settings)
+    with pytest.raises(RolloutError, match="canary"):
+        plan(conf, registry)
+
+
+def test_a_bandit_with_no_rewards_yet_keeps_its_split(stores: Stores) -> None:
+    _, experiments, tmp = stores
+    experiment = _start(stores, ExperimentKind.BANDIT)
+    step = evaluate(experiment, experiments.events(experiment.id), Sources(tmp / "log", ()))
+    assert step.decision is Decision.WAIT and step.weights == {"challenger": 0.5, "champion": 0.5}, step.reason
