@@ -125,16 +125,24 @@ class ModelSlot:
         if registry is not None:
             registry.close()
 
-    def _follow_experiment(self, registry: Any) -> None:
+    def _follow_experiment(self, registry: Any, first: Optional[Loaded] = None) -> None:
         """The running experiment's routing (cl_hpc/serve/routing.py), rebuilt when it has a new event; a
-        version it cannot load leaves every request to the alias's version, with the reason logged."""
+        version it cannot load leaves every request to the alias's version, with the reason logged.
+        ``first``: the alias's version loaded but not yet current (an arm of that version reuses it)."""
+        from cl_hpc.registry.versions import parse_version
         from cl_hpc.rollout.experiments import ExperimentStore
         from cl_hpc.serve.routing import routing_for
 
         if self.name is None:
             return
+
+        def load(version: str) -> Loaded:
+            if first is not None and str(parse_version(version)) == first.version:
+                return first
+            return self.version(version)
+
         try:
-            self.routing = routing_for(ExperimentStore(registry.store), self.name, self.version, self.routing)
+            self.routing = routing_for(ExperimentStore(registry.store), self.name, load, self.routing)
             self.routing_error = ""
         except Exception as exc:  # any bad experiment: routing off, the alias's version answers; never not-ready
             reason = f"{type(exc).__name__}: {exc}"
@@ -184,6 +192,10 @@ class ModelSlot:
             self._not_ready(f"{self.alias} -> {name} {version} cannot be served: {exc}{still}", target=version)
             return
         self._retry_at = None
+        if self.current is None:
+            # Routing before the first answer: a (re)started server answers by the running experiment's stored
+            # weights from its first request, not by the alias's version alone until the next poll.
+            self._follow_experiment(registry, loaded)
         if self.current is not None and self.current.version != loaded.version:
             self.swaps += 1
         self.current = loaded  # the swap: one reference, read once per request
