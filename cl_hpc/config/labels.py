@@ -46,6 +46,9 @@ class LabelsConf:
     timestamp_col: str = "ts"  # name of the prediction-time column in the landing zone (data.timestamp_col)
     freq: str = "1h"  # span of prediction time one output partition covers (data.freq)
     role: str = "live"  # whose predictions are labelled: live (answers clients got) | shadow
+    # a shadow's joined copies: the zone of a join with role=shadow (out_dir=this), read with out_dir by the
+    # experiment controller (experiment decide/report, watch); None: no shadow zone
+    shadow_out_dir: Optional[str] = None
     # how far before an outcome its prediction is looked for when it matches nothing newer (a late
     # outcome rather than an unmatched one); >= window. Longer costs a read of older key columns.
     lookback: str = "1D"

@@ -217,11 +217,12 @@ def decide(cfg: Any, args: argparse.Namespace) -> int:
 
 
 def _label_dirs(cfg: Any, given: Optional[list[Path]]) -> tuple[Path, ...]:
-    """The zones named with --labels, else the label join's own (labels.out_dir) where it exists."""
+    """The zones named with --labels, else the label join's own (labels.out_dir, and a shadow's copies in
+    labels.shadow_out_dir) where they exist."""
     if given:
         return tuple(given)
-    joined = Path(str(cfg.labels.out_dir)).expanduser().resolve()
-    return (joined,) if joined.is_dir() else ()
+    zones = (Path(str(d)).expanduser().resolve() for d in (cfg.labels.out_dir, cfg.labels.shadow_out_dir) if d)
+    return tuple(z for z in zones if z.is_dir())
 
 
 def _log_dir(cfg: Any) -> Path:

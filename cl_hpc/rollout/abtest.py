@@ -28,7 +28,7 @@ import pandas as pd
 
 from cl_hpc.errors import ConfigError
 from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
-from cl_hpc.rollout.report import labelled_in, logged_rows, srm_check
+from cl_hpc.rollout.report import answers, labelled_in, logged_rows, srm_check
 from cl_hpc.rollout.sequential import MSPRT, StreamKind
 from cl_hpc.rollout.stats import (
     PowerPlan,
@@ -83,7 +83,8 @@ def _values(experiment: Experiment, metric: str, logged: pd.DataFrame, sources: 
                 else np.zeros(0) for arm in roles}
     out = {}
     for arm, role in roles.items():
-        rows = logged[(logged["arm"] == arm) & (logged["role"] == role)] if len(logged) else logged
+        rows = answers(logged)
+        rows = rows[(rows["arm"] == arm) & (rows["role"] == role)] if len(rows) else rows
         out[arm] = rows.drop_duplicates("request_id")["latency_ms"].to_numpy(dtype=float) if len(rows) \
             else np.zeros(0)
     return out

@@ -22,6 +22,7 @@ import hashlib
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from cl_hpc.rollout.bandit import ArmState, EpsilonGreedy, Policy, ThompsonSampling, regret
 from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
@@ -42,7 +43,7 @@ def bandit_step(experiment: Experiment, events: Sequence[ExperimentEvent], sourc
     total = sum(s.pulls for s in seen.values())
     if total == _last_total(events) or total == 0:  # no evidence: a split drawn from the prior only moves units
         return Step(Decision.WAIT, f"no new rewards since the last look ({total} in all)", weights,
-                    samples=_counts(seen))
+                    samples=_counts(seen), detail=_last_posterior(events))
     beta = ThompsonSampling(names)
     beta.state = dict(seen)
     # Seeded by the experiment and the evidence: a look at the same rewards gives the same split.
@@ -67,13 +68,14 @@ def bandit_step(experiment: Experiment, events: Sequence[ExperimentEvent], sourc
 
 def rewards(experiment: Experiment, sources: Sources) -> dict[str, ArmState]:
     """Per arm, its rewards so far: pulls (answers with an outcome) and their sum."""
-    labelled = labelled_in(experiment, sources.label_dirs, sources.label_col, sources.output)
+    labelled = labelled_in(experiment, sources.label_dirs, sources.label_col, sources.output, graded=False)
     out = {}
     for arm in experiment.arms:
         rows = labelled[labelled["arm"] == arm.name] if len(labelled) else labelled
-        values = rows["reward"].astype("float64").fillna(rows["hit"].astype("float64")) if len(rows) else rows
+        values = (rows["reward"].astype("float64").fillna(rows["hit"].astype("float64")).dropna() if len(rows)
+                  else pd.Series(dtype="float64"))
         # a reward outside [0, 1] is the sender's mistake; it is clipped, not allowed to break the posterior
-        out[arm.name] = ArmState(int(len(rows)), float(np.clip(values, 0.0, 1.0).sum()) if len(rows) else 0.0)
+        out[arm.name] = ArmState(int(len(values)), float(np.clip(values, 0.0, 1.0).sum()))
     return out
 
 
@@ -102,6 +104,14 @@ def _regret(seen: dict[str, ArmState]) -> float:
     """Regret so far against the best arm, at the arms' observed means (the true means are unknown)."""
     means = {n: s.mean if s.pulls else 0.0 for n, s in seen.items()}
     return float(regret(means, {n: s.pulls for n, s in seen.items()}))
+
+
+def _last_posterior(events: Sequence[ExperimentEvent]) -> dict[str, Any]:
+    """The posterior the store holds (the newest look that wrote one), shown while no reward is new."""
+    for event in reversed(events):
+        if "posterior" in event.detail:
+            return {k: event.detail[k] for k in ("posterior", "prob_best", "rewards", "regret") if k in event.detail}
+    return {}
 
 
 def _last_total(events: Sequence[ExperimentEvent]) -> int:

@@ -28,7 +28,7 @@ import pandas as pd
 from cl_hpc.rollout.assign import ramp_steps
 from cl_hpc.rollout.judge import Direction, Judgement, MetricSpec, Thresholds, Verdict, judge
 from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
-from cl_hpc.rollout.report import LabelDirs, as_dirs, labelled_in, logged_rows, srm_check
+from cl_hpc.rollout.report import LabelDirs, answers, as_dirs, labelled_in, logged_rows, srm_check
 from cl_hpc.rollout.stats import SrmResult
 from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Step, all_champion
 
@@ -87,7 +87,7 @@ def _samples(live: pd.DataFrame, labelled: pd.DataFrame, since: pd.Timestamp, wi
     out: dict[str, dict[str, np.ndarray]] = {CHAMPION: {}, CHALLENGER: {}}
     counts: dict[str, Any] = {}
     for arm in (CHAMPION, CHALLENGER):
-        rows = live[live["arm"] == arm] if len(live) else live
+        rows = answers(live[live["arm"] == arm]) if len(live) else live
         hits = labelled[labelled["arm"] == arm] if len(labelled) else labelled
         counts[arm] = {"requests": int(len(rows)), "labelled": int(len(hits))}
         if len(rows) >= min_samples:

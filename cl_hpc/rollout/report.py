@@ -35,6 +35,8 @@ from cl_hpc.rollout.stats import (
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LABELLED_COLUMNS = ["arm", "hit", "ts", "reward"]
+RANKED = "output.item"  # the log column only /rank answers fill (cl_hpc/serve/ranking.py)
+SRM_GRACE_S = 10.0  # seconds after a change of weights before units are counted against them
 LabelDirs = Union[Path, Sequence[Path], None]  # one label zone, several (live and shadow), or none
 
 
@@ -107,7 +109,8 @@ def labelled_rows(experiment: Experiment, label_dir: Path, label_col: str, outpu
         answer = f"_output.{output}"
         if not {"_experiment", "_arm", label_col, answer} <= set(frame.columns):
             continue
-        frame = frame[(frame["_experiment"] == experiment.id) & frame[label_col].notna()]
+        # a row without this output (a /rank answer's item, whose label is a click) has nothing to compare
+        frame = frame[(frame["_experiment"] == experiment.id) & frame[label_col].notna() & frame[answer].notna()]
         if "_defaulted" in frame:
             frame = frame[~frame["_defaulted"].astype(bool)]
         hit = frame[label_col].astype(str) == frame[answer].astype(str)
@@ -116,8 +119,10 @@ def labelled_rows(experiment: Experiment, label_dir: Path, label_col: str, outpu
         ts = frame["ts"] if "ts" in frame else pd.Series(pd.NaT, index=frame.index)
         # the outcome's own reward where it sent one (a bandit's reward stream), else NaN
         reward = frame["_reward"].astype("float64") if "_reward" in frame else pd.Series(np.nan, index=frame.index)
-        frames.append(pd.DataFrame({"arm": frame["_arm"].astype(str), "hit": hit.astype(int), "ts": ts,
-                                    "reward": reward}))
+        # a zone joined with labels.value=reward holds the reward as its label: no answer is graded by it
+        graded = (pd.Series(np.nan, index=frame.index) if _reward_zone(frame[label_col], reward)
+                  else hit.astype("float64"))
+        frames.append(pd.DataFrame({"arm": frame["_arm"].astype(str), "hit": graded, "ts": ts, "reward": reward}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LABELLED_COLUMNS)
 
 
@@ -127,10 +132,21 @@ def as_dirs(label_dir: LabelDirs) -> tuple[Path, ...]:
     return (label_dir,) if isinstance(label_dir, Path) else tuple(label_dir)
 
 
-def labelled_in(experiment: Experiment, label_dirs: Sequence[Path], label_col: str, output: str) -> pd.DataFrame:
-    """:func:`labelled_rows` over several zones (a shadow's copies are joined into a zone of their own)."""
+def _reward_zone(labels: pd.Series, reward: pd.Series) -> bool:
+    both = labels.notna() & reward.notna()
+    return bool(both.any()) and bool((pd.to_numeric(labels[both], errors="coerce") == reward[both]).all())
+
+
+def labelled_in(experiment: Experiment, label_dirs: Sequence[Path], label_col: str, output: str,
+                graded: bool = True) -> pd.DataFrame:
+    """:func:`labelled_rows` over several zones (a shadow's copies are joined into a zone of their own);
+    ``graded``: only the rows whose answer a label grades (``hit`` 0/1), for accuracy; else every row,
+    ``hit`` NaN where the zone holds rewards, for a bandit's reward stream."""
     frames = [f for f in (labelled_rows(experiment, d, label_col, output) for d in label_dirs) if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LABELLED_COLUMNS)
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LABELLED_COLUMNS)
+    if graded:
+        rows = rows[rows["hit"].notna()].astype({"hit": int})
+    return rows
 
 
 def _arm(experiment: Experiment, name: str, version: str, logged: pd.DataFrame,
@@ -159,7 +175,9 @@ def srm_check(experiment: Experiment, split: ExperimentEvent, live: pd.DataFrame
     """Units per arm since the weights last changed, against those weights (a shadow splits nothing)."""
     if experiment.kind in (ExperimentKind.SHADOW, ExperimentKind.INTERLEAVE):
         return None  # a shadow splits nothing; interleaving logs every request on both arms (its check: first picks)
-    since = pd.Timestamp(split.at, unit="s", tz="UTC")
+    # Servers route by the old weights until their next poll of the store (serve.poll_interval_s): a user
+    # seen in that lag would be counted on the arm the old weights gave.
+    since = pd.Timestamp(split.at + SRM_GRACE_S, unit="s", tz="UTC")
     current = live[pd.to_datetime(live["ts"], utc=True) >= since] if len(live) else live
     names = [a.name for a in experiment.arms]
     weights = [split.weights[n] for n in names]
@@ -185,7 +203,14 @@ def _accuracy(arms: dict[str, ArmSummary], alpha: float, notes: list[str]) -> Op
     return two_proportion_ztest(a.correct, a.labelled, b.correct, b.labelled, metric="accuracy", alpha=alpha)
 
 
+def answers(logged: pd.DataFrame) -> pd.DataFrame:
+    """The logged rows of predictions (``/predict``, v2), without ``/rank``'s (rows with an ``item``
+    output): a ranking of n candidates takes longer, and would skew a latency comparison."""
+    return logged[logged[RANKED].isna()] if RANKED in logged.columns else logged
+
+
 def _latency(experiment: Experiment, logged: pd.DataFrame, alpha: float, notes: list[str]) -> Optional[TestResult]:
+    logged = answers(logged)
     values = {n: logged[logged["arm"] == n].drop_duplicates("request_id")["latency_ms"].to_numpy(dtype=float)
               if len(logged) else np.zeros(0) for n in (CHAMPION, CHALLENGER)}
     if min(v.size for v in values.values()) < 2:

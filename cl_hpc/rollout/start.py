@@ -45,6 +45,8 @@ def plan(conf: ExperimentConf, registry: Any) -> Plan:
         raise RolloutError(f"experiment.champion ({conf.champion}) and experiment.challenger ({conf.challenger}) are "
                            f"both {name} {champion}: an experiment compares two versions")
     kind = ExperimentKind(conf.kind)
+    # The checkpoint is checked now, not when the challenger alias is pointed at it after the start.
+    registry.verify(name, challenger)
     arms = (Arm(CHALLENGER, challenger), Arm(CHAMPION, champion), *_more_arms(conf, registry, name))
     if len({a.version for a in arms}) != len(arms):
         raise RolloutError(f"an experiment's arms must be distinct versions; got {[a.version for a in arms]}")

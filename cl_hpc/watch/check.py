@@ -63,7 +63,7 @@ class Settings:
     lock_path: Path
     log_path: Path
     log_dir: Path  # the prediction log the servers write (serve.log_dir): the experiments' traffic
-    label_dirs: tuple[Path, ...]  # the label join's zones (labels.out_dir): their matured labels and rewards
+    label_dirs: tuple[Path, ...]  # the label join's zones (labels.out_dir, shadow_out_dir): labels and rewards
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,8 @@ def settings_from(cfg: DictConfig, model: Optional[str] = None, lock: Optional[P
                           if "drift_severe" in (t.get("params") or {})),
         lock_path=lock or run_root / f".watch-{name}.lock", log_path=log or run_root / "watch.log.jsonl",
         log_dir=Path(resolved["serve"]["log_dir"] or Path(store["root"]) / "predictions").expanduser().resolve(),
-        label_dirs=(Path(resolved["labels"]["out_dir"]).expanduser().resolve(),))
+        label_dirs=tuple(Path(d).expanduser().resolve() for d in (resolved["labels"]["out_dir"],
+                                                                  resolved["labels"].get("shadow_out_dir")) if d))
 
 
 def drift_conf(raw: Optional[Mapping[str, Any]]) -> DriftConf:

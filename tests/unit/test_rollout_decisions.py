@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import pandas as pd
 import pytest
 
 from cl_hpc.data.predictions import Role
@@ -19,6 +20,7 @@ from cl_hpc.rollout.bandit import policy_from_dict
 from cl_hpc.rollout.controller import Decision, Sources, apply, evaluate, look_all, mark_challenger
 from cl_hpc.rollout.experiments import ExperimentStore
 from cl_hpc.rollout.records import Action, Arm, Experiment, ExperimentKind, ExperimentState
+from cl_hpc.rollout.report import labelled_in
 from cl_hpc.store.db import Store
 from tests.rollout_traffic import traffic
 from tests.serving import NAME, register_tabular
@@ -171,6 +173,7 @@ def test_bandit_writes_its_posterior_and_split_then_promotes_the_best_arm(stores
     apply(first, experiment, experiments, registry)
     same = _look(stores, experiment)
     assert same.decision is Decision.WAIT and "no new rewards" in same.reason
+    assert same.detail["posterior"] == first.detail["posterior"]  # the stored posterior, shown between looks
     traffic(tmp, experiment, T0 + 101, {"champion": 400, "challenger": 400}, {"champion": 0.9, "challenger": 0.9},
             LATENCY, seed=11, rewards={"champion": 0.4, "challenger": 0.7})
     final = _look(stores, experiment)
@@ -193,6 +196,23 @@ def test_bandit_posterior_survives_a_reopened_store(stores: Stores) -> None:
         policy = policy_from_dict(latest.detail["posterior"])
         assert policy.state["champion"].pulls == 120 and policy.state["challenger"].pulls == 80
         assert policy.state["challenger"].reward_sum == step.samples["challenger"]["reward_sum"]
+
+
+def test_a_reward_zone_feeds_the_bandit_and_grades_no_answer(stores: Stores) -> None:
+    """A zone joined with labels.value=reward holds the reward as its label: the bandit reads it, and
+    no accuracy is computed from it (comparing a reward with the answered class means nothing)."""
+    _, _, tmp = stores
+    experiment = _start(stores, ExperimentKind.BANDIT, policy="thompson")
+    traffic(tmp, experiment, T0 + 1, {"champion": 100, "challenger": 100}, {"champion": 0.9, "challenger": 0.9},
+            LATENCY, seed=14, rewards={"champion": 0.3, "challenger": 0.8})
+    zone = next((tmp / "labels").glob("*.parquet"))
+    frame = pd.read_parquet(zone)
+    frame["y"] = frame["_reward"]  # as the join writes it with value=reward
+    frame.to_parquet(zone)
+    step = _look(stores, experiment)
+    assert step.samples["challenger"]["rewards"] == 100 and step.samples["champion"]["rewards"] == 100
+    assert labelled_in(experiment, (tmp / "labels",), "y", "label").empty  # nothing graded
+    assert len(labelled_in(experiment, (tmp / "labels",), "y", "label", graded=False)) == 200
 
 
 def test_look_all_decides_every_running_experiment(stores: Stores) -> None:
