@@ -35,7 +35,8 @@ def traffic(tmp: Path, experiment: Experiment, start: float, counts: dict[str, i
                     predictions_table(batches))
         hits = (rng.random(n) < accuracy[arm]).astype(int)
         frame = pd.DataFrame({"ts": pd.to_datetime(times, unit="s"), "a": 0.0, "y": 1, "_experiment": experiment.id,
-                              "_arm": arm, "_output.label": hits})
+                              "_arm": arm, "_output.label": hits, "_request_id": [b.request_id for b in batches],
+                              "_unit": [b.unit for b in batches]})
         if rewards is not None:
             frame["_reward"] = (rng.random(n) < rewards[arm]).astype(float)
         rows.append(frame)

@@ -33,7 +33,9 @@ class ExperimentConf:
     alpha: float = 0.05  # significance of every test; the sample-ratio check alarms at srm_alpha
     srm_alpha: float = 0.001
     power: float = 0.8  # with mde: the sample size printed up front
-    mde: float = 0.02  # minimum detectable effect, in the metric's units (absolute); the mSPRT's tau = mde
+    # minimum detectable effect in the metric's units (absolute; the mSPRT's tau = mde): 0.02 is two points of
+    # accuracy; for latency_ms set milliseconds (e.g. 1.0), or the test will hardly ever decide
+    mde: float = 0.02
     sequential: bool = True  # A/B decides by the always-valid mSPRT, so looking early is safe
     shadow_share: float = 1.0  # shadow: share of live requests copied to the challenger
     shadow_queue: int = 1000  # shadow: copies waiting at most; beyond it a copy is dropped and counted

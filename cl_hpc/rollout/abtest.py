@@ -28,7 +28,7 @@ import pandas as pd
 
 from cl_hpc.errors import ConfigError
 from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
-from cl_hpc.rollout.report import answers, labelled_in, logged_rows, srm_check
+from cl_hpc.rollout.report import answers, labelled_in, logged_rows, srm_check, unit_keys
 from cl_hpc.rollout.sequential import MSPRT, StreamKind
 from cl_hpc.rollout.stats import (
     PowerPlan,
@@ -62,38 +62,47 @@ def ab_step(experiment: Experiment, events: Sequence[ExperimentEvent], sources: 
         return Step(Decision.HALT, f"sample-ratio mismatch: units {list(srm.counts)} vs expected "
                                    f"{[round(e, 1) for e in srm.expected]} (p = {srm.p_value:.2g}): the split is "
                                    f"broken, so no comparison can be trusted", all_champion(weights), srm=srm)
-    values = _values(experiment, metric, logged, sources)
+    values, binary = _values(experiment, metric, logged, sources)
     counts = {arm: int(v.size) for arm, v in values.items()}
     need = int(config.get("min_samples", 500))
     if min(counts.values()) < need:
         return Step(Decision.WAIT, f"{metric}: {counts[CHAMPION]} champion and {counts[CHALLENGER]} challenger values "
-                                   f"of the {need} per arm needed before a test (experiment.min_samples)",
+                                   f"(units: {experiment.unit.value}) of the {need} per arm needed before a test "
+                                   f"(experiment.min_samples)",
                     weights, srm=srm, samples=counts)
     if bool(config.get("sequential", True)):
-        return sequential_look(experiment, metric, values, weights, srm, counts)
-    return fixed_horizon_look(experiment, metric, values, weights, srm, counts)
+        return sequential_look(experiment, metric, values, weights, srm, counts, binary)
+    return fixed_horizon_look(experiment, metric, values, weights, srm, counts, binary)
 
 
-def _values(experiment: Experiment, metric: str, logged: pd.DataFrame, sources: Sources) -> dict[str, np.ndarray]:
-    """Per arm, one value per answer (accuracy: 0/1 on matured labels) or per request (latency)."""
+def _values(experiment: Experiment, metric: str, logged: pd.DataFrame,
+            sources: Sources) -> tuple[dict[str, np.ndarray], bool]:
+    """Per arm, one value per randomization unit: the mean of its answers' 0/1 hits on matured labels
+    (accuracy) or of its requests' latencies. Rows of one user are correlated, and a test that took
+    them for independent samples would find effects that are not there (the unit of analysis is the
+    unit of randomization). Also whether every unit holds one 0/1 value (a Bernoulli stream)."""
     roles = {CHAMPION: "live", CHALLENGER: "shadow" if experiment.kind is ExperimentKind.SHADOW else "live"}
     if metric == "accuracy":
         labelled = labelled_in(experiment, sources.label_dirs, sources.label_col, sources.output)
-        return {arm: labelled.loc[labelled["arm"] == arm, "hit"].to_numpy(dtype=float) if len(labelled)
-                else np.zeros(0) for arm in roles}
+        groups = {arm: labelled[labelled["arm"] == arm].groupby("unit")["hit"] for arm in roles}
+        single = all(int(g.size().max()) <= 1 for g in groups.values() if g.ngroups)
+        return {arm: g.mean().to_numpy(dtype=float) for arm, g in groups.items()}, single
     out = {}
     for arm, role in roles.items():
         rows = answers(logged)
         rows = rows[(rows["arm"] == arm) & (rows["role"] == role)] if len(rows) else rows
-        out[arm] = rows.drop_duplicates("request_id")["latency_ms"].to_numpy(dtype=float) if len(rows) \
-            else np.zeros(0)
-    return out
+        requests = rows.drop_duplicates("request_id")
+        out[arm] = (requests.groupby(unit_keys(experiment.unit, requests))["latency_ms"].mean().to_numpy(dtype=float)
+                    if len(requests) else np.zeros(0))
+    return out, False
 
 
 def sequential_look(experiment: Experiment, metric: str, values: dict[str, np.ndarray], weights: dict[str, float],
-                srm: Optional[SrmResult], counts: dict[str, int]) -> Step:
+                    srm: Optional[SrmResult], counts: dict[str, int], binary: Optional[bool] = None) -> Step:
+    """``binary``: every value a 0/1 (default: the metric is accuracy); else means of units, Welch's variance."""
     config = experiment.config
-    kind = StreamKind.BERNOULLI if metric == "accuracy" else StreamKind.TWO_SAMPLE
+    binary = metric == "accuracy" if binary is None else binary
+    kind = StreamKind.BERNOULLI if binary else StreamKind.TWO_SAMPLE
     # The mixture variance is the square of the effect worth detecting (Johari et al., section 4.3).
     test = MSPRT(kind, float(config.get("mde", 0.02)) ** 2, alpha=float(config.get("alpha", 0.05)))
     test.update(values[CHAMPION], values[CHALLENGER])
@@ -105,25 +114,26 @@ def sequential_look(experiment: Experiment, metric: str, values: dict[str, np.nd
 
 
 def fixed_horizon_look(experiment: Experiment, metric: str, values: dict[str, np.ndarray], weights: dict[str, float],
-                   srm: Optional[SrmResult], counts: dict[str, int]) -> Step:
+                       srm: Optional[SrmResult], counts: dict[str, int], binary: Optional[bool] = None) -> Step:
     config = experiment.config
+    binary = metric == "accuracy" if binary is None else binary
     alpha, power = float(config.get("alpha", 0.05)), float(config.get("power", 0.8))
     mde = float(config.get("mde", 0.02))
-    plan = _plan(metric, values[CHAMPION], mde, alpha, power)
+    plan = _plan(binary, values[CHAMPION], mde, alpha, power)
     if min(counts.values()) < max(plan.n_a, plan.n_b):
         return Step(Decision.WAIT, f"{metric}: fixed-horizon test read at {plan.n_a} per arm ({plan.summary()}); "
                                    f"{counts[CHAMPION]} champion and {counts[CHALLENGER]} challenger values so far",
                     weights, srm=srm, samples=counts, detail={"plan": asdict(plan)})
     a, b = values[CHAMPION], values[CHALLENGER]
-    if metric == "accuracy":
+    if binary:
         result = two_proportion_ztest(int(a.sum()), a.size, int(b.sum()), b.size, metric=metric, alpha=alpha)
     else:
         result = welch_ttest(a, b, metric=metric, alpha=alpha)
     return _verdict(experiment, metric, result, weights, srm, counts, plan)
 
 
-def _plan(metric: str, champion: np.ndarray, mde: float, alpha: float, power: float) -> PowerPlan:
-    if metric == "accuracy":
+def _plan(binary: bool, champion: np.ndarray, mde: float, alpha: float, power: float) -> PowerPlan:
+    if binary:
         baseline = float(np.clip(champion.mean(), 0.01, 0.99 - mde))  # a perfect or empty champion still plans
         return sample_size_binary(baseline, mde, alpha=alpha, power=power)
     spread = float(np.std(champion, ddof=1)) if champion.size > 1 else 0.0

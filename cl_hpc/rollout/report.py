@@ -34,7 +34,7 @@ from cl_hpc.rollout.stats import (
 )
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-LABELLED_COLUMNS = ["arm", "hit", "ts", "reward"]
+LABELLED_COLUMNS = ["arm", "hit", "ts", "reward", "unit"]
 RANKED = "output.item"  # the log column only /rank answers fill (cl_hpc/serve/ranking.py)
 SRM_GRACE_S = 10.0  # seconds after a change of weights before units are counted against them
 LabelDirs = Union[Path, Sequence[Path], None]  # one label zone, several (live and shadow), or none
@@ -122,7 +122,8 @@ def labelled_rows(experiment: Experiment, label_dir: Path, label_col: str, outpu
         # a zone joined with labels.value=reward holds the reward as its label: no answer is graded by it
         graded = (pd.Series(np.nan, index=frame.index) if _reward_zone(frame[label_col], reward)
                   else hit.astype("float64"))
-        frames.append(pd.DataFrame({"arm": frame["_arm"].astype(str), "hit": graded, "ts": ts, "reward": reward}))
+        frames.append(pd.DataFrame({"arm": frame["_arm"].astype(str), "hit": graded, "ts": ts, "reward": reward,
+                                    "unit": _unit_of(experiment.unit, frame, ts, part.path.name)}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LABELLED_COLUMNS)
 
 
@@ -130,6 +131,19 @@ def as_dirs(label_dir: LabelDirs) -> tuple[Path, ...]:
     if label_dir is None:
         return ()
     return (label_dir,) if isinstance(label_dir, Path) else tuple(label_dir)
+
+
+def _unit_of(kind: UnitKind, frame: pd.DataFrame, ts: pd.Series, part: str) -> pd.Series:
+    """Each labelled row's randomization unit (its user, its request, or its UTC day): the rows of one
+    unit are correlated, so a test compares units, not rows. A zone without request ids (not the
+    join's): each row its own unit."""
+    request = (frame["_request_id"].astype(str) if "_request_id" in frame
+               else pd.Series([f"{part}:{i}" for i in range(len(frame))], index=frame.index))
+    if kind is UnitKind.USER and "_unit" in frame:
+        return frame["_unit"].astype("string").fillna(request).astype(str)
+    if kind is UnitKind.DAY:
+        return pd.to_datetime(ts, utc=True).dt.strftime("%Y-%m-%d")
+    return request
 
 
 def _reward_zone(labels: pd.Series, reward: pd.Series) -> bool:
@@ -156,13 +170,14 @@ def _arm(experiment: Experiment, name: str, version: str, logged: pd.DataFrame,
     latency = requests["latency_ms"].to_numpy(dtype=float) if len(requests) else np.zeros(0)
     hits = labelled[labelled["arm"] == name]["hit"] if len(labelled) else pd.Series(dtype=int)
     return ArmSummary(arm=name, version=version, requests=len(requests),
-                      units=int(_units(experiment.unit, requests).nunique()) if len(requests) else 0,
+                      units=int(unit_keys(experiment.unit, requests).nunique()) if len(requests) else 0,
                       latency_p50_ms=float(np.percentile(latency, 50)) if latency.size else None,
                       latency_p99_ms=float(np.percentile(latency, 99)) if latency.size else None,
                       labelled=int(len(hits)), correct=int(hits.sum()))
 
 
-def _units(kind: UnitKind, requests: pd.DataFrame) -> pd.Series:
+def unit_keys(kind: UnitKind, requests: pd.DataFrame) -> pd.Series:
+    """The randomization unit of each logged request: its user, itself, or its UTC day."""
     if kind is UnitKind.USER:
         return requests["unit"]
     if kind is UnitKind.DAY:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -21,6 +22,7 @@ from cl_hpc.rollout.controller import Decision, Sources, apply, evaluate, look_a
 from cl_hpc.rollout.experiments import ExperimentStore
 from cl_hpc.rollout.records import Action, Arm, Experiment, ExperimentKind, ExperimentState
 from cl_hpc.rollout.report import labelled_in
+from cl_hpc.rollout.sequential import MSPRT, StreamKind
 from cl_hpc.store.db import Store
 from tests.rollout_traffic import traffic
 from tests.serving import NAME, register_tabular
@@ -104,6 +106,28 @@ def test_ab_waits_on_an_equal_challenger_and_on_too_few_rows(stores: Stores) -> 
 def _start_again(stores: Stores, experiment: Experiment, **config: Any) -> Experiment:
     """The same experiment read back with other settings (its rows stay its own)."""
     return Experiment(**{**experiment.__dict__, "config": {**experiment.config, **config}})
+
+
+def test_ab_compares_users_not_their_correlated_rows(stores: Stores) -> None:
+    """By user, each user's answers are all right or all wrong (the extreme of correlated rows). 33 of 60
+    good users on one arm against 27 on the other is chance: rows taken as independent (3,000 per arm)
+    would call it a significant 10-point gain; per-user means see 60 values per arm and no evidence."""
+    _, _, tmp = stores
+    experiment = _start(stores, ExperimentKind.AB, min_samples=50, mde=0.1)
+    rows = []
+    for arm, good in (("challenger", 33), ("champion", 27)):
+        for user in range(60):
+            rows.append(pd.DataFrame({"ts": pd.to_datetime(T0 + 20 + np.arange(50), unit="s"), "y": 1,
+                                      "_experiment": experiment.id, "_arm": arm, "_unit": f"{arm}-{user}",
+                                      "_request_id": [f"{arm}-{user}-{i}" for i in range(50)],
+                                      "_output.label": int(user < good)}))
+    (tmp / "labels").mkdir()
+    pd.concat(rows).to_parquet(tmp / "labels" / "part-20261205T000000.parquet")
+    step = _look(stores, experiment)
+    assert step.decision is Decision.WAIT and step.samples == {"champion": 60, "challenger": 60}, step.reason
+    rowwise = MSPRT(StreamKind.BERNOULLI, 0.1 ** 2)
+    rowwise.update(np.repeat([1.0] * 27 + [0.0] * 33, 50), np.repeat([1.0] * 33 + [0.0] * 27, 50))
+    assert rowwise.rejected
 
 
 def test_ab_fixed_horizon_waits_for_its_planned_size_then_rejects_no_gain(stores: Stores) -> None:
