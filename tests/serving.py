@@ -89,6 +89,14 @@ def register_gpt(store: Path, name: str = "gpt", vocab: int = 16, seq: int = 8) 
     return [s.name for s in workload.signature.inputs]
 
 
+def run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m <args>`` from the repo root, as a user runs it; its failure fails the test with its output."""
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
 def row(seed: int = 0) -> dict[str, float]:
     values = np.random.default_rng(seed).normal(size=len(FEATURES))
     return {name: float(v) for name, v in zip(FEATURES, values)}

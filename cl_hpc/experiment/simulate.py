@@ -38,6 +38,7 @@ import pandas as pd
 
 from cl_hpc.errors import ConfigError, DataError
 from cl_hpc.rollout.simulate import Result, Settings, Stream, known_challengers, ranker_noise
+from cl_hpc.rollout.start import only_model
 
 OUTPUT_PREFIX = "_output."
 
@@ -193,17 +194,9 @@ def _registry(cfg: Any, args: argparse.Namespace, work: Callable[[Any, str, list
     root = Path(str(cfg.store.root)).expanduser().resolve()
     with ModelRegistry.open(root, journal_mode=str(cfg.store.journal_mode),
                             busy_timeout_s=float(cfg.store.busy_timeout_s)) as registry:
-        name = cfg.experiment.model or _only_model(registry)
+        name = cfg.experiment.model or only_model(registry)
         records = [registry.verify(name, ref) for ref in [args.champion, *(args.challenger or [])]]
         return records, work(registry, name, records)
-
-
-def _only_model(registry: Any) -> str:
-    names = registry.names()
-    if len(names) != 1:
-        raise ConfigError(f"experiment.model is not set and the registry holds {len(names)} models "
-                          f"({', '.join(names) or 'none'}); set experiment.model=<name>")
-    return str(names[0])
 
 
 def _units(frame: pd.DataFrame) -> list[str]:

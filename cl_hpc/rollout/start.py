@@ -35,7 +35,7 @@ class Plan:
 
 def plan(conf: ExperimentConf, registry: Any) -> Plan:
     check_experiment(conf)
-    name = conf.model or _only_model(registry)
+    name = conf.model or only_model(registry)
     if conf.challenger is None:
         raise RolloutError(f"experiment.challenger is not set: name the version to test, e.g. "
                            f"experiment.challenger=1.1 (versions of {name}: {_versions(registry, name)})")
@@ -93,7 +93,8 @@ def _more_arms(conf: ExperimentConf, registry: Any, name: str) -> list[Arm]:
     return [Arm(f"v{version}", version) for version in versions]
 
 
-def _only_model(registry: Any) -> str:
+def only_model(registry: Any) -> str:
+    """The store's one model (experiment.model unset), or an error naming them."""
     names = registry.names()
     if len(names) != 1:
         raise RolloutError(f"experiment.model is not set and the registry holds {len(names)} models "

@@ -15,7 +15,6 @@ Shares of traffic are judged by binomial tests at a generous level, never by a w
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,8 +26,7 @@ from scipy import stats
 
 from cl_hpc.rollout.experiments import ExperimentStore
 from cl_hpc.rollout.report import labelled_rows
-from tests.conftest import REPO, _env
-from tests.serving import Server, register_tabular, row, wait_for
+from tests.serving import Server, register_tabular, row, run_module, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -82,24 +80,17 @@ def servers(tmp_path: Path) -> Iterator[list[Server]]:
             server.close()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=_env(), capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 def _joined(store: Path, zone: Path, expected: int) -> bool:
     """One label join; whether the zone now holds a labelled row for every request the experiment answered."""
-    _cli("cl_hpc.labels", "join", "--json", f"log_dir={store / 'predictions'}", f"out_dir={zone}", f"window={WINDOW}",
-         f"freq={WINDOW}", "value=reward")
+    run_module("cl_hpc.labels", "join", "--json", f"log_dir={store / 'predictions'}", f"out_dir={zone}",
+               f"window={WINDOW}", f"freq={WINDOW}", "value=reward")
     with ExperimentStore.open(store) as experiments:
         experiment = experiments.get(1)
     return zone.is_dir() and len(labelled_rows(experiment, zone, "y", "label")) == expected
 
 
 def _status(store: Path) -> dict[str, Any]:
-    lines = _cli("cl_hpc.experiment", "status", "--json", f"store.root={store}").stdout.splitlines()
+    lines = run_module("cl_hpc.experiment", "status", "--json", f"store.root={store}").stdout.splitlines()
     assert len(lines) == 1, lines
     return dict(json.loads(lines[0]))
 
@@ -117,7 +108,7 @@ def test_the_bandit_moves_traffic_to_the_better_arm_and_keeps_it_across_a_restar
                                                                                    tmp_path: Path) -> None:
     server, zone, traffic = servers[0], tmp_path / "labelled", Traffic()
     store = server.store
-    started = _cli("cl_hpc.experiment", "start", "experiment=bandit", "experiment.challenger=2.0",
+    started = run_module("cl_hpc.experiment", "start", "experiment=bandit", "experiment.challenger=2.0",
                    "experiment.min_samples=1000000", "--reason", "e2e: the bandit's reward loop", f"store.root={store}")
     assert "bandit on demo (challenger 2.0 50%, champion 1.0 50%), unit request" in started.stdout, started.stdout
     wait_for(lambda: server.metric("cl_hpc_experiment_routing", experiment="1") == 1, 30,
@@ -127,7 +118,7 @@ def test_the_bandit_moves_traffic_to_the_better_arm_and_keeps_it_across_a_restar
     assert _routes_by(first, 0.5), _on_challenger(first)
     wait_for(lambda: _joined(store, zone, FIRST), 60, f"the join to label all {FIRST} answers", interval_s=0.5)
 
-    line = _cli("cl_hpc.experiment", "decide", "1", "--labels", str(zone), f"store.root={store}").stdout.strip()
+    line = run_module("cl_hpc.experiment", "decide", "1", "--labels", str(zone), f"store.root={store}").stdout.strip()
     assert line.startswith(f"experiment 1: step: thompson after {FIRST} rewards"), line
     status = _status(store)
     event = status["last_event"]
@@ -155,7 +146,7 @@ def test_the_bandit_moves_traffic_to_the_better_arm_and_keeps_it_across_a_restar
     # Every reward sent, joined: the controller's view in the report is the posterior of all of them.
     wait_for(lambda: _joined(store, zone, traffic.sent), 60, f"the join to label all {traffic.sent} answers",
              interval_s=0.5)
-    shown = json.loads(_cli("cl_hpc.experiment", "report", "1", "--json", "--labels", str(zone),
+    shown = json.loads(run_module("cl_hpc.experiment", "report", "1", "--json", "--labels", str(zone),
                             f"store.root={store}").stdout)
     controller = shown["controller"]
     assert controller["decision"] == "step", controller

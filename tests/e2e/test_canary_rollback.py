@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -25,8 +24,8 @@ import numpy as np
 import pytest
 
 from cl_hpc.registry.store import ModelRegistry
-from tests.conftest import REPO, _env
-from tests.serving import FEATURES, NAME, Server, wait_for
+from tests.conftest import REPO
+from tests.serving import FEATURES, NAME, Server, run_module, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -116,18 +115,11 @@ def served(tmp_path: Path) -> Iterator[Server]:
     server.close()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=_env(), capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 def _decided(store: Path, zone: Path, seen: list[str]) -> Optional[str]:
     """Join the matured labels, then one look of the controller; its line once it is not 'wait'."""
-    _cli("cl_hpc.labels", "join", "--json", f"log_dir={store / 'predictions'}", f"out_dir={zone}",
+    run_module("cl_hpc.labels", "join", "--json", f"log_dir={store / 'predictions'}", f"out_dir={zone}",
          f"window={WINDOW_S}s", f"freq={WINDOW_S}s")
-    line = _cli("cl_hpc.experiment", "decide", "1", "--labels", str(zone), "--window", str(WINDOW_S),
+    line = run_module("cl_hpc.experiment", "decide", "1", "--labels", str(zone), "--window", str(WINDOW_S),
                 f"store.root={store}").stdout.strip()
     seen.append(line)
     return None if line.startswith("experiment 1: wait:") else line
@@ -146,7 +138,7 @@ def test_the_canary_rolls_back_a_label_flipped_challenger(served: Server, tmp_pa
     users.start()  # traffic before the canary too: `start` checks the logged requests carry the unit
     try:
         wait_for(lambda: len(users.answers) >= 50, 30, "the first answers")
-        started = _cli("cl_hpc.experiment", "start", "experiment=canary", "experiment.challenger=2.0",
+        started = run_module("cl_hpc.experiment", "start", "experiment=canary", "experiment.challenger=2.0",
                        f"experiment.min_samples={MIN_SAMPLES}", f"experiment.steps=[{FIRST_STEP},50,100]",
                        "--reason", "e2e: a label-flipped challenger", f"store.root={store}")
         assert f"challenger 2.0 {FIRST_STEP}%" in started.stdout and "unit user" in started.stdout, started.stdout
@@ -173,7 +165,7 @@ def test_the_canary_rolls_back_a_label_flipped_challenger(served: Server, tmp_pa
         moves = registry.events(NAME, "challenger")
         assert [(e.action, str(e.to_version)) for e in moves] == [("promote", "2.0"), ("rollback-to", "1.0")]
         assert moves[-1].reason.startswith("experiment 1 (canary): canary at 10% failed the judge")
-    status = json.loads(_cli("cl_hpc.experiment", "status", "--json", f"store.root={store}").stdout)
+    status = json.loads(run_module("cl_hpc.experiment", "status", "--json", f"store.root={store}").stdout)
     assert status["state"] == "decided" and status["weights"] == {"challenger": 0.0, "champion": 1.0}
     assert status["last_event"]["reason"].startswith("experiment 1 (canary): canary at 10% failed the judge")
 
