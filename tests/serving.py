@@ -40,17 +40,19 @@ def wait_for(check: Callable[[], Optional[T]], timeout_s: float, what: str, inte
 
 
 def register_tabular(store: Path, seeds: tuple[int, ...] = (0, 1), name: str = NAME,
-                     champion: Optional[str] = "1.0") -> list[str]:
-    """One stateless version per seed (1.0, 2.0, ...) of the tiny tabular MLP; ``champion`` promoted."""
+                     champion: Optional[str] = "1.0", classes: Optional[dict[int, str]] = None) -> list[str]:
+    """One stateless version per seed (1.0, 2.0, ...) of the tiny tabular MLP; ``champion`` promoted.
+    ``classes``: seed -> another model class for that version (e.g. tests.flaky_model.FlakyClassifier)."""
     from cl_hpc.registry.store import ModelRegistry
     from tests.unit.test_registry import make_checkpoint, make_workload
 
-    workload = make_workload(0)
     versions = []
     with ModelRegistry.open(store) as registry:
         for seed in seeds:
+            model_class = (classes or {}).get(seed)
+            workload = make_workload(0, model_class=model_class)
             path = store.parent / f"{name}-ckpt{seed}" / "model.pt"
-            sha = make_checkpoint(path, seed)
+            sha = make_checkpoint(path, seed, model_class=model_class)
             record = registry.register(name, path, strategy="stateless", checkpoint_sha256=sha, workdir=REPO,
                                        model_class=workload.model_target.path, init_args=workload.model_target.args,
                                        datamodule_class=workload.data_target.path,

@@ -55,10 +55,14 @@ class Stream(enum.Enum):
 
 
 class Role(enum.Enum):
-    """Whose answer a logged prediction is: the one the client got, or a shadow's (not returned)."""
+    """Whose answer a logged prediction is: the one the client got, a shadow's (not returned), or none."""
 
     LIVE = "live"
     SHADOW = "shadow"
+    # a live request the model's own code failed on (the client got a 500): logged with its inputs, latency,
+    # experiment and arm but no outputs, so an experiment's error rate per arm is read from the log; every
+    # reader of answers filters on live or shadow and never sees it
+    FAILED = "failed"
 
 
 _TS = pa.timestamp("us", tz="UTC")

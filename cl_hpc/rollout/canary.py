@@ -4,8 +4,10 @@ One evaluation is a pure function of the experiment's events, its prediction log
 rows (:func:`canary_step`); applying it is one store event, and a promotion goes through the
 registry (:func:`apply`). Per step, the rows since the weights last changed are cut into windows of
 ``window_s`` and each window gives one sample per arm and metric (Kayenta judges per-interval
-aggregates): latency p99 (lower is better) and accuracy on matured labels (higher is better). The
-judge (cl_hpc/rollout/judge.py: Mann-Whitney U, Hodges-Lehmann, pass 95 / marginal 75) decides:
+aggregates): the error rate (the share of its requests the model's own code failed on, logged with
+role ``failed``; lower is better, critical), latency p99 (lower is better) and accuracy on matured
+labels (higher is better, critical). The judge (cl_hpc/rollout/judge.py: Mann-Whitney U,
+Hodges-Lehmann, pass 95 / marginal 75) decides:
 
 - the sample ratio is off (chi-square, p < srm_alpha): HALT, the champion takes all traffic;
 - fewer than ``min_samples`` requests or labelled answers on an arm, or too few windows: WAIT,
@@ -33,8 +35,10 @@ from cl_hpc.rollout.stats import SrmResult
 from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Step, all_champion
 
 MIN_WINDOWS = 4  # windows per arm before a metric is judged (at 3, no Hodges-Lehmann interval at alpha 0.05)
-SPECS = (MetricSpec("latency_p99_ms", Direction.LOWER_IS_BETTER, tolerance=0.5),  # 50 % slower p99 allowed
+SPECS = (MetricSpec("error_rate", Direction.LOWER_IS_BETTER, tolerance=0.01, relative=False, critical=True),
+         MetricSpec("latency_p99_ms", Direction.LOWER_IS_BETTER, tolerance=0.5),  # 50 % slower p99 allowed
          MetricSpec("accuracy", Direction.HIGHER_IS_BETTER, tolerance=0.02, relative=False, critical=True))
+ROUTED = ("live", "failed")  # the log roles of requests an arm was given: answered, or failed by the model
 
 
 def canary_step(experiment: Experiment, events: Sequence[ExperimentEvent], log_dir: Path,
@@ -51,7 +55,7 @@ def canary_step(experiment: Experiment, events: Sequence[ExperimentEvent], log_d
     baseline = _previous_split(events, split) if weights[CHAMPION] == 0 else split
     base_since = pd.Timestamp(baseline.at, unit="s", tz="UTC")
     logged = logged_rows(experiment, log_dir)
-    live = logged[logged["role"] == "live"] if len(logged) else logged
+    live = logged[logged["role"].isin(ROUTED)] if len(logged) else logged  # a failure is a unit routed too
     stamps = pd.to_datetime(live["ts"], utc=True) if len(live) else pd.Series(dtype="datetime64[ns, UTC]")
     live = live[(stamps >= since) | ((live["arm"] == CHAMPION) & (stamps >= base_since))] if len(live) else live
     notes: list[str] = []
@@ -83,15 +87,20 @@ def _previous_split(events: Sequence[ExperimentEvent], split: ExperimentEvent) -
 def _samples(live: pd.DataFrame, labelled: pd.DataFrame, since: pd.Timestamp, window_s: float,
              min_samples: int) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Per arm, one value per window and metric; a metric with fewer than ``min_samples`` rows on an arm
-    is left out (no data: the judge waits)."""
+    is left out (no data: the judge waits). ``live``: the answered and the failed requests."""
     out: dict[str, dict[str, np.ndarray]] = {CHAMPION: {}, CHALLENGER: {}}
     counts: dict[str, Any] = {}
     for arm in (CHAMPION, CHALLENGER):
         rows = answers(live[live["arm"] == arm]) if len(live) else live
+        requests = rows.drop_duplicates("request_id") if len(rows) else rows
+        failed = (requests["role"] == "failed").astype(float) if len(requests) else pd.Series(dtype=float)
+        answered = rows[rows["role"] == "live"] if len(rows) else rows
         hits = labelled[labelled["arm"] == arm] if len(labelled) else labelled
-        counts[arm] = {"requests": int(len(rows)), "labelled": int(len(hits))}
-        if len(rows) >= min_samples:
-            out[arm]["latency_p99_ms"] = _per_window(rows["ts"], rows["latency_ms"], since, window_s,
+        counts[arm] = {"requests": int(len(requests)), "failed": int(failed.sum()), "labelled": int(len(hits))}
+        if len(requests) >= min_samples:
+            out[arm]["error_rate"] = _per_window(requests["ts"], failed, since, window_s, lambda v: float(np.mean(v)))
+        if len(answered) >= min_samples:
+            out[arm]["latency_p99_ms"] = _per_window(answered["ts"], answered["latency_ms"], since, window_s,
                                                      lambda v: float(np.percentile(v, 99)))
         if len(hits) >= min_samples:
             out[arm]["accuracy"] = _per_window(hits["ts"], hits["hit"], since, window_s, lambda v: float(np.mean(v)))

@@ -198,7 +198,12 @@ def _answer(state: ServerState, route: Route, frame: Any, unit: Optional[str], s
     """Predict through the model contract, log the rows, count the request (``wanted``: the output
     names the client asked for, checked before the log and the counters see a refused request)."""
     loaded = route.loaded
-    outputs = _predicted(loaded, frame)
+    try:
+        outputs = _predicted(loaded, frame)
+    except RequestError as exc:
+        if exc.status >= 500:  # the model's fault, not the client's: the error rate a canary judges
+            _log_failure(state, route, frame, unit, started)
+        raise
     unknown = [w for w in wanted if w not in outputs]
     if unknown:
         raise RequestError(f"outputs: unknown {unknown}; this version gives {sorted(outputs)}", "outputs")
@@ -211,6 +216,13 @@ def _answer(state: ServerState, route: Route, frame: Any, unit: Optional[str], s
     if routing is not None and routing.kind is ExperimentKind.SHADOW and routing.copies(route.request_id):
         state.shadow.submit(routing, frame, route.request_id, unit)  # after the answer is built, off its path
     return outputs
+
+
+def _log_failure(state: ServerState, route: Route, frame: Any, unit: Optional[str], started: float) -> None:
+    routing = route.routing
+    state.log.log(PredictionBatch(route.request_id, time.time(), route.loaded.name, route.loaded.version, Role.FAILED,
+                                  (time.perf_counter() - started) * 1e3, wire.input_columns(frame), {}, unit,
+                                  routing.experiment_id if routing is not None else None, route.arm))
 
 
 # ---- routes ------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -30,7 +30,7 @@ MLP = "cl_hpc.learn.tabular.TabularClassifier"
 TABULAR = "cl_hpc.learn.tabular.TabularData"
 
 
-def make_workload(seed: int = 0, hidden: int = 8) -> Any:
+def make_workload(seed: int = 0, hidden: int = 8, model_class: Optional[str] = None) -> Any:
     """A tiny real tabular workload (TabularClassifier + TabularData fitted on 20 rows of a, b, c).
     Torch is imported here, not at module level, so spawned registry workers start fast."""
     import numpy as np
@@ -47,15 +47,15 @@ def make_workload(seed: int = 0, hidden: int = 8) -> Any:
     data = data_from(data_target)
     data.fit_state(frame)
     torch.manual_seed(seed)
-    model, built = model_for(Target(MLP, {"hidden": hidden, "layers": 1, "dropout": 0.0}), data)
+    model, built = model_for(Target(model_class or MLP, {"hidden": hidden, "layers": 1, "dropout": 0.0}), data)
     return Workload(model, data, built, data_target)
 
 
-def make_checkpoint(path: Path, seed: int = 0, hidden: int = 8) -> str:
+def make_checkpoint(path: Path, seed: int = 0, hidden: int = 8, model_class: Optional[str] = None) -> str:
     """A tiny real checkpoint written with the project's save_workload; returns its sha256."""
     from cl_hpc.learn.checkpoint import save_workload
 
-    return save_workload(path, make_workload(seed, hidden), {"window_digest": f"w{seed}"})
+    return save_workload(path, make_workload(seed, hidden, model_class), {"window_digest": f"w{seed}"})
 
 
 # ---- version arithmetic ------------------------------------------------------------------------
