@@ -38,9 +38,15 @@ def test_a_submission_slurm_refuses_midway_is_cancelled_whole_and_resumes(launch
     run = bad.run_dir()
     submitted = json.loads((run / "slurm.json").read_text())["launches"]["0"]
     assert sorted(submitted) == ["a", "b"]
-    assert {_sacct_state(e["job_id"]) for e in submitted.values()} == {"CANCELLED"}
+    jobs = {task: _sacct_state(e["job_id"]) for task, e in submitted.items()}
+    # a (no dependency) may start and finish while b's and c's sbatch run on a loaded machine: a job that
+    # ended before the cancel keeps its result, and only then; anything else is cancelled
+    assert set(jobs.values()) <= {"CANCELLED", "COMPLETED"} and jobs["b"] == "CANCELLED", jobs
     info = _wait_state(launcher, run.name, {"CANCELLED", "FAILED", "COMPLETED"}, timeout_s=30)
-    assert {u["state"] for u in info["units"].values()} == {"CANCELLED"}, info
+    states = {key: u["state"] for key, u in info["units"].items()}
+    finished = {key for key, state in states.items() if state == "COMPLETED"}
+    assert finished == {t for t, state in jobs.items() if state == "COMPLETED"}, (states, jobs)
+    assert {states[key] for key in states.keys() - finished} == {"CANCELLED"}, info
 
     resumed = launcher("cluster=slurm", "pipeline=diamond", f"launch.resume={run.name}")
     assert resumed.proc.returncode == 0, resumed.output
