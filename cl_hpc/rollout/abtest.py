@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cl_hpc.errors import ConfigError
-from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
+from cl_hpc.rollout.records import Experiment, ExperimentEvent, ExperimentKind, current_split
 from cl_hpc.rollout.report import answers, labelled_in, logged_rows, srm_check, unit_keys
 from cl_hpc.rollout.sequential import MSPRT, StreamKind
 from cl_hpc.rollout.stats import (
@@ -39,7 +39,7 @@ from cl_hpc.rollout.stats import (
     two_proportion_ztest,
     welch_ttest,
 )
-from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Sources, Step, all_champion
+from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Sources, Step, all_champion, halted
 
 HIGHER_IS_BETTER = {"accuracy": True, "latency_ms": False}  # the metrics a test can decide on
 
@@ -53,15 +53,13 @@ def ab_step(experiment: Experiment, events: Sequence[ExperimentEvent], sources: 
     if metric not in HIGHER_IS_BETTER:
         raise ConfigError(f"experiment {experiment.id}: experiment.metric={metric!r} cannot decide a test; valid: "
                           f"{', '.join(HIGHER_IS_BETTER)} (cl_hpc/config/experiment.py)")
-    split = next(e for e in reversed(events) if e.action in (Action.START, Action.WEIGHTS))
+    split = current_split(events)
     weights = dict(split.weights)
     logged = logged_rows(experiment, sources.log_dir)
     live = logged[logged["role"] == "live"] if len(logged) else logged
     srm = srm_check(experiment, split, live, float(config.get("srm_alpha", 0.001)), [])
     if srm is not None and srm.mismatch:
-        return Step(Decision.HALT, f"sample-ratio mismatch: units {list(srm.counts)} vs expected "
-                                   f"{[round(e, 1) for e in srm.expected]} (p = {srm.p_value:.2g}): the split is "
-                                   f"broken, so no comparison can be trusted", all_champion(weights), srm=srm)
+        return halted(srm, weights)
     values, binary = _values(experiment, metric, logged, sources)
     counts = {arm: int(v.size) for arm, v in values.items()}
     need = int(config.get("min_samples", 500))
@@ -88,9 +86,9 @@ def _values(experiment: Experiment, metric: str, logged: pd.DataFrame,
         single = all(int(g.size().max()) <= 1 for g in groups.values() if g.ngroups)
         return {arm: g.mean().to_numpy(dtype=float) for arm, g in groups.items()}, single
     out = {}
+    predicted = answers(logged)
     for arm, role in roles.items():
-        rows = answers(logged)
-        rows = rows[(rows["arm"] == arm) & (rows["role"] == role)] if len(rows) else rows
+        rows = predicted[(predicted["arm"] == arm) & (predicted["role"] == role)] if len(predicted) else predicted
         requests = rows.drop_duplicates("request_id")
         out[arm] = (requests.groupby(unit_keys(experiment.unit, requests))["latency_ms"].mean().to_numpy(dtype=float)
                     if len(requests) else np.zeros(0))

@@ -29,10 +29,10 @@ import pandas as pd
 
 from cl_hpc.rollout.assign import ramp_steps
 from cl_hpc.rollout.judge import Direction, Judgement, MetricSpec, Thresholds, Verdict, judge
-from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
+from cl_hpc.rollout.records import Experiment, ExperimentEvent, ExperimentKind, current_split, previous_split
 from cl_hpc.rollout.report import LabelDirs, answers, as_dirs, labelled_in, logged_rows, srm_check
 from cl_hpc.rollout.stats import SrmResult
-from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Step, all_champion
+from cl_hpc.rollout.steps import CHALLENGER, CHAMPION, Decision, Step, all_champion, halted
 
 MIN_WINDOWS = 4  # windows per arm before a metric is judged (at 3, no Hodges-Lehmann interval at alpha 0.05)
 SPECS = (MetricSpec("error_rate", Direction.LOWER_IS_BETTER, tolerance=0.01, relative=False, critical=True),
@@ -47,12 +47,12 @@ def canary_step(experiment: Experiment, events: Sequence[ExperimentEvent], log_d
     """The decision for the canary's current step (nothing written)."""
     if experiment.kind is not ExperimentKind.CANARY:
         raise ValueError(f"experiment {experiment.id} is a {experiment.kind.value}, not a canary")
-    config, split = experiment.config, _split(events)
+    config, split = experiment.config, current_split(events)
     weights = dict(split.weights)
     since = pd.Timestamp(split.at, unit="s", tz="UTC")
     # At 100 % the champion answers nothing: its samples are those of the step before, the baseline the
     # challenger must still hold to at full traffic.
-    baseline = _previous_split(events, split) if weights[CHAMPION] == 0 else split
+    baseline = previous_split(events, split) if weights[CHAMPION] == 0 else split
     base_since = pd.Timestamp(baseline.at, unit="s", tz="UTC")
     logged = logged_rows(experiment, log_dir)
     live = logged[logged["role"].isin(ROUTED)] if len(logged) else logged  # a failure is a unit routed too
@@ -61,9 +61,7 @@ def canary_step(experiment: Experiment, events: Sequence[ExperimentEvent], log_d
     notes: list[str] = []
     srm = srm_check(experiment, split, live, float(config.get("srm_alpha", 0.001)), notes)
     if srm is not None and srm.mismatch:
-        return Step(Decision.HALT, f"sample-ratio mismatch: units {list(srm.counts)} vs expected "
-                                   f"{[round(e, 1) for e in srm.expected]} (p = {srm.p_value:.2g}): the split is "
-                                   f"broken, so no comparison can be trusted", all_champion(weights), srm=srm)
+        return halted(srm, weights)
     labelled = labelled_in(experiment, as_dirs(label_dir), label_col, output)
     if len(labelled):  # the zone's naive times are UTC
         times = pd.to_datetime(labelled["ts"], utc=True)
@@ -73,15 +71,6 @@ def canary_step(experiment: Experiment, events: Sequence[ExperimentEvent], log_d
     verdict = judge(SPECS, samples[CHAMPION], samples[CHALLENGER], alpha=float(config.get("alpha", 0.05)),
                     thresholds=thresholds, min_samples=MIN_WINDOWS)
     return decide_step(experiment, weights, verdict, srm, counts)
-
-
-def _split(events: Sequence[ExperimentEvent]) -> ExperimentEvent:
-    return next(e for e in reversed(events) if e.action in (Action.START, Action.WEIGHTS))
-
-
-def _previous_split(events: Sequence[ExperimentEvent], split: ExperimentEvent) -> ExperimentEvent:
-    earlier = [e for e in events if e.id < split.id and e.action in (Action.START, Action.WEIGHTS)]
-    return earlier[-1] if earlier else split
 
 
 def _samples(live: pd.DataFrame, labelled: pd.DataFrame, since: pd.Timestamp, window_s: float,

@@ -35,7 +35,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 from cl_hpc.data.predictions import OUTPUT_PREFIX, Stream, decode_label, read_stream
-from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
+from cl_hpc.rollout.records import Experiment, ExperimentEvent, ExperimentKind, current_split
 from cl_hpc.rollout.report import logged_rows
 from cl_hpc.rollout.stats import (
     Side,
@@ -76,7 +76,7 @@ def interleave_step(experiment: Experiment, events: Sequence[ExperimentEvent], l
     if experiment.kind is not ExperimentKind.INTERLEAVE:
         raise ValueError(f"experiment {experiment.id} is a {experiment.kind.value}, not an interleave")
     config = experiment.config
-    weights = dict(next(e for e in reversed(events) if e.action in (Action.START, Action.WEIGHTS)).weights)
+    weights = dict(current_split(events).weights)
     credit = credits(experiment, log_dir)
     srm = _first_picks(credit, float(config.get("srm_alpha", 0.001)))
     if srm is not None and srm.mismatch:

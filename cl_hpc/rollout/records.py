@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from cl_hpc.rollout.assign import UnitKind  # defined once, where assignment uses it
 
@@ -115,3 +115,17 @@ class ExperimentEvent:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.to_row(), "id": self.id, "weights": self.weights, "detail": self.detail}
+
+
+SPLITS = (Action.START, Action.WEIGHTS)  # the events that set an experiment's weights
+
+
+def current_split(events: Sequence[ExperimentEvent]) -> ExperimentEvent:
+    """The event whose weights are in force (``events`` oldest first): the newest that set them."""
+    return next(e for e in reversed(events) if e.action in SPLITS)
+
+
+def previous_split(events: Sequence[ExperimentEvent], split: ExperimentEvent) -> ExperimentEvent:
+    """The split before ``split`` (itself when it is the first): a canary at 100 % judges against it."""
+    earlier = [e for e in events if e.id < split.id and e.action in SPLITS]
+    return earlier[-1] if earlier else split

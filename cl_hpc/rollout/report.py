@@ -22,7 +22,7 @@ from cl_hpc.data.partitions import list_partitions
 from cl_hpc.data.predictions import Stream, read_stream
 from cl_hpc.errors import DataError
 from cl_hpc.rollout.assign import UnitKind
-from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
+from cl_hpc.rollout.records import Experiment, ExperimentEvent, ExperimentKind, current_split
 from cl_hpc.rollout.stats import (
     PowerPlan,
     SrmResult,
@@ -73,7 +73,7 @@ def build(experiment: Experiment, events: Sequence[ExperimentEvent], log_dir: Pa
           label_col: str = "y", output: str = "label") -> ExperimentReport:
     """The report of ``experiment`` from its ``events`` (oldest first), its log and, if given, its labels."""
     config, latest = experiment.config, events[-1]
-    split = next(e for e in reversed(events) if e.action in (Action.START, Action.WEIGHTS))  # the weights in force
+    split = current_split(events)
     logged = logged_rows(experiment, log_dir)
     live = logged[logged["role"] == "live"]
     labelled = labelled_in(experiment, as_dirs(label_dir), label_col, output)

@@ -48,5 +48,12 @@ class Sources:
     window_s: float = 10.0  # canary: seconds of traffic per judged sample
 
 
+def halted(srm: SrmResult, weights: dict[str, float]) -> Step:
+    """A sample-ratio mismatch: the champion takes all traffic, since no comparison can be trusted."""
+    return Step(Decision.HALT, f"sample-ratio mismatch: units {list(srm.counts)} vs expected "
+                               f"{[round(e, 1) for e in srm.expected]} (p = {srm.p_value:.2g}): the split is "
+                               f"broken, so no comparison can be trusted", all_champion(weights), srm=srm)
+
+
 def all_champion(weights: dict[str, float]) -> dict[str, float]:
     return {name: 1.0 if name == CHAMPION else 0.0 for name in weights}
