@@ -202,26 +202,27 @@ def _answer(state: ServerState, route: Route, frame: Any, unit: Optional[str], s
         outputs = _predicted(loaded, frame)
     except RequestError as exc:
         if exc.status >= 500:  # the model's fault, not the client's: the error rate a canary judges
-            _log_failure(state, route, frame, unit, started)
+            _log(state, route, Role.FAILED, frame, {}, unit, time.perf_counter() - started)
         raise
     unknown = [w for w in wanted if w not in outputs]
     if unknown:
         raise RequestError(f"outputs: unknown {unknown}; this version gives {sorted(outputs)}", "outputs")
     seconds = time.perf_counter() - started
-    routing = route.routing
-    experiment = routing.experiment_id if routing is not None else None
-    state.log.log(PredictionBatch(route.request_id, time.time(), loaded.name, loaded.version, Role.LIVE,
-                                  seconds * 1e3, wire.input_columns(frame), outputs, unit, experiment, route.arm))
+    _log(state, route, Role.LIVE, frame, outputs, unit, seconds)
     state.metrics.answered(loaded.name, loaded.version, endpoint, len(frame), seconds)
+    routing = route.routing
     if routing is not None and routing.kind is ExperimentKind.SHADOW and routing.copies(route.request_id):
         state.shadow.submit(routing, frame, route.request_id, unit)  # after the answer is built, off its path
     return outputs
 
 
-def _log_failure(state: ServerState, route: Route, frame: Any, unit: Optional[str], started: float) -> None:
+def _log(state: ServerState, route: Route, role: Role, frame: Any, outputs: dict[str, np.ndarray],
+         unit: Optional[str], seconds: float) -> None:
+    """The request's rows in the prediction log, with the experiment and arm that routed it (a failure:
+    no outputs)."""
     routing = route.routing
-    state.log.log(PredictionBatch(route.request_id, time.time(), route.loaded.name, route.loaded.version, Role.FAILED,
-                                  (time.perf_counter() - started) * 1e3, wire.input_columns(frame), {}, unit,
+    state.log.log(PredictionBatch(route.request_id, time.time(), route.loaded.name, route.loaded.version, role,
+                                  seconds * 1e3, wire.input_columns(frame), outputs, unit,
                                   routing.experiment_id if routing is not None else None, route.arm))
 
 
