@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cl_hpc.rollout.bandit import ArmState, EpsilonGreedy, Policy, ThompsonSampling, regret
-from cl_hpc.rollout.records import Action, Experiment, ExperimentEvent, ExperimentKind
+from cl_hpc.rollout.records import Experiment, ExperimentEvent, ExperimentKind, current_split
 from cl_hpc.rollout.report import labelled_in
 from cl_hpc.rollout.steps import CHAMPION, Decision, Sources, Step
 
@@ -37,20 +37,27 @@ def bandit_step(experiment: Experiment, events: Sequence[ExperimentEvent], sourc
     """The bandit's new split, or its decision, at this look (nothing written)."""
     if experiment.kind is not ExperimentKind.BANDIT:
         raise ValueError(f"experiment {experiment.id} is a {experiment.kind.value}, not a bandit")
-    config, names = experiment.config, [a.name for a in experiment.arms]
-    weights = dict(next(e for e in reversed(events) if e.action in (Action.START, Action.WEIGHTS)).weights)
+    weights = dict(current_split(events).weights)
     seen = rewards(experiment, sources)
     total = sum(s.pulls for s in seen.values())
     if total == _last_total(events) or total == 0:  # no evidence: a split drawn from the prior only moves units
         return Step(Decision.WAIT, f"no new rewards since the last look ({total} in all)", weights,
                     samples=_counts(seen), detail=_last_posterior(events))
+    return decide(experiment, seen)
+
+
+def decide(experiment: Experiment, seen: dict[str, ArmState]) -> Step:
+    """The new split, or the decision, from the rewards each arm has ``seen`` (the replay simulator
+    decides with it too, from its own reward stream)."""
+    config, names = experiment.config, [a.name for a in experiment.arms]
+    total = sum(s.pulls for s in seen.values())
     beta = ThompsonSampling(names)
     beta.state = dict(seen)
     # Seeded by the experiment and the evidence: a look at the same rewards gives the same split.
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{experiment.salt}:{total}".encode()).digest()[:8],
                                                "little"))
     best = beta.prob_best(rng, DRAWS)
-    policy = policy_for(experiment, seen)
+    policy = _policy(experiment, seen)
     detail: dict[str, Any] = {"posterior": policy.to_dict(), "prob_best": best, "rewards": total,
                               "regret": _regret(seen)}
     leader = max(best, key=lambda arm: best[arm])
@@ -60,7 +67,7 @@ def bandit_step(experiment: Experiment, events: Sequence[ExperimentEvent], sourc
         return Step(decision, f"arm {leader} ({experiment.arm(leader).version}) is the best with posterior probability "
                               f"{best[leader]:.3f} after {total} rewards", {n: float(n == leader) for n in names},
                     samples=_counts(seen), winner=leader, detail=detail)
-    split = split_for(policy, best)
+    split = _split(policy, best)
     shown = ", ".join(f"{n} {split[n]:.1%} (mean {seen[n].mean:.3f}, n {seen[n].pulls})" for n in names)
     return Step(Decision.STEP, f"{policy.kind.value} after {total} rewards: {shown}", split, samples=_counts(seen),
                 detail=detail)
@@ -79,7 +86,7 @@ def rewards(experiment: Experiment, sources: Sources) -> dict[str, ArmState]:
     return out
 
 
-def policy_for(experiment: Experiment, seen: dict[str, ArmState]) -> Policy:
+def _policy(experiment: Experiment, seen: dict[str, ArmState]) -> Policy:
     names = [a.name for a in experiment.arms]
     policy: Policy = (EpsilonGreedy(names, float(experiment.config.get("epsilon", 0.1)))
                       if experiment.config.get("policy") == "epsilon_greedy" else ThompsonSampling(names))
@@ -87,7 +94,7 @@ def policy_for(experiment: Experiment, seen: dict[str, ArmState]) -> Policy:
     return policy
 
 
-def split_for(policy: Policy, best: dict[str, float]) -> dict[str, float]:
+def _split(policy: Policy, best: dict[str, float]) -> dict[str, float]:
     names = list(policy.arms)
     if isinstance(policy, EpsilonGreedy):
         means = [policy.state[n].mean if policy.state[n].pulls else 0.0 for n in names]

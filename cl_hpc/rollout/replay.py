@@ -11,15 +11,14 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import numpy as np
 
 from cl_hpc.rollout.assign import ramp_steps
-from cl_hpc.rollout.bandit import ArmState, ThompsonSampling
-from cl_hpc.rollout.bandit_loop import DRAWS, policy_for, split_for
+from cl_hpc.rollout.bandit import ArmState
+from cl_hpc.rollout.bandit_loop import decide
 from cl_hpc.rollout.canary import MIN_WINDOWS, decide_step
 from cl_hpc.rollout.interleave import Outcome, RankingSim, interleaving_impressions
 from cl_hpc.rollout.judge import Thresholds, judge
 from cl_hpc.rollout.records import ExperimentKind
 from cl_hpc.rollout.simulate import (
     ACCURACY,
-    ARMS,
     VERDICTS,
     Method,
     Result,
@@ -111,7 +110,7 @@ def bandit(stream: Stream, name: str, settings: Settings, salt: str) -> Result:
         if total == last:
             continue
         last = total
-        step = _bandit_look(experiment, seen, total, settings)
+        step = decide(experiment, seen)
         if step.decision is Decision.STEP:
             weights = step.weights
         else:
@@ -123,19 +122,6 @@ def _seen(rewards: Mapping[str, np.ndarray], to_chall: np.ndarray, matured: int)
     rows = to_chall[:max(matured, 0)]
     return {arm: ArmState(int(mask.sum()), float(rewards[arm][:rows.size][mask].sum()))
             for arm, mask in ((CHALLENGER, rows), (CHAMPION, ~rows))}
-
-
-def _bandit_look(experiment: Any, seen: dict[str, ArmState], total: int, s: Settings) -> Step:
-    """bandit_loop.bandit_step's decision, from the rewards instead of the label zone."""
-    beta = ThompsonSampling(list(ARMS))
-    beta.state = dict(seen)
-    best = beta.prob_best(np.random.default_rng(seed_of(experiment.salt, total)), DRAWS)
-    leader = max(best, key=lambda arm: best[arm])
-    if min(a.pulls for a in seen.values()) >= s.min_samples and best[leader] >= 1 - s.alpha:
-        decision = Decision.REJECT if leader == CHAMPION else Decision.PROMOTE
-        return Step(decision, f"arm {leader} is the best with posterior probability {best[leader]:.3f} after "
-                              f"{total} rewards", {n: float(n == leader) for n in ARMS}, winner=leader)
-    return Step(Decision.STEP, f"{total} rewards", split_for(policy_for(experiment, seen), best))
 
 
 def fifty_fifty_regret(stream: Stream, name: str, salt: str) -> float:
