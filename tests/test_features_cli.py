@@ -33,3 +33,47 @@ def test_bad_catalog_and_unknown_view_exit_2(tmp_path: Path) -> None:
     bad = _run("list", "--catalog", str(tmp_path))
     assert bad.returncode == 2 and "version='one' must be an integer >= 1" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_materialize_then_get(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    zone = tmp_path / "zone"
+    zone.mkdir()
+    rng = np.random.default_rng(0)
+    for hour in range(3):
+        begin = pd.Timestamp("2026-01-01") + pd.Timedelta(hours=hour)
+        pd.DataFrame({"ts": begin + pd.to_timedelta(np.sort(rng.integers(0, 3600, 50)), "s"),
+                      "user_id": rng.integers(0, 5, 50), "amount": rng.random(50)}).to_parquet(
+            zone / f"part-{begin.strftime('%Y%m%dT%H%M%S')}.parquet", index=False)
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "spend.yaml").write_text(f"""\
+name: spend
+version: 1
+entities: [user_id]
+source: {{landing_dir: {zone}}}
+transform: cl_hpc.features.transforms.windowed_aggregates
+params: {{entity: user_id, timestamp: ts, windows: [1h], aggregations: {{amount: [sum]}}}}
+lookback: 1h
+ttl: 1h
+features:
+  events_1h: {{dtype: int64, description: events}}
+  amount_sum_1h: {{dtype: float64, description: spending}}
+""")
+    store = tmp_path / "store"
+    common = ("--catalog", str(catalog), "--store", str(store))
+    done = _run("materialize", *common, "--json")
+    assert done.returncode == 0, done.stderr
+    (report,) = json.loads(done.stdout)
+    assert len(report["computed"]) == 3 and report["rows"] == 150
+    assert json.loads(_run("materialize", *common, "--json").stdout)[0]["computed"] == []
+    read = _run("get", "spend", "--entity", "1", "--entity", "99", "--at", "2026-01-01T03:00:00", "--json", *common)
+    assert read.returncode == 0, read.stderr
+    one, unknown = json.loads(read.stdout)
+    assert one["values"]["events_1h"] >= 1 and unknown["values"] is None
+    late = _run("get", "spend", "--entity", "1", "--at", "2026-01-01T05:00:00", "--json", *common)
+    assert json.loads(late.stdout)[0]["values"] is None  # two hours after its last event: expired, not stale
+    bad = _run("get", "spend", "--entity", "1,2", *common)
+    assert bad.returncode == 2 and "keyed by ['user_id']" in bad.stderr

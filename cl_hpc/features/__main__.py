@@ -1,7 +1,17 @@
-"""`python -m cl_hpc.features list|describe [VIEW] [--catalog DIR] [--json]`: the feature catalog.
+"""`python -m cl_hpc.features list|describe|materialize|get`: the feature catalog and its stores.
 
 list: every view of the catalog, a line each: its version and digest, entities, feature count, TTL,
 owner and tags. describe VIEW: the whole documented view, feature by feature.
+materialize [VIEW ...]: compute what is new in each view's source (default: every view) into the
+offline (Parquet) and online (SQLite) stores under --store (default store/features); rerun it as often
+as you like, it computes only new and changed partitions.
+get VIEW --entity KEY [--entity KEY ...] [--at TIME]: the online values, as a server reads them; a value
+older than the view's TTL at --at (default: now) is missing.
+
+    python -m cl_hpc.features list
+    python -m cl_hpc.features describe user_activity
+    python -m cl_hpc.features materialize user_activity
+    python -m cl_hpc.features get user_activity --entity 17 --entity 42 --at 2026-01-02T00:00:00
 
 The catalog is a folder of view files (default: the bundled conf/features/, see
 cl_hpc/features/definitions.py for every key). Exit code: 0, or 2 on a bad catalog, with the reason.
@@ -10,11 +20,14 @@ cl_hpc/features/definitions.py for every key). Exit code: 0, or 2 on a bad catal
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cl_hpc.errors import ClHpcError
+from cl_hpc.errors import ClHpcError, ConfigError, DataError
 from cl_hpc.features.definitions import Catalog, FeatureView, load_catalog
 from cl_hpc.ui import make_console
 
@@ -77,21 +90,98 @@ def _describe(catalog: Catalog, args: argparse.Namespace) -> int:
     return 0
 
 
+def _materialize(catalog: Catalog, args: argparse.Namespace) -> int:
+    from cl_hpc.features.materialize import materialize, online_path
+    from cl_hpc.features.online import OnlineStore
+
+    root = Path(args.store).expanduser().resolve()
+    views = [catalog.view(name) for name in args.views] or list(catalog.views.values())
+    online = OnlineStore(online_path(root))
+    reports = []
+    for view in views:
+        started = time.perf_counter()
+        report = materialize(view, root, online, cpus=args.cpus)
+        reports.append({**dataclasses.asdict(report), "seconds": round(time.perf_counter() - started, 3)})
+    if args.json:
+        print(json.dumps(reports, indent=1))
+        return 0
+    console = make_console()
+    for r in reports:
+        console.print(f"{r['view']} {r['ident']}: {len(r['computed'])} of {r['partitions']} partitions computed, "
+                      f"{r['rows']} feature rows, {r['entities']} entities online, {r['seconds']} s -> {root}")
+    return 0
+
+
+def _get(catalog: Catalog, args: argparse.Namespace) -> int:
+    from cl_hpc.features.materialize import online_path
+    from cl_hpc.features.online import OnlineStore
+
+    view = catalog.view(args.view)
+    root = Path(args.store).expanduser().resolve()
+    if not online_path(root).exists():
+        raise DataError(f"no online store at {online_path(root)}; run python -m cl_hpc.features materialize first")
+    keys = [_key(text, view) for text in args.entity]
+    rows = OnlineStore(online_path(root)).read(view, keys, at=args.at)
+    found: list[dict[str, Any]] = [
+        {"entity": list(k), "values": None if r is None else {f: r[f] for f in view.feature_names}}
+        for k, r in zip(keys, rows)]
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return 0
+    from rich.table import Table
+
+    title = f"{view.name} {view.ident} · online values as of {args.at or 'now'} · ttl {view.ttl or 'never'}"
+    table = Table(title=title, title_justify="left")
+    for column in (*view.entities, *view.feature_names):
+        table.add_column(column)
+    for item in found:
+        values = item["values"]
+        cells = ["missing"] * len(view.features) if values is None else [_cell(values[f]) for f in view.feature_names]
+        table.add_row(*[str(k) for k in item["entity"]], *cells)
+    make_console().print(table)
+    return 0
+
+
+def _key(text: str, view: FeatureView) -> tuple[Any, ...]:
+    parts = text.split(",")
+    if len(parts) != len(view.entities):
+        raise ConfigError(f"--entity {text!r}: view {view.name!r} is keyed by {list(view.entities)}; give "
+                          f"{len(view.entities)} comma-separated value(s)")
+    return tuple(int(p) if p.lstrip("-").isdigit() else p for p in parts)
+
+
+def _cell(value: Any) -> str:
+    return "null" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cl_hpc.features", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("list", "every view of the catalog, a line each"),
-                       ("describe", "one view, feature by feature")):
+                       ("describe", "one view, feature by feature"),
+                       ("materialize", "compute what is new into the offline and online stores"),
+                       ("get", "a view's online values for some entities")):
         cmd = sub.add_parser(name, help=text, description=text)
-        if name == "describe":
+        if name in ("describe", "get"):
             cmd.add_argument("view", help="the view's name (python -m cl_hpc.features list)")
+        if name == "materialize":
+            cmd.add_argument("views", nargs="*", help="views to materialize (default: every view)")
+            cmd.add_argument("--cpus", type=int, default=None, help="dask threads (default: every core)")
+        if name == "get":
+            cmd.add_argument("--entity", action="append", required=True,
+                             help="an entity key; several key columns: comma-separated, in the view's order")
+            cmd.add_argument("--at", default=None, help="the time to read as of (default: now); ISO 8601")
+        if name in ("materialize", "get"):
+            cmd.add_argument("--store", default="store/features", help="the feature store's folder (default: "
+                             "store/features, beside the model store)")
         cmd.add_argument("--catalog", default=None, help="a folder of view files (default: the bundled conf/features)")
         cmd.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
 
 
-_COMMANDS: dict[str, Callable[[Catalog, argparse.Namespace], int]] = {"list": _list, "describe": _describe}
+_COMMANDS: dict[str, Callable[[Catalog, argparse.Namespace], int]] = {
+    "list": _list, "describe": _describe, "materialize": _materialize, "get": _get}
 
 if __name__ == "__main__":
     sys.exit(main())
