@@ -124,50 +124,70 @@ def compute(view: FeatureView, work: Work, parts: list[Partition], arrivals: dic
     return out[[*view.entities, EVENT, CREATED, BATCH, *view.feature_names]].reset_index(drop=True)
 
 
-def commit(root: Path, view: FeatureView, works: list[Work], results: list[pd.DataFrame],
-           online: OnlineStore) -> int:
-    """Write the batches, then the online values, then the state (last: it is what makes them count)."""
-    folder = offline_dir(root, view)
-    state = read_state(folder)
-    for work, rows in zip(works, results):
-        buffer = io.BytesIO()
-        rows.to_parquet(buffer, index=False)
-        name = f"batch-{work.batch:06d}.parquet"
-        write_bytes_atomic(folder / name, buffer.getvalue())
-        state["batches"][str(work.batch)] = {"file": name, "source": work.part.path.name, "rows": len(rows)}
-        state["files"][work.part.path.name] = {"fingerprint": work.fingerprint, "start": work.part.start.isoformat(),
-                                               "arrived": None if work.arrived is None else work.arrived.isoformat()}
-    online.register(view)
-    offered = online.write(view, pd.concat(results, ignore_index=True)) if results else 0
-    if works:
-        state["next_batch"] = max(w.batch for w in works) + 1
-        starts = [pd.Timestamp(e["start"]) for e in state["files"].values()]
-        state["newest"] = max(starts).isoformat()
-        write_json_atomic(folder / STATE, state)
-    return offered
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """What one materialization computes, planned once: every shard of a Slurm array plans the same."""
+
+    view: FeatureView
+    parts: list[Partition]
+    works: list[Work]
+    arrivals: dict[str, Optional[str]]  # file -> when it landed (None: on time), for the context rows
 
 
-def materialize(view: FeatureView, root: Path, online: OnlineStore, cpus: Optional[int] = None,
-                progress: Optional[Callable[[int, int], None]] = None) -> Report:
-    """Compute every pending partition of ``view`` with dask (threads) and commit them."""
-    import dask
-
-    # A changed definition without a version bump fails here, before any work; the digest is recorded
-    # only when the batches commit, so a transformation that fails never claims the version.
+def pending(view: FeatureView, root: Path, online: OnlineStore) -> Pending:
+    """Plan a materialization. A changed definition without a version bump fails here, before any work;
+    its digest is recorded only when the batches commit, so a failing transformation never claims it."""
     check_bump(view, online.recorded_digest(view))
-    folder = offline_dir(root, view)
-    state, parts = read_state(folder), source_partitions(view)
+    state, parts = read_state(offline_dir(root, view)), source_partitions(view)
     works = plan(view, state, parts)
     arrivals = {name: entry.get("arrived") for name, entry in state["files"].items()}
     arrivals.update({w.part.path.name: None if w.arrived is None else w.arrived.isoformat() for w in works})
-    tasks = [dask.delayed(compute)(view, w, parts, arrivals) for w in works]
+    return Pending(view, parts, works, arrivals)
+
+
+def compute_batches(todo: Pending, root: Path, shard: int = 0, shards: int = 1,
+                    cpus: Optional[int] = None) -> list[dict[str, Any]]:
+    """Compute this shard's share of the works (every ``shards``-th) with dask threads and write each as a
+    batch file; nothing counts until :func:`commit`. Returns one entry per batch."""
+    import dask
+
+    mine = todo.works[shard::shards]
+    tasks = [dask.delayed(compute)(todo.view, w, todo.parts, todo.arrivals) for w in mine]
     with dask.config.set(scheduler="threads", num_workers=cpus):
-        results = list(dask.compute(*tasks))
-    if progress is not None:
-        progress(len(works), len(works))
-    offered = commit(root, view, works, results, online)
-    return Report(view.name, view.ident, len(parts), [w.part.path.name for w in works],
-                  sum(len(r) for r in results), offered)
+        results = dask.compute(*tasks)
+    return [_write_batch(root, todo.view, w, rows) for w, rows in zip(mine, results)]
+
+
+def commit(root: Path, view: FeatureView, entries: list[dict[str, Any]], online: OnlineStore) -> int:
+    """Record the batches: the online values first, then the state (last: it is what makes them count)."""
+    folder = offline_dir(root, view)
+    state = read_state(folder)
+    stale = [e["source"] for e in entries if str(e["batch"]) in state["batches"]]
+    if stale:
+        raise DataError(f"feature view {view.name!r}: batches for {stale} were committed meanwhile by another "
+                        f"materialization; run it again to compute what is still new")
+    online.register(view)
+    if entries:
+        rows = pq.read_table([str(folder / e["file"]) for e in entries]).to_pandas()
+        offered = online.write(view, rows)
+    for e in entries:
+        state["batches"][str(e["batch"])] = {"file": e["file"], "source": e["source"], "rows": e["rows"]}
+        state["files"][e["source"]] = {"fingerprint": e["fingerprint"], "start": e["start"], "arrived": e["arrived"]}
+    if not entries:
+        return 0
+    state["next_batch"] = max(int(e["batch"]) for e in entries) + 1
+    state["newest"] = max(pd.Timestamp(f["start"]) for f in state["files"].values()).isoformat()
+    write_json_atomic(folder / STATE, state)
+    return offered
+
+
+def materialize(view: FeatureView, root: Path, online: OnlineStore, cpus: Optional[int] = None) -> Report:
+    """Compute every pending partition of ``view`` in this process (dask threads) and commit them."""
+    todo = pending(view, root, online)
+    entries = compute_batches(todo, root, cpus=cpus)
+    offered = commit(root, view, entries, online)
+    return Report(view.name, view.ident, len(todo.parts), [e["source"] for e in entries],
+                  sum(e["rows"] for e in entries), offered)
 
 
 def load_offline(root: Path, view: FeatureView, columns: Optional[list[str]] = None) -> pd.DataFrame:
@@ -182,6 +202,16 @@ def load_offline(root: Path, view: FeatureView, columns: Optional[list[str]] = N
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
+
+
+def _write_batch(root: Path, view: FeatureView, work: Work, rows: pd.DataFrame) -> dict[str, Any]:
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False)
+    name = f"batch-{work.batch:06d}.parquet"
+    write_bytes_atomic(offline_dir(root, view) / name, buffer.getvalue())
+    return {"batch": work.batch, "file": name, "source": work.part.path.name, "rows": len(rows),
+            "fingerprint": work.fingerprint, "start": work.part.start.isoformat(),
+            "arrived": None if work.arrived is None else work.arrived.isoformat()}
 
 
 def _fingerprint(path: Path) -> str:
