@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from cl_hpc.features.definitions import load_catalog
+from tests.feature_zone import spend_catalog
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -36,32 +37,7 @@ def test_bad_catalog_and_unknown_view_exit_2(tmp_path: Path) -> None:
 
 
 def test_materialize_then_get(tmp_path: Path) -> None:
-    import numpy as np
-    import pandas as pd
-
-    zone = tmp_path / "zone"
-    zone.mkdir()
-    rng = np.random.default_rng(0)
-    for hour in range(3):
-        begin = pd.Timestamp("2026-01-01") + pd.Timedelta(hours=hour)
-        pd.DataFrame({"ts": begin + pd.to_timedelta(np.sort(rng.integers(0, 3600, 50)), "s"),
-                      "user_id": rng.integers(0, 5, 50), "amount": rng.random(50)}).to_parquet(
-            zone / f"part-{begin.strftime('%Y%m%dT%H%M%S')}.parquet", index=False)
-    catalog = tmp_path / "catalog"
-    catalog.mkdir()
-    (catalog / "spend.yaml").write_text(f"""\
-name: spend
-version: 1
-entities: [user_id]
-source: {{landing_dir: {zone}}}
-transform: cl_hpc.features.transforms.windowed_aggregates
-params: {{entity: user_id, timestamp: ts, windows: [1h], aggregations: {{amount: [sum]}}}}
-lookback: 1h
-ttl: 1h
-features:
-  events_1h: {{dtype: int64, description: events}}
-  amount_sum_1h: {{dtype: float64, description: spending}}
-""")
+    catalog, _ = spend_catalog(tmp_path)
     store = tmp_path / "store"
     common = ("--catalog", str(catalog), "--store", str(store))
     done = _run("materialize", *common, "--json")

@@ -11,7 +11,9 @@
 - ``cl_hpc.tasks.compare.run(ctx, gate, registry, ...)``: the champion/challenger gate;
 - ``cl_hpc.tasks.promote.run(ctx, registry, config)``: register the challenger, promote it if it passed;
 - ``cl_hpc.tasks.labels.run(ctx, labels)``: the label join (cl_hpc/labels/): logged predictions + outcomes
-  within a window -> labelled partitions appended to a landing zone (conf/pipeline/labels.yaml).
+  within a window -> labelled partitions appended to a landing zone (conf/pipeline/labels.yaml);
+- ``cl_hpc.tasks.features.materialize(ctx, view, store, shards)`` / ``commit(ctx, view, store)``: a feature
+  view's pending partitions, split over a fan-out (a Slurm job array), then committed (conf/pipeline/features.yaml).
 
 ``model`` and ``datamodule`` are ``_target_`` configs (conf/model/*.yaml), ``fit`` and ``data`` the
 ``cl_hpc.config.ml.FitConf`` / ``DataConf`` groups as plain dicts, ``labels`` the
