@@ -16,7 +16,8 @@ def add_partition(zone: Path, hour: int, rows: int = 50, users: int = 5) -> Path
     begin = START + pd.Timedelta(hours=hour)
     path = zone / f"part-{begin.strftime('%Y%m%dT%H%M%S')}.parquet"
     pd.DataFrame({"ts": begin + pd.to_timedelta(np.sort(rng.integers(0, 3600, rows)), "s"),
-                  "user_id": rng.integers(0, users, rows), "amount": rng.random(rows)}).to_parquet(path, index=False)
+                  "user_id": rng.integers(0, users, rows), "amount": rng.random(rows),
+                  "y": rng.integers(0, 2, rows)}).to_parquet(path, index=False)
     return path
 
 

@@ -10,9 +10,11 @@ a partition that lands while they run waits for the next materialization.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
+from cl_hpc.config.ml import data_conf
 from cl_hpc.context import TaskContext
+from cl_hpc.data.landing import ensure_landing_zone
 from cl_hpc.errors import ConfigError
 from cl_hpc.features.definitions import FeatureView, load_catalog
 from cl_hpc.features.materialize import commit as commit_batches
@@ -21,12 +23,15 @@ from cl_hpc.features.online import OnlineStore
 from cl_hpc.tasks._common import cpus
 
 
-def materialize(ctx: TaskContext, view: str, store: str, shards: int = 1,
-                catalog: Optional[str] = None) -> dict[str, Any]:
+def materialize(ctx: TaskContext, view: str, store: str, shards: int = 1, catalog: Optional[str] = None,
+                data: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """``view``: a view of the catalog (default: the bundled conf/features); ``store``: the feature store's
-    folder; ``shards``: the fan-out's width (``foreach: [0, .., shards-1]``)."""
+    folder; ``shards``: the fan-out's width (``foreach: [0, .., shards-1]``); ``data``: a data group whose
+    zone is generated first when it does not exist (the bundled view's source, data=users)."""
     shard = _shard(ctx, shards)
     chosen, root = _view(view, catalog), Path(store).expanduser().resolve()
+    if data is not None:
+        ensure_landing_zone(data_conf(data))  # under the zone's lock: the shards wait for one generation
     online = OnlineStore(online_path(root))
     try:
         todo = pending(chosen, root, online)
