@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from cl_hpc.features.definitions import load_catalog
 from cl_hpc.features.materialize import load_offline
 from tests.conftest import Launcher
@@ -34,3 +36,20 @@ def test_sharded_materialization_then_only_the_new_partition(launcher: Launcher,
     assert second.proc.returncode == 0, second.proc.stdout + second.proc.stderr
     assert _outputs(launcher)["commit"]["computed"] == ["part-20260101T050000.parquet"]
     assert len(load_offline(store, load_catalog(catalog).view("spend"))) == 300
+
+
+def test_train_on_catalog_features(launcher: Launcher, tmp_path: Path) -> None:
+    catalog, zone = spend_catalog(tmp_path, hours=6)
+    store = tmp_path / "features"
+    done = launcher("pipeline=features_train", f"pipeline.tasks.materialize.params.catalog={catalog}",
+                    "pipeline.tasks.materialize.params.view=spend", f"pipeline.tasks.materialize.params.store={store}",
+                    "pipeline.tasks.ingest.params.features=[events_1h,amount_sum_1h]", "data.generator=none",
+                    f"data.landing_dir={zone}", "data.train_window=4", "data.eval_window=2", "fit.max_epochs=1")
+    assert done.proc.returncode == 0, done.output
+    out = _outputs(launcher)
+    ingest = out["ingest"]
+    assert ingest["features"] == ["events_1h", "amount_sum_1h"] and ingest["train_rows"] == 200
+    assert ingest["eval_rows"] == 100 and ingest["train_dropped"] == 0
+    train = pd.read_parquet(ingest["train_path"])
+    assert list(train.columns) == ["events_1h", "amount_sum_1h", "y", "ts"]  # no entity id among the features
+    assert out["evaluate"]["rows"] == 100 and 0.0 <= out["evaluate"]["accuracy"] <= 1.0
