@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar
 
 from cl_hpc.errors import ConfigError
 
-GENERATORS = ("sea", "hyperplane", "agrawal", "tokens", "none")
+GENERATORS = ("sea", "hyperplane", "agrawal", "tokens", "users", "none")
 
 T = TypeVar("T")
 
@@ -28,9 +28,10 @@ class DataConf:
 
     landing_dir: str = "data/landing"  # folder of *.parquet partitions (any name); relative = to the cwd
     # generator that fills an empty landing zone: sea | hyperplane | agrawal (river), tokens (a drifting
-    # token stream for language models: cl_hpc/data/tokens.py) | none (your own files)
+    # token stream for language models: cl_hpc/data/tokens.py), users (simulated users' events, keyed by
+    # user_id, for the feature store: cl_hpc/data/users.py) | none (your own files)
     generator: str = "sea"
-    # noise of the generator: label-flip rate for SEA (noise) and Hyperplane (noise_percentage),
+    # noise of the generator: label-flip rate for SEA (noise), Hyperplane (noise_percentage) and users,
     # feature perturbation for Agrawal (perturbation)
     noise: float = 0.1
     # other keyword arguments for the river generator class, e.g. {n_features: 10} for Hyperplane.

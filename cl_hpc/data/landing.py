@@ -280,6 +280,10 @@ def generate_frame(conf: DataConf, first: int = 0, count: Optional[int] = None,
         from cl_hpc.data.tokens import token_frame
 
         return token_frame(conf, first, count)
+    if conf.generator == "users":  # nor this one: each partition is drawn from its own seed
+        from cl_hpc.data.users import users_frame
+
+        return users_frame(conf, first, count)
     per = conf.rows_per_partition
     count = conf.n_partitions - first if count is None else count
     rows = (cursor or StreamCursor(conf)).take(first * per, count * per)
@@ -302,6 +306,11 @@ def _stream(conf: DataConf) -> Any:
         from cl_hpc.data.tokens import token_params
 
         token_params(conf)  # checks the settings; generate_frame draws token partitions without a stream
+        return ()
+    if conf.generator == "users":
+        from cl_hpc.data.users import users_params
+
+        users_params(conf)  # checks the settings; generate_frame draws user partitions without a stream
         return ()
     from river.datasets.synth import ConceptDriftStream  # river is only needed to generate
 
