@@ -71,8 +71,8 @@ def test_help_offers_only_choosable_options_and_a_schema_is_not_one() -> None:
     section = help_text.split("== Configuration groups ==")[1].split("== Config ==")[0]
     groups = dict(line.split(": ", 1) for line in section.splitlines() if ": " in line)
     groups = {k: v for k, v in groups.items() if k in ("cluster", "data", "model", "pipeline", "experiment", "serve")}
-    assert groups == {"cluster": "inprocess, local, slurm", "data": "hyperplane, sea, tokens",
-                      "model": "gpt, gpt_h100, mlp", "pipeline": "continual, labels, retrain",
+    assert groups == {"cluster": "inprocess, local, slurm", "data": "hyperplane, sea, tokens, users",
+                      "model": "gpt, gpt_h100, mlp", "pipeline": "continual, features, features_train, labels, retrain",
                       "experiment": "ab, bandit, canary, interleave, shadow", "serve": "default"}, help_text
     with pytest.raises(ConfigError, match="Could not find 'cluster/slurm_schema'"):
         compose_config(["cluster=slurm_schema"], WHERE)
