@@ -96,6 +96,16 @@ def plain(value: Any) -> Any:
     return value
 
 
+def generator_params(conf: DataConf, defaults: Mapping[str, Any], stream: str, where: str) -> dict[str, Any]:
+    """``data.generator_params`` of a bundled stream, refused when it names a setting the stream lacks."""
+    given = dict(conf.generator_params)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"data.generator_params {unknown} are not settings of the {stream}; valid: "
+                          f"{sorted(defaults)} (see {where})")
+    return given
+
+
 def data_conf(params: Optional[Mapping[str, Any]] = None) -> DataConf:
     """The task param ``data`` as a checked DataConf (None = the defaults)."""
     conf = _to_conf(DataConf, params, "data")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cl_hpc.config.ml import DataConf
+from cl_hpc.config.ml import DataConf, generator_params
 from cl_hpc.errors import ConfigError
 
 TOKEN_PREFIX = "tok_"
@@ -62,11 +62,7 @@ class Chain:
 
 def token_params(conf: DataConf) -> TokenParams:
     """The stream's parameters from ``data.generator_params``; unknown keys and bad values are ConfigErrors."""
-    given = dict(conf.generator_params)
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"data.generator_params {unknown} are not settings of the token stream; valid: "
-                          f"{sorted(DEFAULTS)} (see conf/data/tokens.yaml)")
+    given = generator_params(conf, DEFAULTS, "token stream", "conf/data/tokens.yaml")
     for key, value in given.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"data.generator_params.{key}={value!r} must be an integer >= 1")

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cl_hpc.config.ml import DataConf
+from cl_hpc.config.ml import DataConf, generator_params
 from cl_hpc.data.tokens import _row_concepts  # the same drift schedule as the token stream
 from cl_hpc.errors import ConfigError
 
@@ -80,11 +80,7 @@ class Traits:
 
 def users_params(conf: DataConf) -> UserParams:
     """The stream's parameters from ``data.generator_params``; unknown keys and bad values are ConfigErrors."""
-    given = dict(conf.generator_params)
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"data.generator_params {unknown} are not settings of the users stream; valid: "
-                          f"{sorted(DEFAULTS)} (see conf/data/users.yaml, cl_hpc/data/users.py)")
+    given = generator_params(conf, DEFAULTS, "users stream", "conf/data/users.yaml, cl_hpc/data/users.py")
     n_users = given.get("n_users", DEFAULTS["n_users"])
     _need(isinstance(n_users, int) and not isinstance(n_users, bool) and n_users >= 1,
           f"data.generator_params.n_users={n_users!r} must be an integer >= 1")
