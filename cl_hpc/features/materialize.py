@@ -24,6 +24,7 @@ computes the same batches again.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import io
 from pathlib import Path
@@ -228,9 +229,9 @@ def _arrival_of(entry: dict[str, Any]) -> Optional[pd.Timestamp]:
 
 
 def _span(parts: list[Partition], start: pd.Timestamp) -> pd.Timedelta:
-    """How long the partition starting at ``start`` lasts: until the next one starts."""
-    later = [p.start for p in parts if p.start > start]
-    return (min(later) - start) if later else pd.Timedelta(0)
+    """How long the partition starting at ``start`` lasts: until the next one starts (``parts`` in time order)."""
+    later = bisect.bisect_right([p.start for p in parts], start)
+    return parts[later].start - start if later < len(parts) else pd.Timedelta(0)
 
 
 def _read(path: Path, ts: str, arrived: Optional[pd.Timestamp], view: FeatureView) -> pd.DataFrame:
@@ -251,12 +252,16 @@ def _context(view: FeatureView, parts: list[Partition], own: Partition, first: p
     lookback = pd.Timedelta(view.lookback)
     if lookback <= pd.Timedelta(0):
         return pd.DataFrame()
-    ts, frames = view.source.timestamp_col, []
-    for part in parts:
-        if part.start < own.start and part.start + _span(parts, part.start) > first - lookback:
-            arrived = arrivals.get(part.path.name)
-            rows = _read(part.path, ts, None if arrived is None else pd.Timestamp(arrived), view)
-            frames.append(rows[(rows[ts] >= first - lookback) & (rows[ts] < first)])
+    ts, frames = view.source.timestamp_col, list[pd.DataFrame]()
+    # Walk back from ``own`` while an earlier partition still ends inside the lookback: the cost is the
+    # lookback's partitions, never the whole history (``parts`` is in time order).
+    index = bisect.bisect_left([p.start for p in parts], own.start)
+    for i in range(index - 1, -1, -1):
+        if parts[i + 1].start <= first - lookback:
+            break
+        arrived = arrivals.get(parts[i].path.name)
+        rows = _read(parts[i].path, ts, None if arrived is None else pd.Timestamp(arrived), view)
+        frames.insert(0, rows[(rows[ts] >= first - lookback) & (rows[ts] < first)])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
