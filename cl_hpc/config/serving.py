@@ -25,6 +25,10 @@ class ServeConf:
     graceful_timeout_s: float = 30.0  # on SIGTERM/SIGINT: how long requests in flight may take to finish
     discovery: bool = True  # write <store.root>/servers/<id>.json (host, port, job id) while serving
     access_log: bool = False  # uvicorn's per-request access log (off: it costs throughput)
+    # A version trained on catalog features (pipeline=features_train) reads them from the feature store it
+    # was trained from and the catalog it was trained on; these move both (e.g. a copy on the serving node).
+    feature_store: Optional[str] = None  # a feature store folder (holding online.sqlite); None = as recorded
+    feature_catalog: Optional[str] = None  # a folder of view files; None = as recorded (bundled: conf/features)
 
 
     @property

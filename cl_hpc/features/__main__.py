@@ -1,4 +1,4 @@
-"""`python -m cl_hpc.features list|describe|materialize|get`: the feature catalog and its stores.
+"""`python -m cl_hpc.features list|describe|materialize|get|check`: the feature catalog and its stores.
 
 list: every view of the catalog, a line each: its version and digest, entities, feature count, TTL,
 owner and tags. describe VIEW: the whole documented view, feature by feature.
@@ -7,14 +7,21 @@ offline (Parquet) and online (SQLite) stores under --store (default store/featur
 as you like, it computes only new and changed partitions.
 get VIEW --entity KEY [--entity KEY ...] [--at TIME]: the online values, as a server reads them; a value
 older than the view's TTL at --at (default: now) is missing.
+check [--log-dir DIR] [--since TIME] [--until TIME] [--model NAME]: train/serve consistency. Every feature
+value a server logged (a version trained on catalog features logs what it fed the model) is recomputed
+offline, point in time, at its request time, and the mismatches and missing values are reported per
+feature (cl_hpc/features/consistency.py says what each verdict means). Exit 1 when any value is skewed or
+missing.
 
     python -m cl_hpc.features list
     python -m cl_hpc.features describe user_activity
     python -m cl_hpc.features materialize user_activity
     python -m cl_hpc.features get user_activity --entity 17 --entity 42 --at 2026-01-02T00:00:00
+    python -m cl_hpc.features check --since 2026-12-06T00:00:00
 
 The catalog is a folder of view files (default: the bundled conf/features/, see
-cl_hpc/features/definitions.py for every key). Exit code: 0, or 2 on a bad catalog, with the reason.
+cl_hpc/features/definitions.py for every key). Exit code: 0; 1 when check finds skew or missing values;
+2 on bad input (a bad catalog, an unknown view, no log), with the reason.
 """
 
 from __future__ import annotations
@@ -142,6 +149,64 @@ def _get(catalog: Catalog, args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(catalog: Catalog, args: argparse.Namespace) -> int:
+    from cl_hpc.data.predictions import Stream, read_stream
+    from cl_hpc.features.consistency import Verdict, check_log
+
+    root, log_dir = Path(args.store).expanduser().resolve(), Path(args.log_dir).expanduser().resolve()
+    since, until = _time(args.since, "--since"), _time(args.until, "--until")
+    if not (log_dir / Stream.PREDICTIONS.value).is_dir():
+        raise DataError(f"no prediction log at {log_dir} (--log-dir; a server writes <store.root>/predictions "
+                        f"unless serve.log_dir says otherwise)")
+    log = read_stream(log_dir, Stream.PREDICTIONS, since, until).frame
+    if since is not None or until is not None:  # the read skips whole hours; trim to the exact span
+        stamps = log["ts"].map(lambda t: t.timestamp())
+        log = log[(stamps >= (since or -float("inf"))) & (stamps < (until or float("inf")))]
+    if args.model:
+        log = log[log["model"] == args.model]
+    if log.empty:
+        raise DataError(f"the prediction log at {log_dir} has no rows{' of model ' + args.model if args.model else ''}"
+                        f" in [{args.since or 'start'}, {args.until or 'now'})")
+    report = check_log(catalog, root, log, tolerance=args.tolerance, examples=args.examples)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1, default=str))
+        return 0 if report.ok else 1
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"train/serve consistency · {report.rows} logged rows, {report.first} .. {report.last} · "
+                        f"offline {root}", title_justify="left")
+    verdicts = list(Verdict)
+    for column in ("feature", "view", "rows", *[v.value.replace("_", " ") for v in verdicts], "max |diff|"):
+        table.add_column(column, justify="left" if column in ("feature", "view") else "right")
+    for f in report.features:
+        cells = [Text(str(f.counts[v.value]), style="red" if v.fails and f.counts[v.value] else "") for v in verdicts]
+        table.add_row(f.feature, f.view, str(f.rows), *cells, f"{f.max_abs_diff:.4g}")
+    console = make_console()
+    console.print(table)
+    for f in report.features:
+        for e in f.examples:
+            console.print(f"  {f.feature} {e['verdict']}: entity {e['entity']} at {e['at']} served {e['served']} "
+                          f"(event {e['served_event']}), offline {e['offline']} (event {e['offline_event']}), "
+                          f"request {e['request_id']}")
+    failed = sum(f.failed for f in report.features)
+    console.print("consistent: every logged value matches the offline recomputation" if report.ok else
+                  Text(f"{failed} logged values are skewed or missing", style="red"))
+    return 0 if report.ok else 1
+
+
+def _time(text: str | None, flag: str) -> float | None:
+    if text is None:
+        return None
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} {text!r} is not a time: give ISO 8601, e.g. 2026-12-06T08:00:00 (UTC)") from exc
+    return float((stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).timestamp())
+
+
 def _key(text: str, view: FeatureView) -> tuple[Any, ...]:
     parts = text.split(",")
     if len(parts) != len(view.entities):
@@ -161,7 +226,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("list", "every view of the catalog, a line each"),
                        ("describe", "one view, feature by feature"),
                        ("materialize", "compute what is new into the offline and online stores"),
-                       ("get", "a view's online values for some entities")):
+                       ("get", "a view's online values for some entities"),
+                       ("check", "replay the feature values servers logged against the offline store")):
         cmd = sub.add_parser(name, help=text, description=text)
         if name in ("describe", "get"):
             cmd.add_argument("view", help="the view's name (python -m cl_hpc.features list)")
@@ -172,7 +238,16 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--entity", action="append", required=True,
                              help="an entity key; several key columns: comma-separated, in the view's order")
             cmd.add_argument("--at", default=None, help="the time to read as of (default: now); ISO 8601")
-        if name in ("materialize", "get"):
+        if name == "check":
+            cmd.add_argument("--log-dir", default="store/predictions",
+                             help="the prediction log (default: store/predictions, where a server logs)")
+            cmd.add_argument("--since", default=None, help="check requests from this time on (ISO 8601, UTC)")
+            cmd.add_argument("--until", default=None, help="check requests before this time (ISO 8601, UTC)")
+            cmd.add_argument("--model", default=None, help="only this registry model's rows")
+            cmd.add_argument("--tolerance", type=float, default=1e-9,
+                             help="relative difference still counted a match (default 1e-9)")
+            cmd.add_argument("--examples", type=int, default=5, help="skewed or missing values shown per feature")
+        if name in ("materialize", "get", "check"):
             cmd.add_argument("--store", default="store/features", help="the feature store's folder (default: "
                              "store/features, beside the model store)")
         cmd.add_argument("--catalog", default=None, help="a folder of view files (default: the bundled conf/features)")
@@ -181,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _COMMANDS: dict[str, Callable[[Catalog, argparse.Namespace], int]] = {
-    "list": _list, "describe": _describe, "materialize": _materialize, "get": _get}
+    "list": _list, "describe": _describe, "materialize": _materialize, "get": _get, "check": _check}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -122,6 +122,43 @@ class Catalog:
         raise ConfigError(f"unknown feature {feature!r}; the catalog {self.root} defines {known}")
 
 
+@dataclass(frozen=True)
+class FeatureBinding:
+    """What a model version trained on catalog features records (its registry config's ``features``), so a
+    server fetches the same features, of the same view versions, from the same store: the training set
+    task writes it, promote records it, the server reads it (cl_hpc/serve/features.py)."""
+
+    features: tuple[str, ...]  # in the model's input order
+    views: Mapping[str, str]  # view name -> the ident it was trained on (v<version>-<digest12>)
+    entities: tuple[tuple[str, str], ...]  # (key column, numpy dtype) as the training rows held them
+    store: str  # the feature store's folder, absolute
+    catalog: Optional[str] = None  # the catalog folder; None = the bundled conf/features
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "views": dict(self.views),
+                "entities": [list(e) for e in self.entities], "store": self.store, "catalog": self.catalog}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureBinding":
+        try:
+            return cls(tuple(data["features"]), dict(data["views"]),
+                       tuple((str(k), str(d)) for k, d in data["entities"]), str(data["store"]), data.get("catalog"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"a version's recorded features {dict(data)} are malformed ({exc!r}): it needs "
+                              f"features, views, entities and store") from exc
+
+    def changed_views(self, catalog: Catalog) -> list[str]:
+        """The views whose catalog definition is no longer the one trained on, one line each."""
+        lines = []
+        for name, ident in sorted(self.views.items()):
+            now = catalog.views.get(name)
+            if now is None:
+                lines.append(f"view {name!r} ({ident}) is gone from the catalog {catalog.root}")
+            elif now.ident != ident:
+                lines.append(f"view {name!r} was {ident} at training, the catalog {catalog.root} defines {now.ident}")
+        return lines
+
+
 def load_catalog(root: Path | str | None = None) -> Catalog:
     """Every ``*.yaml`` view in ``root`` (default: the bundled catalog), checked as a whole."""
     folder = Path(root).expanduser().resolve() if root else BUNDLED

@@ -6,7 +6,9 @@ version, which TTL or which default a feature has.
 (cl_hpc/features/pit.py); ``online``: the latest values of some entities from the SQLite store. Both
 take feature names (``amount_mean_24h`` or ``user_activity:amount_mean_24h``) and give a frame with one
 column per feature, missing values as NaN/None, and :func:`fill_defaults` puts each feature's declared
-default in place of a missing value.
+default in place of a missing value. With ``events`` each view adds the event time of the values it gave
+(:func:`event_column`, NaT where it gave none): a server logs it, and ``features check`` tells a value
+served from an older materialization (lag) from one computed differently (skew).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from cl_hpc.errors import DataError
@@ -35,8 +38,13 @@ def by_view(catalog: Catalog, features: Sequence[str]) -> dict[str, tuple[Featur
     return groups
 
 
+def event_column(view: FeatureView) -> str:
+    """The column holding the event time of the values a view gave (``events=True``)."""
+    return f"{view.name}.event_ts"
+
+
 def historical(catalog: Catalog, root: Path, queries: pd.DataFrame, features: Sequence[str],
-               timestamp: str) -> pd.DataFrame:
+               timestamp: str, events: bool = False) -> pd.DataFrame:
     """The queries with each feature as it was known at the query's time (point in time, within the TTL)."""
     out = queries.copy()
     for view, names in by_view(catalog, features).values():
@@ -45,11 +53,13 @@ def historical(catalog: Catalog, root: Path, queries: pd.DataFrame, features: Se
         ttl = None if view.ttl is None else pd.Timedelta(view.ttl)
         joined = point_in_time(queries, table, entities=view.entities, timestamp=timestamp, features=names, ttl=ttl)
         out[names] = joined[names]
+        if events:
+            out[event_column(view)] = naive_utc(joined[EVENT])
     return out
 
 
 def online(catalog: Catalog, store: OnlineStore, keys: pd.DataFrame, features: Sequence[str],
-           at: Any = None) -> pd.DataFrame:
+           at: Any = None, events: bool = False) -> pd.DataFrame:
     """The latest values of each row's entity as of ``at`` (default: now); expired values are missing."""
     out = pd.DataFrame(index=keys.index)
     for view, names in by_view(catalog, features).values():
@@ -58,6 +68,9 @@ def online(catalog: Catalog, store: OnlineStore, keys: pd.DataFrame, features: S
         found = store.read(view, wanted, at=at)
         for name in names:
             out[name] = [None if row is None else row[name] for row in found]
+        if events:  # the store keeps int64 microseconds since the epoch, UTC
+            micros = [np.iinfo(np.int64).min if row is None else row[EVENT] for row in found]
+            out[event_column(view)] = np.array(micros, dtype=np.int64).view("datetime64[us]")
     return out
 
 
@@ -70,6 +83,14 @@ def fill_defaults(catalog: Catalog, frame: pd.DataFrame, features: Sequence[str]
         if default is not None:
             out[name] = out[name].astype(object).where(out[name].notna(), default).infer_objects()
     return out
+
+
+def naive_utc(column: pd.Series) -> pd.Series:
+    """Times as naive UTC microseconds, the stores' convention, so both sides compare as equals."""
+    stamps = pd.to_datetime(column)
+    if stamps.dt.tz is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return stamps.dt.as_unit("us")
 
 
 def _feature(view: FeatureView, name: str) -> Any:

@@ -34,6 +34,7 @@ from cl_hpc.registry.versions import RegistryError, is_version
 from cl_hpc.rollout.records import ExperimentKind
 from cl_hpc.serve import inputs as wire
 from cl_hpc.serve import ranking
+from cl_hpc.serve.features import model_inputs
 from cl_hpc.serve.inputs import RequestError
 from cl_hpc.serve.metrics import CONTENT_TYPE, ServerMetrics
 from cl_hpc.serve.models import Loaded, ModelSlot, Readiness
@@ -196,10 +197,14 @@ def _predicted(loaded: Loaded, frame: Any) -> dict[str, np.ndarray]:
 def _answer(state: ServerState, route: Route, frame: Any, unit: Optional[str], started: float,
             endpoint: str, wanted: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Predict through the model contract, log the rows, count the request (``wanted``: the output
-    names the client asked for, checked before the log and the counters see a refused request)."""
+    names the client asked for, checked before the log and the counters see a refused request).
+    ``frame``: the request's rows; for a version trained on catalog features, its entity keys, whose
+    features are fetched here and logged with them."""
     loaded = route.loaded
+    request = frame
+    model_frame, frame = model_inputs(loaded.features, request)
     try:
-        outputs = _predicted(loaded, frame)
+        outputs = _predicted(loaded, model_frame)
     except RequestError as exc:
         if exc.status >= 500:  # the model's fault, not the client's: the error rate a canary judges
             _log(state, route, Role.FAILED, frame, {}, unit, time.perf_counter() - started)
@@ -212,7 +217,7 @@ def _answer(state: ServerState, route: Route, frame: Any, unit: Optional[str], s
     state.metrics.answered(loaded.name, loaded.version, endpoint, len(frame), seconds)
     routing = route.routing
     if routing is not None and routing.kind is ExperimentKind.SHADOW and routing.copies(route.request_id):
-        state.shadow.submit(routing, frame, route.request_id, unit)  # after the answer is built, off its path
+        state.shadow.submit(routing, request, route.request_id, unit)  # after the answer is built, off its path
     return outputs
 
 
@@ -267,7 +272,7 @@ def _predict_routes(app: FastAPI, state: ServerState) -> None:
             raise RequestError("body: missing field 'inputs' (a list of rows by input name)", "inputs")
         route = _route(state, unit)
         loaded = route.loaded
-        frame = wire.rows_frame(loaded.signature, payload["inputs"], state.conf.max_batch_rows)
+        frame = wire.rows_frame(loaded.request_signature, payload["inputs"], state.conf.max_batch_rows)
         outputs = _answer(state, route, frame, unit, started, "/predict")
         return JSONResponse({"request_id": route.request_id, "model": loaded.name, "version": loaded.version,
                              "outputs": wire.output_rows(outputs)})
@@ -290,6 +295,11 @@ def _predict_routes(app: FastAPI, state: ServerState) -> None:
         arms: dict[Optional[str], Loaded] = {route.arm: route.loaded}  # the request's arm (a shadow: the champion)
         if routing is not None and routing.kind is ExperimentKind.INTERLEAVE:
             arms = {arm: routing.arms[arm] for arm in (CHALLENGER, CHAMPION)}
+        fetching = [f"{a.name} {a.version}" for a in arms.values() if a.features is not None]
+        if fetching:
+            raise RequestError(f"/rank scores items by the model's own inputs, and {', '.join(fetching)} takes entity "
+                               f"keys and fetches catalog features: send them to /predict, one row per entity",
+                               "items", 422)
         ranked = ranking.rank(asked, route.request_id, arms, _predicted)
         seconds = time.perf_counter() - started
         experiment = routing.experiment_id if routing is not None else None
@@ -321,7 +331,7 @@ def _v2_routes(app: FastAPI, state: ServerState) -> None:
     async def model_metadata(name: str) -> dict[str, Any]:
         loaded = _named(state, name)
         return {"name": loaded.name, "versions": [loaded.version], "platform": "pytorch",
-                "inputs": wire.tensor_metadata(loaded.signature.inputs),
+                "inputs": wire.tensor_metadata(loaded.request_signature.inputs),
                 "outputs": wire.tensor_metadata(loaded.outputs),
                 "parameters": {"alias": state.slot.alias, "model_class": loaded.model_class}}
 
@@ -351,7 +361,7 @@ async def _infer(state: ServerState, request: Request, loaded: Optional[Loaded],
     parameters = payload.get("parameters") or {}
     unit = _unit(parameters.get("unit") if isinstance(parameters, Mapping) else None)
     route = _route(state, unit) if loaded is None else Route(loaded, uuid.uuid4().hex)
-    frame = wire.tensors_frame(route.loaded.signature, payload.get("inputs"), state.conf.max_batch_rows)
+    frame = wire.tensors_frame(route.loaded.request_signature, payload.get("inputs"), state.conf.max_batch_rows)
     wanted = _wanted(payload.get("outputs"))
     outputs = _answer(state, route, frame, unit, started, endpoint, wanted)
     chosen = {k: v for k, v in outputs.items() if not wanted or k in wanted}

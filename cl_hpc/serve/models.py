@@ -51,6 +51,13 @@ class Loaded:
     outputs: tuple[Spec, ...]  # what an answer carries: the signature's outputs, then any the data module decodes
     loaded_at: float
     load_s: float
+    # a version trained on catalog features: requests carry entity keys, the server fetches the features
+    features: Optional[Any] = None  # cl_hpc.serve.features.ServedFeatures
+
+    @property
+    def request_signature(self) -> Signature:
+        """What a request carries: the model's inputs, or the entity keys of the features it was trained on."""
+        return self.signature if self.features is None else self.features.keys
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,10 @@ class ModelSlot:
     """The alias's current version, kept fresh by one watcher thread."""
 
     def __init__(self, store_root: Path, name: Optional[str], alias: str, poll_interval_s: float = 1.0,
-                 store_options: Optional[dict[str, Any]] = None, clock: Callable[[], float] = time.time) -> None:
+                 store_options: Optional[dict[str, Any]] = None, clock: Callable[[], float] = time.time,
+                 feature_paths: Optional[Any] = None) -> None:
         self.store_root, self.alias, self.poll_interval_s = Path(store_root), alias, poll_interval_s
+        self.feature_paths = feature_paths  # cl_hpc.serve.features.FeaturePaths (None: as each version trained)
         self.requested_name = name
         self.name: Optional[str] = name
         self.store_options = store_options or {}
@@ -183,7 +192,7 @@ class ModelSlot:
         self._health = Health(self._health.state if self.current else Readiness.LOADING,
                               self._health.reason, serving, version)
         try:
-            loaded = load_version(registry, name, version, self.clock)
+            loaded = load_version(registry, name, version, self.clock, self.feature_paths)
         except ClHpcError as exc:
             # Tried again later, backing off: a checkpoint restored or a package installed heals it without a move.
             self._retry_at = time.monotonic() + self._backoff_s
@@ -236,7 +245,7 @@ class ModelSlot:
                     raise ClHpcError(f"no model is served yet ({self._health.reason})")
                 registry = self._open()
                 try:
-                    self._versions[key] = load_version(registry, self.name, key, self.clock)
+                    self._versions[key] = load_version(registry, self.name, key, self.clock, self.feature_paths)
                 finally:
                     registry.close()
                 while len(self._versions) > MAX_EXTRA_VERSIONS:  # bounded memory, whatever clients ask for
@@ -245,8 +254,12 @@ class ModelSlot:
             return self._versions[key]
 
 
-def load_version(registry: Any, name: str, version: str, clock: Callable[[], float] = time.time) -> Loaded:
-    """One version through the registry: refused when quarantined, else verified and rebuilt."""
+def load_version(registry: Any, name: str, version: str, clock: Callable[[], float] = time.time,
+                 feature_paths: Optional[Any] = None) -> Loaded:
+    """One version through the registry: refused when quarantined, else verified and rebuilt (with its
+    catalog features bound, when it was trained on them)."""
+    from cl_hpc.serve.features import FeaturePaths, served_features
+
     started = time.perf_counter()
     record = registry.get(name, version)
     if not record.promotable:
@@ -260,10 +273,12 @@ def load_version(registry: Any, name: str, version: str, clock: Callable[[], flo
             raise ContractError(f"{record.label} was registered with signature {recorded.describe()}, but its classes "
                                 f"as installed now give {signature.describe()} ({'; '.join(changed)}): install the "
                                 f"code it was trained with, or retrain")
+    features = served_features(record.config.get("features"), signature, record.label,
+                               feature_paths or FeaturePaths())
     return Loaded(name=name, version=str(record.version), workload=workload, signature=signature,
                   outputs=warm_up(workload, signature),
                   model_class=record.model_class or type(workload.model).__module__, loaded_at=clock(),
-                  load_s=time.perf_counter() - started)
+                  load_s=time.perf_counter() - started, features=features)
 
 
 def warm_up(workload: Any, signature: Signature) -> tuple[Spec, ...]:

@@ -65,11 +65,13 @@ def serve(cfg: Any) -> int:
 
     from cl_hpc.serve import discovery
     from cl_hpc.serve.app import ServerState, create_app
+    from cl_hpc.serve.features import FeaturePaths
     from cl_hpc.serve.models import ModelSlot
     from cl_hpc.serve.predlog import PredictionLog
 
     slot = ModelSlot(store_root, conf.model, conf.alias, conf.poll_interval_s,
-                     {"journal_mode": str(cfg.store.journal_mode), "busy_timeout_s": float(cfg.store.busy_timeout_s)})
+                     {"journal_mode": str(cfg.store.journal_mode), "busy_timeout_s": float(cfg.store.busy_timeout_s)},
+                     feature_paths=FeaturePaths(conf.feature_store, conf.feature_catalog))
     state = ServerState(conf, slot, PredictionLog(log_dir, conf.flush_interval_s, conf.max_pending_rows))
     record = discovery.record_for(conf.host, port, conf.model, conf.alias, log_dir)
     if conf.discovery:

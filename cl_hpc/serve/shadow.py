@@ -19,6 +19,7 @@ from typing import Any, Optional
 from cl_hpc.data.predictions import PredictionBatch, Role
 from cl_hpc.learn.scoring import predict
 from cl_hpc.serve import inputs as wire
+from cl_hpc.serve.features import model_inputs
 from cl_hpc.serve.predlog import PredictionLog
 from cl_hpc.serve.routing import CHALLENGER, Routing
 
@@ -86,7 +87,8 @@ class ShadowRunner:
         shadow = routing.arms[CHALLENGER]
         started = time.perf_counter()
         try:
-            outputs = wire.typed_outputs(shadow.signature, predict(shadow.workload, frame))
+            model_frame, frame = model_inputs(shadow.features, frame)  # a challenger on catalog features fetches them
+            outputs = wire.typed_outputs(shadow.signature, predict(shadow.workload, model_frame))
         except Exception as exc:  # the challenger's own failure: counted, never the live answer's
             self._failed(exc)
             return

@@ -5,7 +5,8 @@ Every challenger becomes a version (stateless: (X+1).0; a fine-tune of champion 
 its model class, init arguments and signature, its lineage, checkpoint checksum, resolved config,
 data window, code and package versions, and its metrics; a rejected one is tagged ``rejected`` and
 the champion stays. The alias move and its reason (the gate's own) go to the registry's append-only
-alias log.
+alias log. A version trained on catalog features (cl_hpc/tasks/training_set.py) records the binding in its
+config's ``features``.
 
 The alias moves only if it still points at the champion the gate compared the challenger with
 (``compare``'s ``champion``; none at a cold start): a promotion made meanwhile, by hand or by
@@ -41,10 +42,13 @@ def run(ctx: TaskContext, registry: Optional[Mapping[str, Any]] = None,
                "train_labels": ingest["train_labels"], "strategy_reason": trained["strategy_reason"],
                # measured on these: the watch does not count them as new data after the promotion
                "eval_partitions": ingest["eval_partitions"]}
+    recorded = dict(config or {})
+    if ingest.get("feature_binding"):  # trained on catalog features: the server fetches them by entity key
+        recorded["features"] = dict(ingest["feature_binding"])
     with ModelRegistry.open(ref.root) as reg:
         record = reg.register(ref.name, trained["checkpoint_path"], strategy=trained["strategy"],
                               parent=trained["parent"], checkpoint_sha256=trained["checkpoint_sha256"],
-                              config=dict(config or {}), window_partitions=list(ingest["train_partitions"]),
+                              config=recorded, window_partitions=list(ingest["train_partitions"]),
                               window_digest=ingest["train_digest"], metrics=metrics, run_id=ctx.run_id,
                               task_key="train", model_class=trained["model_class"], init_args=trained["init_args"],
                               datamodule_class=trained["datamodule_class"], signature=trained["signature"])

@@ -6,7 +6,9 @@ plain ingest chooses them (data.train_window / data.eval_window, data.as_of). Ea
 features point in time (cl_hpc/features/retrieval.py, the code a server reads them with too), missing
 values get each feature's declared default, and a row still missing one is dropped and counted. The
 outputs are the plain ingest's, so train, evaluate, compare and promote run unchanged on them; the
-rows hold the features, the label and the time, and nothing else (an entity id is no feature).
+rows hold the features, the label and the time, and nothing else (an entity id is no feature). The
+``feature_binding`` output (cl_hpc.features.definitions.FeatureBinding) is what promote records with the
+version: a server then takes entity keys and fetches these features itself.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from cl_hpc.data.files import publish, staging_dir
 from cl_hpc.data.landing import ensure_landing_zone
 from cl_hpc.data.windows import Partition, list_partitions, select_windows, window_digest
 from cl_hpc.errors import ConfigError, DataError
-from cl_hpc.features.definitions import Catalog, load_catalog
+from cl_hpc.features.definitions import Catalog, FeatureBinding, load_catalog
 from cl_hpc.features.retrieval import by_view, fill_defaults, historical
 
 WINDOWS = ("train", "eval")
@@ -45,7 +47,12 @@ def run(ctx: TaskContext, data: Mapping[str, Any], features: Sequence[str], stor
         counts = {name: _window(cat, root, window, conf, keys, names, staging / name)
                   for name, window in windows.items()}
         paths = publish(staging, ctx.task_dir, list(WINDOWS))
-    return _outputs(zone, conf, cat, names, windows, counts, paths)
+    dtypes = counts["train"].pop("key_dtypes")
+    counts["eval"].pop("key_dtypes")
+    binding = FeatureBinding(tuple(names), {v.name: v.ident for v, _ in by_view(cat, names).values()},
+                             tuple((k, dtypes[k]) for k in keys), str(root),
+                             str(Path(catalog).expanduser().resolve()) if catalog else None)
+    return _outputs(zone, conf, cat, names, windows, counts, paths, binding)
 
 
 def _window(cat: Catalog, root: Path, parts: list[Partition], conf: DataConf, keys: list[str], names: list[str],
@@ -65,17 +72,20 @@ def _window(cat: Catalog, root: Path, parts: list[Partition], conf: DataConf, ke
     complete[[*names, conf.label_col, conf.timestamp_col]].to_parquet(target / "part-0.parquet", index=False)
     labels = complete[conf.label_col].value_counts()
     return {"rows": len(complete), "dropped": len(joined) - len(complete),
+            "key_dtypes": {k: str(rows[k].dtype) for k in keys},
             "labels": {str(k): int(v) for k, v in sorted(labels.items())}}
 
 
 def _outputs(zone: Mapping[str, Any], conf: DataConf, cat: Catalog, names: list[str],
              windows: dict[str, list[Partition]], counts: dict[str, dict[str, Any]],
-             paths: Mapping[str, Path]) -> dict[str, Any]:
+             paths: Mapping[str, Path], binding: FeatureBinding) -> dict[str, Any]:
     idents = sorted({view.ident for view, _ in by_view(cat, names).values()})
     digests = {name: window_digest(parts) for name, parts in windows.items()}
     out: dict[str, Any] = {
         "landing_dir": zone["landing_dir"], "generated": zone["generated"], "features": names,
         "label_col": conf.label_col, "timestamp_col": conf.timestamp_col, "feature_views": idents,
+        # what promote records with the version, so a server fetches these features the same way
+        "feature_binding": binding.to_dict(),
         # the data and the feature code together: a new view version is new training data
         "digest": hashlib.sha256("".join([*digests.values(), *idents, *names]).encode()).hexdigest(),
     }
