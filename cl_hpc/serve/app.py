@@ -201,33 +201,32 @@ def _answer(state: ServerState, route: Route, frame: Any, unit: Optional[str], s
     ``frame``: the request's rows; for a version trained on catalog features, its entity keys, whose
     features are fetched here and logged with them."""
     loaded = route.loaded
-    request = frame
-    model_frame, frame = model_inputs(loaded.features, request)
+    model_frame, logged = model_inputs(loaded.features, frame)
     try:
         outputs = _predicted(loaded, model_frame)
     except RequestError as exc:
         if exc.status >= 500:  # the model's fault, not the client's: the error rate a canary judges
-            _log(state, route, Role.FAILED, frame, {}, unit, time.perf_counter() - started)
+            _log(state, route, Role.FAILED, logged, {}, unit, time.perf_counter() - started)
         raise
     unknown = [w for w in wanted if w not in outputs]
     if unknown:
         raise RequestError(f"outputs: unknown {unknown}; this version gives {sorted(outputs)}", "outputs")
     seconds = time.perf_counter() - started
-    _log(state, route, Role.LIVE, frame, outputs, unit, seconds)
-    state.metrics.answered(loaded.name, loaded.version, endpoint, len(frame), seconds)
+    _log(state, route, Role.LIVE, logged, outputs, unit, seconds)
+    state.metrics.answered(loaded.name, loaded.version, endpoint, len(model_frame), seconds)
     routing = route.routing
     if routing is not None and routing.kind is ExperimentKind.SHADOW and routing.copies(route.request_id):
-        state.shadow.submit(routing, request, route.request_id, unit)  # after the answer is built, off its path
+        state.shadow.submit(routing, frame, route.request_id, unit)  # after the answer is built, off its path
     return outputs
 
 
-def _log(state: ServerState, route: Route, role: Role, frame: Any, outputs: dict[str, np.ndarray],
-         unit: Optional[str], seconds: float) -> None:
+def _log(state: ServerState, route: Route, role: Role, inputs: dict[str, np.ndarray],
+         outputs: dict[str, np.ndarray], unit: Optional[str], seconds: float) -> None:
     """The request's rows in the prediction log, with the experiment and arm that routed it (a failure:
     no outputs)."""
     routing = route.routing
     state.log.log(PredictionBatch(route.request_id, time.time(), route.loaded.name, route.loaded.version, role,
-                                  seconds * 1e3, wire.input_columns(frame), outputs, unit,
+                                  seconds * 1e3, inputs, outputs, unit,
                                   routing.experiment_id if routing is not None else None, route.arm))
 
 

@@ -30,9 +30,9 @@ import pandas as pd
 from cl_hpc.features.definitions import Catalog, FeatureBinding, load_catalog
 from cl_hpc.features.materialize import online_path
 from cl_hpc.features.online import OnlineStore
-from cl_hpc.features.retrieval import by_view, fill_defaults, online
+from cl_hpc.features.retrieval import by_view, defaults, online_values
 from cl_hpc.learn.contract import ContractError, Signature, Spec
-from cl_hpc.serve.inputs import RequestError
+from cl_hpc.serve.inputs import RequestError, input_columns
 
 _SHOWN_ROWS = 3  # rows named in a missing-feature error
 
@@ -54,20 +54,26 @@ class ServedFeatures:
     catalog: Catalog
     store: OnlineStore
     keys: Signature  # what a request carries: the entity keys (the model's outputs unchanged)
-    dtypes: Mapping[str, str]  # feature -> its declared dtype, the training set's
+    dtypes: Mapping[str, str]  # feature -> its declared dtype, the training set's, in the model's order
+    defaults: Mapping[str, Any]  # feature -> its declared default (None: none)
 
-    def lookup(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(the model's input rows, the rows to log: keys, features and each view's event time) for the
+    def lookup(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+        """(the model's input rows, the columns to log: keys, features and each view's event time) for the
         request's entity rows; a 404 naming the rows and features when an entity has no value for a
         feature that has no default (never materialized, or older than the view's TTL)."""
-        names = list(self.binding.features)
-        found = fill_defaults(self.catalog, online(self.catalog, self.store, rows, names, events=True), names)
-        missing = found[names].isna()
-        if missing.to_numpy().any():
-            raise self._missing(rows, missing)
-        model = pd.DataFrame({n: found[n].to_numpy(dtype=self.dtypes[n]) for n in names}, index=rows.index)
-        logged = pd.concat([rows, model, found.drop(columns=names)], axis=1)
-        return model, logged
+        keys = {k: rows[k].to_numpy() for k in rows.columns}
+        found = online_values(self.catalog, self.store, keys, self.binding.features, events=True)
+        names = list(self.dtypes)
+        for name in names:  # the training set's rule (retrieval.fill_defaults): a missing value takes the default
+            default = self.defaults[name]
+            if default is not None:
+                found[name] = [default if v is None else v for v in found[name]]
+        missing = {n: [v is None for v in found[n]] for n in names}
+        if any(any(m) for m in missing.values()):
+            raise self._missing(rows, pd.DataFrame(missing))
+        columns = {n: np.asarray(found[n], dtype=self.dtypes[n]) for n in names}
+        model = pd.DataFrame(columns, index=rows.index, copy=False)
+        return model, {**keys, **columns, **{k: v for k, v in found.items() if k not in columns}}
 
     def _missing(self, rows: pd.DataFrame, missing: pd.DataFrame) -> RequestError:
         bad = np.flatnonzero(missing.to_numpy().any(axis=1))
@@ -107,13 +113,14 @@ def served_features(recorded: Optional[Mapping[str, Any]], signature: Signature,
                             f"serve.feature_store at the store it was trained from ({binding.store})")
     by_name = {f.name: f.dtype for v in catalog.views.values() for f in v.features}
     keys = Signature(tuple(Spec(k, d) for k, d in binding.entities), signature.outputs)
-    return ServedFeatures(binding, catalog, OnlineStore(online_path(root)), keys,
-                          {n.rpartition(":")[2]: by_name[n.rpartition(":")[2]] for n in binding.features})
+    dtypes = {n.rpartition(":")[2]: by_name[n.rpartition(":")[2]] for n in binding.features}
+    return ServedFeatures(binding, catalog, OnlineStore(online_path(root)), keys, dtypes,
+                          defaults(catalog, binding.features))
 
 
-def model_inputs(features: Optional[ServedFeatures], rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the model's rows, the logged rows) of a request: the request's own rows, or its entities' features."""
-    return (rows, rows) if features is None else features.lookup(rows)
+def model_inputs(features: Optional[ServedFeatures], rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """(the model's rows, the logged columns) of a request: its own rows, or its entities' features."""
+    return (rows, input_columns(rows)) if features is None else features.lookup(rows)
 
 
 def _plain(value: Any) -> Any:

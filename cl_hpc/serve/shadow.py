@@ -87,12 +87,12 @@ class ShadowRunner:
         shadow = routing.arms[CHALLENGER]
         started = time.perf_counter()
         try:
-            model_frame, frame = model_inputs(shadow.features, frame)  # a challenger on catalog features fetches them
+            model_frame, logged = model_inputs(shadow.features, frame)  # a challenger on catalog features fetches them
             outputs = wire.typed_outputs(shadow.signature, predict(shadow.workload, model_frame))
         except Exception as exc:  # the challenger's own failure: counted, never the live answer's
             self._failed(exc)
             return
         seconds = time.perf_counter() - started
         self.log.log(PredictionBatch(request_id, time.time(), shadow.name, shadow.version, Role.SHADOW, seconds * 1e3,
-                                     wire.input_columns(frame), outputs, unit, routing.experiment_id, CHALLENGER))
+                                     logged, outputs, unit, routing.experiment_id, CHALLENGER))
         self._counts["answered"] += 1
