@@ -150,18 +150,23 @@ def _get(catalog: Catalog, args: argparse.Namespace) -> int:
 
 
 def _check(catalog: Catalog, args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from cl_hpc.data.predictions import Stream, read_stream
     from cl_hpc.features.consistency import Verdict, check_log
 
     root, log_dir = Path(args.store).expanduser().resolve(), Path(args.log_dir).expanduser().resolve()
     since, until = _time(args.since, "--since"), _time(args.until, "--until")
+    if args.examples < 0:
+        raise ConfigError(f"--examples {args.examples}: the skewed or missing values shown per feature, 0 or more")
     if not (log_dir / Stream.PREDICTIONS.value).is_dir():
         raise DataError(f"no prediction log at {log_dir} (--log-dir; a server writes <store.root>/predictions "
                         f"unless serve.log_dir says otherwise)")
     log = read_stream(log_dir, Stream.PREDICTIONS, since, until).frame
-    if since is not None or until is not None:  # the read skips whole hours; trim to the exact span
-        stamps = log["ts"].map(lambda t: t.timestamp())
-        log = log[(stamps >= (since or -float("inf"))) & (stamps < (until or float("inf")))]
+    if since is not None:  # the read skips whole hours only; trim to the exact span
+        log = log[log["ts"] >= pd.Timestamp(since, unit="s", tz="UTC")]
+    if until is not None:
+        log = log[log["ts"] < pd.Timestamp(until, unit="s", tz="UTC")]
     if args.model:
         log = log[log["model"] == args.model]
     if log.empty:

@@ -94,7 +94,7 @@ def check_log(catalog: Catalog, root: Path, log: pd.DataFrame, tolerance: float 
         mine = log.dropna(subset=keys + [f"{INPUT_PREFIX}{n}" for n in names])
         if mine.empty:
             continue
-        queries = pd.DataFrame({k: mine[f"{INPUT_PREFIX}{k}"].to_numpy() for k in view.entities})
+        queries = pd.DataFrame({k: _key(mine[f"{INPUT_PREFIX}{k}"]) for k in view.entities})
         queries[AT] = naive_utc(mine["ts"]).to_numpy()
         offline = fill_defaults(catalog, historical(catalog, root, queries, names, AT, events=True), names)
         served_events = naive_utc(mine[f"{INPUT_PREFIX}{event_column(view)}"]).to_numpy()
@@ -146,6 +146,15 @@ def _compare(view: FeatureView, name: str, mine: pd.DataFrame, offline: pd.DataF
               "served_event": _iso(served_events[i]), "offline_event": _iso(offline_events[i])} for i in bad]
     diff = float(np.nanmax(np.abs(got[skewed] - want[skewed]))) if skewed.any() else 0.0
     return FeatureCheck(name, view.name, len(got), counts, diff, shown)
+
+
+def _key(column: pd.Series) -> np.ndarray:
+    """An entity key column as logged: integers again where the log's other shards (versions without this
+    key) made it float by filling nulls."""
+    values = column.to_numpy()
+    if values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0):
+        return values.astype(np.int64)
+    return values
 
 
 def _iso(value: Any) -> Optional[str]:

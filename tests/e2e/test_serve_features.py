@@ -65,8 +65,8 @@ def present_users(trained: dict, count: int) -> list[int]:
     store = OnlineStore(online_path(trained["features"]))
     found = store.read(view, list(range(300)))
     store.close()
-    return [u for u, row in enumerate(found) if row is not None and all(row[f] is not None for f in view.feature_names)][
-        :count]
+    names = view.feature_names
+    return [u for u, row in enumerate(found) if row is not None and all(row[f] is not None for f in names)][:count]
 
 
 def logged_rows(trained: dict, expected: int) -> pd.DataFrame:
