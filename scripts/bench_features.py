@@ -162,7 +162,34 @@ def bench_online(view: FeatureView, root: Path, sizes: Sizes) -> dict[str, Any]:
     finally:
         store.close()
     return {"online_read_1": summary(one, GOALS["online_read_1"]),
-            "online_read_100": {**summary(hundred, GOALS["online_read_100"]), "found_of_100": found}}
+            "online_read_100": {**summary(hundred, GOALS["online_read_100"]), "found_of_100": found},
+            "server_lookup_1": bench_server_lookup(view, root, singles, at)}
+
+
+def bench_server_lookup(view: FeatureView, root: Path, singles: list[list[int]], at: pd.Timestamp) -> dict[str, Any]:
+    """What a server adds per request for a version trained on the view: its features for one user, defaults
+    filled, as the model's frame and the logged columns (cl_hpc/serve/features.py; no goal, for scale)."""
+    from cl_hpc.features.definitions import Catalog, FeatureBinding
+    from cl_hpc.learn.contract import Signature, Spec
+    from cl_hpc.serve.features import served_features
+    from cl_hpc.serve.inputs import RequestError
+
+    catalog = Catalog({view.name: view}, str(root))
+    binding = FeatureBinding(tuple(view.feature_names), {view.name: view.ident}, (("user_id", "int64"),), str(root))
+    signature = Signature(tuple(Spec(n, f.dtype) for n, f in zip(view.feature_names, view.features)), ())
+    served = served_features(binding.to_dict(), signature, "bench", catalog=catalog)
+    assert served is not None
+    seconds, refused = [], 0
+    for keys in singles:
+        rows = pd.DataFrame({"user_id": np.array(keys, dtype=np.int64)})
+        started = time.perf_counter()
+        try:
+            served.lookup(rows, at=at)
+        except RequestError:  # a user with no events: the 404 path, timed too
+            refused += 1
+        seconds.append(time.perf_counter() - started)
+    served.store.close()
+    return {**summary(seconds, None), "refused": refused}
 
 
 def bench_join(view: FeatureView, root: Path, sizes: Sizes) -> dict[str, Any]:
@@ -250,6 +277,7 @@ def show(out: dict[str, Any]) -> None:
     print(_row(f"full materialization ({full['partitions']} x 1h parts)", full))
     print(_row("online read, 1 entity", out["online_read_1"]))
     print(_row("online read, 100 entities", out["online_read_100"]))
+    print(_row("server lookup, 1 entity (no goal)", out["server_lookup_1"]))
     print(_row(f"load_offline ({join['table_rows']} rows)", join["load_offline"]))
     print(_row(f"point_in_time ({join['queries']} queries)  [goal]", join["point_in_time"]))
     print(_row("load_offline + point_in_time", join["together"]))

@@ -24,6 +24,9 @@ def test_quick_run_writes_every_measure(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     for key in ("full_materialization", "online_read_1", "online_read_100"):
         assert DISTRIBUTION | {"meets_goal"} <= set(data[key]), key
+    lookup = data["server_lookup_1"]  # a server's per-request fetch: no goal, most users found
+    assert DISTRIBUTION <= set(lookup) and lookup["runs"] == data["sizes"]["reads"]
+    assert 0 <= lookup["refused"] < lookup["runs"] / 2
     join = data["pit_join"]
     assert join["goal_on"] == "point_in_time" and 0 < join["found"] <= join["queries"]
     assert DISTRIBUTION <= set(join["load_offline"]) and DISTRIBUTION <= set(join["together"])

@@ -57,12 +57,12 @@ class ServedFeatures:
     dtypes: Mapping[str, str]  # feature -> its declared dtype, the training set's, in the model's order
     defaults: Mapping[str, Any]  # feature -> its declared default (None: none)
 
-    def lookup(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    def lookup(self, rows: pd.DataFrame, at: Any = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         """(the model's input rows, the columns to log: keys, features and each view's event time) for the
-        request's entity rows; a 404 naming the rows and features when an entity has no value for a
-        feature that has no default (never materialized, or older than the view's TTL)."""
+        request's entity rows, as of ``at`` (default: now); a 404 naming the rows and features when an entity
+        has no value for a feature that has no default (never materialized, or older than the view's TTL)."""
         keys = {k: rows[k].to_numpy() for k in rows.columns}
-        found = online_values(self.catalog, self.store, keys, self.binding.features, events=True)
+        found = online_values(self.catalog, self.store, keys, self.binding.features, at=at, events=True)
         names = list(self.dtypes)
         for name in names:  # the training set's rule (retrieval.fill_defaults): a missing value takes the default
             default = self.defaults[name]
@@ -89,9 +89,11 @@ class ServedFeatures:
 
 
 def served_features(recorded: Optional[Mapping[str, Any]], signature: Signature, label: str,
-                    paths: FeaturePaths = FeaturePaths()) -> Optional[ServedFeatures]:
+                    paths: FeaturePaths = FeaturePaths(),
+                    catalog: Optional[Catalog] = None) -> Optional[ServedFeatures]:
     """The version's features (None: it takes its inputs in the request); a ContractError when it cannot be
-    served as it was trained: its views changed, or its store has no online values."""
+    served as it was trained: its views changed, or its store has no online values. ``catalog``: one already
+    loaded (default: the one the paths or the binding name)."""
     if not recorded:
         return None
     binding = FeatureBinding.from_dict(recorded)
@@ -99,7 +101,7 @@ def served_features(recorded: Optional[Mapping[str, Any]], signature: Signature,
     if list(binding.features) != inputs:
         raise ContractError(f"{label} records catalog features {list(binding.features)} but its model takes "
                             f"{inputs}: the registry record and the checkpoint disagree; retrain")
-    catalog = load_catalog(paths.catalog or binding.catalog)
+    catalog = catalog or load_catalog(paths.catalog or binding.catalog)
     changed = binding.changed_views(catalog)
     if changed:
         raise ContractError(f"{label} was trained on other feature code than the catalog's now ({'; '.join(changed)}): "
