@@ -124,7 +124,3 @@ def main(argv: list[str] | None = None) -> int:
             for line in [r["diagnosis"]] if r.get("diagnosis") and r.get("stall") is not None else []:
                 console.print(f"{r['key']}: {line}", highlight=False)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
