@@ -1,8 +1,8 @@
-"""`python -m cl_hpc.report efficiency|html ...`: the report named first (see cl_hpc/report/__init__.py)."""
+"""`python -m cl_hpc.report efficiency|html ...` (cl_hpc/report/cli.py)."""
 
 import sys
 
-from cl_hpc.report.efficiency import main
+from cl_hpc.report.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

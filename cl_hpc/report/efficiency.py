@@ -98,15 +98,11 @@ def efficiency(run: RunDir, store_root: Path | None) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``argv``: what follows ``efficiency`` on the command line."""
     parser = run_parser("python -m cl_hpc.report efficiency", __doc__)
     parser.add_argument("--store-root", type=Path, default=None, help="store holding the history (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] in (["-h"], ["--help"]):
-        parser.parse_args(argv)
-    if not argv or argv[0] != "efficiency":
-        parser.error("the report to print comes first; the one there is: efficiency")
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_args(sys.argv[2:] if argv is None else list(argv))
     console = make_console()
     try:
         run = resolve_run(args.run_root, args.run)

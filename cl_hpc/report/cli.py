@@ -1,0 +1,75 @@
+"""`python -m cl_hpc.report efficiency|html ...`: the report named first.
+
+    python -m cl_hpc.report efficiency [RUN]            a terminal table: used vs requested, the next run's sizes
+    python -m cl_hpc.report html [RUN]                  a run's page: DAG, Gantt, profiles, efficiency, failures
+
+``html`` writes one self-contained file (inline SVG and CSS, nothing loaded from anywhere) into the run
+directory (report.html; --out elsewhere) and prints its path. A run still going gets a page of what is
+known, which says so. Exit code 0, or 2 with the reason (an unknown run).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from cl_hpc.cli import run_parser
+from cl_hpc.errors import ClHpcError
+from cl_hpc.ui import make_console
+
+RUN_PAGE = "report.html"
+
+
+def html_main(argv: Sequence[str]) -> int:
+    parser = run_parser("python -m cl_hpc.report html", __doc__)
+    parser.add_argument("--store-root", type=Path, default=None,
+                        help="the store holding profiles, the registry and experiments (default: the run's, or store)")
+    parser.add_argument("--out", type=Path, default=None, help="write the page here instead")
+    args = parser.parse_args(list(argv))
+    console = make_console()
+    try:
+        started = time.perf_counter()
+        path, note = _run_page(args)
+    except ClHpcError as exc:
+        console.print(f"error: {exc}", style="red", highlight=False)
+        return 2
+    print(path)
+    size = path.stat().st_size
+    print(f"{note}; {size / 1e6:.2f} MB in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+    return 0
+
+
+def _run_page(args: object) -> tuple[Path, str]:
+    from cl_hpc.report.pages import render_run, write_page
+    from cl_hpc.report.run_data import run_report
+    from cl_hpc.rundir.layout import resolve_run
+
+    run = resolve_run(args.run_root, args.run)  # type: ignore[attr-defined]
+    report = run_report(run, args.store_root)  # type: ignore[attr-defined]
+    path = write_page(args.out or run.path / RUN_PAGE, render_run(report))  # type: ignore[attr-defined]
+    state = report.state if report.finished else f"{report.state}, still going"
+    return path, f"run {report.run_id} ({state}): {len(report.attempts)} attempts"
+
+
+def _efficiency(argv: Sequence[str]) -> int:
+    from cl_hpc.report.efficiency import main
+
+    return main(list(argv))
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"efficiency": _efficiency, "html": html_main}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        if argv[:1] in (["-h"], ["--help"]):
+            print(__doc__)
+            return 0
+        got = f" (got {argv[0]!r})" if argv else ""
+        print(f"error: name the report first: {' | '.join(COMMANDS)}{got}", file=sys.stderr)
+        print(__doc__, file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]](argv[1:])
