@@ -190,3 +190,10 @@ def test_a_slurm_run_with_a_timeout_escalated_by_its_retry_guard(launcher: Launc
     (after,) = _bars(report, "after")
     assert after.state == "PENDING" and after.submitted == report.created
     assert report.timelines == [] and report.failures == []
+
+    # slurmdbd down: the page still comes, from the run dir's records, and says why
+    done = fake_slurm.calls("sacct")
+    fake_slurm.fail("sacct", list(range(done + 1, done + 50)), "sacct: error: Problem talking to the database")
+    offline = _report(launcher, run)
+    assert any("could not be asked" in p and "Problem talking to the database" in p for p in offline.problems)
+    assert offline.attempts == report.attempts and offline.tasks == report.tasks

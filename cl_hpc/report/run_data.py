@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from cl_hpc.atomic import read_json
-from cl_hpc.errors import ClHpcError, DataError
+from cl_hpc.errors import ClHpcError, DataError, ExecutorError
 from cl_hpc.execute.slurm.reconcile import TAIL_BYTES, read_tail
 from cl_hpc.profile.record import upgrade
 from cl_hpc.report.efficiency import efficiency
 from cl_hpc.report.records import AttemptBar, Failure, Limit, RunReport, TaskNode, Timeline, TimeSource
 from cl_hpc.rundir.layout import RunDir
 from cl_hpc.rundir.records import AttemptRecord
-from cl_hpc.rundir.state import State, UnitStatus, root_cause
+from cl_hpc.rundir.state import State, UnitStatus, root_cause, run_status, unreadable_records
 from cl_hpc.states import AttemptState
 from cl_hpc.states import Limit as StateLimit
 from cl_hpc.status import collect
@@ -76,8 +76,15 @@ def run_report(run: RunDir, store_root: Optional[Path] = None, now: Optional[flo
 
 
 def _collect(run: RunDir) -> dict[str, Any]:
+    """status's collect; when the scheduler cannot be asked (slurmdbd down), the run dir's records
+    as they stand, with a problem that says so."""
     try:
         return collect(run)
+    except ExecutorError as exc:
+        plan = run.load_plan()
+        statuses = run_status(run, plan)
+        why = f"the scheduler could not be asked ({exc}); shown as the run directory records it"
+        return {"run": run, "plan": plan, "statuses": statuses, "problems": [why, *unreadable_records(statuses)]}
     except (ValueError, TypeError, KeyError) as exc:  # a hand-edited or truncated plan.json / run.json
         raise DataError(f"{run.path}: plan.json or run.json cannot be read ({type(exc).__name__}: {exc}); "
                         f"the run's page needs both (`python -m cl_hpc.status` reads the same files)") from exc
