@@ -62,17 +62,18 @@ def svg(fig: Figure, tight: bool = True) -> str:
 
 
 def gantt(attempts: Sequence[AttemptBar], as_of: float) -> str:
-    """One row per unit, each attempt a grey queue-wait bar (submit to start) and a run bar (start to end,
-    or to ``as_of`` while running) coloured by its state; a retry is labelled #n, a limit (OOM, TIMEOUT)
-    and an escalation are marked at the bar's end."""
+    """One row per unit, each attempt a grey queue-wait bar (submit to start, or to ``as_of`` while it waits)
+    and a run bar (start to end, or to ``as_of`` while running) coloured by its state (an attempt that ended
+    without a recorded start, a job Slurm killed before it began, has no bar); a retry is labelled #n, a
+    limit (OOM, TIMEOUT) and an escalation are marked at the bar's end."""
     if not attempts:
         return ""
     rows = _unit_rows(attempts)
     t0 = min(t for a in attempts for t in (a.submitted, a.started) if t is not None)
     with _style():
         fig, ax = plt.subplots(figsize=(_WIDTH_IN, 0.9 + _ROW_IN * len(rows)))
-        queued = [(rows[a.unit], a.submitted - t0, a.started - t0) for a in attempts
-                  if a.submitted is not None and a.started is not None and a.started > a.submitted]
+        queued = [(rows[a.unit], waited[0] - t0, waited[1] - t0) for a in attempts
+                  if (waited := _waited(a, as_of)) is not None]
         if queued:
             y, left, right = zip(*queued)
             ax.barh(y, [end - begin for begin, end in zip(left, right)], left=left, height=0.6, color=QUEUE_COLOUR,
@@ -89,6 +90,15 @@ def gantt(attempts: Sequence[AttemptBar], as_of: float) -> str:
         label_in = 0.3 + 0.065 * max(len(u) for u in rows) * (5 / 8 if len(rows) > 40 else 1)
         fig.subplots_adjust(left=label_in / _WIDTH_IN, right=0.97, top=1 - 0.35 / height, bottom=0.45 / height)
         return svg(fig, tight=False)
+
+
+def _waited(a: AttemptBar, as_of: float) -> Optional[tuple[float, float]]:
+    """Its queue wait to draw (from, to): submitted and started later, or still waiting; None otherwise."""
+    if a.submitted is None:
+        return None
+    if a.started is None:
+        return (a.submitted, as_of) if a.ended is None else None
+    return (a.submitted, a.started) if a.started > a.submitted else None
 
 
 def _unit_rows(attempts: Sequence[AttemptBar]) -> dict[str, int]:

@@ -55,8 +55,11 @@ def _version() -> str:
 
 def render_run(report: RunReport) -> str:
     """The run's page: state, summary, DAG, Gantt, failures, per-task profiles, MFU/stalls, efficiency."""
+    grouped = _by_task(report.timelines)
+    sampled = {task: series for task, series in grouped.items() if any(s.t for s in series)}
     drawn = {"dag": charts.dag(report.tasks), "gantt": charts.gantt(report.attempts, report.as_of),
-             "timelines": {task: charts.timelines(task, series) for task, series in _by_task(report.timelines).items()},
+             "timelines": {task: charts.timelines(task, series) for task, series in sampled.items()},
+             "unsampled": [task for task in grouped if task not in sampled],
              "mfu": charts.mfu_stalls(report.efficiency)}
     root = next((f for f in report.failures if f.root_cause), None)
     return _ENV.get_template("run.html.j2").render(

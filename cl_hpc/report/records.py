@@ -19,7 +19,8 @@ class TimeSource(enum.Enum):
 
 
 class Limit(enum.Enum):
-    """A limit that ended an attempt (the attempt record's error starts with its name)."""
+    """A limit that ended an attempt (from cl_hpc.states.Limit, which the attempt record's error starts with:
+    ``OUT_OF_MEMORY: ...``, ``TIMEOUT: ...``)."""
 
     OOM = "OOM"
     TIMEOUT = "TIMEOUT"
