@@ -128,7 +128,7 @@ def _marks(ax: Any, a: AttemptBar, y: int, end: float) -> None:
     if a.limit is not None:
         notes.append(a.limit.value)
     if a.escalation:
-        notes.append("↑ " + "; ".join(a.escalation))
+        notes.append("↑")  # what was raised: the page's table of retries (a reason is a sentence)
     if notes:
         important = a.limit is not None or a.state == "FAILED"
         ax.text(end, y, " " + " ".join(notes), va="center", fontsize=7, zorder=5,  # over a retry's bar

@@ -44,6 +44,9 @@ def _pct(value: Optional[float]) -> str:
 _ENV.filters.update(when=_when, duration=_duration, pct=_pct)
 
 
+_ENDED_BADLY = ("FAILED", "TIMEOUT", "PREEMPTED")  # attempt states the retries table lists
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -65,6 +68,7 @@ def render_run(report: RunReport) -> str:
     return _ENV.get_template("run.html.j2").render(
         r=report, s=_summary(report), charts=drawn, root=root, sources=_sources(report.attempts),
         diagnoses=_diagnoses(report.efficiency),
+        ended_badly=[a for a in report.attempts if a.state in _ENDED_BADLY or a.limit is not None or a.escalation],
         version=_version(), written=_when(report.as_of))
 
 
