@@ -54,6 +54,7 @@ def svg(fig: Figure, tight: bool = True) -> str:
     plt.close(fig)
     text = out.getvalue()
     text = text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, count=1, flags=re.S)  # RDF boilerplate: bytes, URLs
     # a fixed width/height in pt would overflow narrow pages; the viewBox keeps the aspect ratio
     return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 class="chart"', text, count=1)
 
