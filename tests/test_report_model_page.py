@@ -175,6 +175,9 @@ def test_the_sections_are_there_and_the_page_loads_nothing(page: Page) -> None:
     assert [e["attrs"]["id"] for e in page.find("section")] == ["lineage", "aliases", "metrics", "triggers",
                                                                  "freshness"]
     assert "<script" not in page.text and " src=" not in page.text and 'href="http' not in page.text
+    # no URL but the SVG namespaces (as the run page: tests/test_report_cli.py)
+    assert set(re.findall(r"https?://[^\s\"')]+", page.text)) <= {"http://www.w3.org/2000/svg",
+                                                                  "http://www.w3.org/1999/xlink"}
 
 
 def test_the_lineage_shows_every_version_its_strategy_and_its_parent(page: Page) -> None:
