@@ -2,10 +2,14 @@
 
     python -m cl_hpc.report efficiency [RUN]            a terminal table: used vs requested, the next run's sizes
     python -m cl_hpc.report html [RUN]                  a run's page: DAG, Gantt, profiles, efficiency, failures
+    python -m cl_hpc.report html --model NAME           a model's page: lineage, aliases, metrics, triggers
+                                 [--backtest DIR]       ... with a backtest's freshness curve
 
-``html`` writes one self-contained file (inline SVG and CSS, nothing loaded from anywhere) into the run
-directory (report.html; --out elsewhere) and prints its path. A run still going gets a page of what is
-known, which says so. Exit code 0, or 2 with the reason (an unknown run).
+``html`` writes one self-contained file (inline SVG and CSS, nothing loaded from anywhere) and prints its
+path: a run's into its run directory (report.html), a model's under <store.root>/reports/ (model-NAME.html);
+--out puts it elsewhere. A run still going gets a page of what is known, which says so. The model page
+reads the registry under --store-root (default: store), the watch log under --run-root (or --watch-log)
+and the backtest that --backtest names. Exit code 0, or 2 with the reason (an unknown run or model).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from cl_hpc.cli import run_parser
 from cl_hpc.errors import ClHpcError
@@ -27,11 +31,20 @@ def html_main(argv: Sequence[str]) -> int:
     parser.add_argument("--store-root", type=Path, default=None,
                         help="the store holding profiles, the registry and experiments (default: the run's, or store)")
     parser.add_argument("--out", type=Path, default=None, help="write the page here instead")
+    parser.add_argument("--model", default=None, help="a registry model's page instead of a run's")
+    parser.add_argument("--backtest", type=Path, default=None,
+                        help="with --model: a python -m cl_hpc.backtest --out folder (or its backtest.json)")
+    parser.add_argument("--watch-log", type=Path, default=None,
+                        help="with --model: the watch's log (default: <run-root>/watch.log.jsonl)")
     args = parser.parse_args(list(argv))
+    if args.model is None and (args.backtest or args.watch_log):
+        parser.error("--backtest and --watch-log go with --model NAME")
+    if args.model is not None and args.run:
+        parser.error(f"give a run ({args.run}) or --model {args.model}, not both")
     console = make_console()
     try:
         started = time.perf_counter()
-        path, note = _run_page(args)
+        path, note = _model_page(args) if args.model is not None else _run_page(args)
     except ClHpcError as exc:
         console.print(f"error: {exc}", style="red", highlight=False)
         return 2
@@ -41,16 +54,26 @@ def html_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _run_page(args: object) -> tuple[Path, str]:
+def _run_page(args: Any) -> tuple[Path, str]:
     from cl_hpc.report.pages import render_run, write_page
     from cl_hpc.report.run_data import run_report
     from cl_hpc.rundir.layout import resolve_run
 
-    run = resolve_run(args.run_root, args.run)  # type: ignore[attr-defined]
-    report = run_report(run, args.store_root)  # type: ignore[attr-defined]
-    path = write_page(args.out or run.path / RUN_PAGE, render_run(report))  # type: ignore[attr-defined]
+    run = resolve_run(args.run_root, args.run)
+    report = run_report(run, args.store_root)
+    path = write_page(args.out or run.path / RUN_PAGE, render_run(report))
     state = report.state if report.finished else f"{report.state}, still going"
     return path, f"run {report.run_id} ({state}): {len(report.attempts)} attempts"
+
+
+def _model_page(args: Any) -> tuple[Path, str]:
+    from cl_hpc.report.model_page import model_report, render_model
+    from cl_hpc.report.pages import write_page
+
+    store = (args.store_root or Path("store")).expanduser().resolve()
+    report = model_report(store, args.model, args.run_root, args.backtest, watch_log=args.watch_log)
+    path = write_page(args.out or store / "reports" / f"model-{args.model}.html", render_model(report))
+    return path, f"model {args.model}: {len(report.versions)} versions"
 
 
 def _efficiency(argv: Sequence[str]) -> int:
