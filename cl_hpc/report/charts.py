@@ -103,14 +103,18 @@ def _waited(a: AttemptBar, as_of: float) -> Optional[tuple[float, float]]:
 
 
 def _unit_rows(attempts: Sequence[AttemptBar]) -> dict[str, int]:
-    """Units top to bottom in the order they were first submitted (or started)."""
-    first: dict[str, float] = {}
+    """Units top to bottom in the order they were first submitted, then started (a DAG's jobs are all
+    submitted at its launch, so the start orders them)."""
+    first: dict[str, tuple[float, float]] = {}
     for a in attempts:
-        t = a.submitted if a.submitted is not None else a.started
-        if t is not None and (a.unit not in first or t < first[a.unit]):
-            first[a.unit] = t
-    order = sorted({a.unit for a in attempts}, key=lambda u: (first.get(u, float("inf")), u))
-    return {unit: i for i, unit in enumerate(order)}
+        key = (_or_inf(a.submitted if a.submitted is not None else a.started), _or_inf(a.started))
+        if a.unit not in first or key < first[a.unit]:
+            first[a.unit] = key
+    return {unit: i for i, unit in enumerate(sorted(first, key=lambda u: (*first[u], u)))}
+
+
+def _or_inf(value: Optional[float]) -> float:
+    return float("inf") if value is None else value
 
 
 def _by_state(attempts: Iterable[AttemptBar]) -> dict[str, list[AttemptBar]]:

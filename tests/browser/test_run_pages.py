@@ -161,6 +161,6 @@ def test_a_slurm_run(launcher: Launcher, page: Page, screenshot: Callable[[str],
     shards = page.locator('svg.dag g.dag-node[data-task="shards"]')
     expect(shards).to_contain_text("shards ×3")
     assert card(page, "units") == "8" and card(page, "attempts") == "8"
-    ticks = page.locator("#gantt svg.chart").inner_text()
+    ticks = page.locator("#gantt svg.chart").text_content() or ""
     assert all(re.search(rf"shards\[{i}\]", ticks) for i in range(3)), ticks
     screenshot("slurm-run")
