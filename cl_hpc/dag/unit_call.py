@@ -14,6 +14,10 @@ for type checkers, which treat the name as true.
 
 from __future__ import annotations
 
+import json
+
+from cl_hpc.errors import ExecutorError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Mapping, Sequence
@@ -92,5 +96,43 @@ class UnitCall:
             else:
                 self.upstream[dep] = [unit_key(dep, i) for i in range(len(foreach))]
 
+    def run_under(self, given: str) -> None:
+        """Take the resources this attempt's scheduler gave it in place of the plan's: a retry it
+        escalated (cl_hpc/execute/slurm/escalate.py) runs with more memory or time, and what the job
+        records (its profile's ``requested``, its attempt record, a time-limit message) must say so.
+        ``given`` is the JSON of those Resources; a field it leaves out keeps the plan's value."""
+        why: str | None
+        try:
+            resources = json.loads(given)
+        except ValueError as exc:
+            resources, why = None, f"not JSON ({exc})"
+        else:
+            why = _resources_problem(resources, self.resources)
+        if why is not None:
+            raise ExecutorError(
+                f"unit {self.key!r}: the resources its scheduler gave this attempt ({RESOURCES_OPTION} of "
+                f"cl_hpc.execute.slurm.job, or run_unit's resources= from the local scheduler) are invalid: {why}; "
+                f"got {given!r}, expected the JSON of a Resources (cl_hpc/config/resources.py), e.g. "
+                f'{{"mem_gb": 0.5, "time_min": 10}}')
+        self.resources = {**self.resources, **resources}
+
     def __repr__(self) -> str:
         return f"UnitCall({self.key!r} of {self.pipeline!r}: {self.target})"
+
+
+RESOURCES_OPTION = "--resources"  # how the Slurm job entry takes them (cl_hpc/execute/slurm/job.py)
+_COUNTS = ("cpus", "gpus", "mem_gb", "time_min", "nodes", "tasks_per_node")  # gpus alone may be 0
+
+
+def _resources_problem(given: Any, planned: Mapping[str, Any]) -> str | None:
+    if not isinstance(given, dict):
+        return "not a JSON object"
+    unknown = sorted(set(given) - set(planned))
+    if unknown:
+        return f"unknown field(s) {', '.join(map(repr, unknown))}"
+    for name in _COUNTS:
+        value = given.get(name, planned.get(name, 1))
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or value < 0 or (value == 0 and name != "gpus"):
+            return f"{name}={value!r} is not a positive number"
+    return None

@@ -14,11 +14,12 @@ and frees it when a record of its own cannot be written for lack of space (local
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
@@ -109,7 +110,9 @@ class Agent:
             timeout_min=res.time_min, gpus_per_node=res.gpus, visible_gpus=gpu_ids,
             tasks_per_node=res.tasks_per_node, signal_delay_s=min(30, max(1, int(res.time_min * 6))),
         )
-        return executor.submit(run_unit, str(self.run.path), key, attempt, self.epoch)
+        # An escalated retry is told what it runs under: the plan says what the first attempt asked for.
+        given = json.dumps(asdict(res)) if key in self.resources else None
+        return executor.submit(run_unit, str(self.run.path), key, attempt, self.epoch, resources=given)
 
     def save_running(self) -> None:
         """Each running unit's controller in scheduler.json: if this process dies, a resume or a

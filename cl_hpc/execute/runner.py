@@ -33,14 +33,19 @@ if TYPE_CHECKING:
 
 
 def run_unit(run_dir: str, key: str, attempt: int, epoch: int = 0, in_process: bool = False,
-             identity: tuple[str | None, str | None] | None = None) -> Mapping[str, Any]:
+             identity: tuple[str | None, str | None] | None = None, resources: str | None = None) -> Mapping[str, Any]:
     """Run unit ``key`` of the run at ``run_dir`` as attempt number ``attempt``; returns its outputs.
 
     ``identity`` is the scheduler's job id and this process's log file, when the caller knows them
     (the Slurm job entry); otherwise they are asked of submitit's job environment, if any.
+    ``resources`` is the JSON of the Resources the scheduler gave this attempt when they are not
+    the plan's (a retry escalated for memory or time): the task, its profile and its attempt
+    record then see those (UnitCall.run_under).
     """
     run = RunDir(run_dir)
     call = run.load_call(key)
+    if resources is not None:
+        call.run_under(resources)
     if not in_process and call.workdir:
         # Jobs start wherever the scheduler puts them; relative paths in params mean the launch dir.
         # (A Slurm job starts in it unless cluster.setup changes directory, and `python -m` put it
@@ -147,6 +152,7 @@ def _start_record(call: UnitCall, attempt: int, epoch: int, run: RunDir,
         "attempt": attempt, "epoch": epoch, "state": AttemptState.RUNNING, "started": time.time(), "ended": None,
         "host": os.uname().nodename, "pid": os.getpid(), "job_id": job_id, "log": log,
         "fingerprint": call.fingerprint, "config_fp": call.config_fp, "error": None, "requeues": 0,
+        "resources": dict(call.resources),
     }
     before = next((a for a in run.attempts(key) if a["attempt"] == attempt), None)
     if before and before.get("state") == AttemptState.PREEMPTED:  # the same attempt, resumed after a requeue

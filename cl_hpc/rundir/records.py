@@ -10,7 +10,7 @@ guard's escalation. Job-path modules import this module only under ``TYPE_CHECKI
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from cl_hpc.states import AttemptState
 
@@ -36,6 +36,7 @@ class AttemptRecord(_AttemptKeys, total=False):
     error: str | None  # why it FAILED; starts with a Limit's name when a limit ended it
     traceback: str | None
     requeues: int  # how often Slurm requeued this same attempt after a preemption
+    resources: dict[str, Any]  # the Resources it ran under: the plan's, or those its scheduler escalated a retry to
     note: str  # the last preemption's message
     preemptions: list[str]  # why each requeue happened
     profile_error: str  # the profiler could not start or finish (never changes the outcome)

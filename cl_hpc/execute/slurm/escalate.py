@@ -4,6 +4,12 @@ Out of memory: the new request is the larger of the old request and the peak sac
 (MaxRSS), times a margin. Without cgroups the job is killed about when it crosses its limit, so the
 measured peak is a lower bound of the need; the margin, applied again on each retry, covers that.
 Time limit: the limit doubles. Both stay within what the partition's largest node and MaxTime allow.
+
+The retried job is told what it runs under, since its plan still says the first request: the local
+scheduler passes the JSON of these Resources to run_unit, the Slurm retry guard to the job's
+``--resources=`` (cl_hpc/execute/slurm/job.py); UnitCall.run_under validates and applies them, so
+the task's ctx.resources, its profile's ``requested``, its attempt record's ``resources`` and a
+time-limit message all say the escalated values.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ failure end CANCELLED instead of pending forever. The launcher can then exit: Sl
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, Callable, Mapping, Sequence, TypedDict
 
 from cl_hpc.atomic import read_json, write_json_atomic
@@ -136,7 +137,8 @@ class SlurmExecutor(Executor):
         ``on_submitted`` gets the entry as soon as the task's sbatch returned, before the guard is
         submitted: if the guard's sbatch fails (or Ctrl-C lands in between), the task's job is
         already recorded, so it is cancelled with the rest rather than left queued and untracked.
-        The guard's id is then added to that same entry."""
+        The guard's id is then added to that same entry. ``resources`` replace the task's (the retry
+        guard's escalated ones), and the job is told them (``--resources=``, cl_hpc/execute/slurm/job.py)."""
         shards = tuple(u.shard for u in units if u.shard is not None) if spec.foreach is not None else None
         job = SbatchJob(
             name=f"cl_hpc.{run.run_id}.{spec.name}", comment=f"cl_hpc run={run.run_id} task={spec.name}",
@@ -151,7 +153,9 @@ class SlurmExecutor(Executor):
         submitter = Submitter(job, python=self.conf.python, interval_s=self.conf.submit_interval_s,
                               last_submitted=self._last_sbatch)
         attempts = {u.shard: len(run.attempts(u.key)) + 1 for u in units}
-        job_ids = submitter.submit_units(str(run.path), spec.name, epoch, attempts)
+        # Resources given here are a retry's escalated ones: the job must know, its plan says the old request.
+        given = json.dumps(asdict(job.resources)) if resources is not None else None
+        job_ids = submitter.submit_units(str(run.path), spec.name, epoch, attempts, given)
         self._last_sbatch = submitter.last_submitted
         entry: TaskJobs = {"job_id": job_id_of(job_ids[0]), "array": list(shards) if shards is not None else None,
                                  "units": {u.key: j for u, j in zip(units, job_ids)},

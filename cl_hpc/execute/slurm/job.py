@@ -1,4 +1,4 @@
-"""`python -m cl_hpc.execute.slurm.job RUN_DIR TASK EPOCH ATTEMPTS`: what every Slurm job runs.
+"""`python -m cl_hpc.execute.slurm.job RUN_DIR TASK EPOCH ATTEMPTS [--resources=JSON]`: what every Slurm job runs.
 
 submitit's ``submitit.core._submit`` entry imports numpy and asyncio and unpickles the call: 0.2 s
 of wall time and 0.3 s of CPU per job on the test VM. Eight shards of a fan-out starting at once
@@ -8,6 +8,11 @@ task's name, the launch epoch, and the attempt number of each shard. The shard o
 ``SLURM_ARRAY_TASK_ID``. submitit still submits (sbatch, job id parsing, throttling).
 
 ATTEMPTS is ``"3"`` for a plain job, or ``"0:1,1:1,5:2"`` (shard:attempt) for an array.
+``--resources=JSON``, only on a job the retry guard re-submitted with escalated resources: the
+Resources it runs under, which the plan (the first attempt's request) no longer says. An argument,
+not the environment: sbatch exports the submitter's environment (``--export=ALL``), so a variable
+would leak into every job submitted later from a task or a guard, and Slurm's own variables hold
+the limits rounded (``--mem`` in whole MiB, ``--time`` in whole minutes).
 
 Signals: ``--signal=USR2@N`` warns N s before the time limit and ``scontrol requeue`` sends SIGTERM.
 A Lightning fit with ``PreemptionCheckpoint`` installs its own handlers and checkpoints; elsewhere
@@ -46,6 +51,17 @@ def format_attempts(attempts: dict[int | None, int]) -> str:
     return ",".join(f"{shard}:{attempt}" for shard, attempt in attempts.items())
 
 
+def resources_option(options: list[str]) -> str | None:
+    """The JSON of ``--resources=JSON``, the one option (None without it); run_unit validates it."""
+    from cl_hpc.dag.unit_call import RESOURCES_OPTION
+
+    if not options:
+        return None
+    if len(options) > 1 or not options[0].startswith(f"{RESOURCES_OPTION}="):
+        raise ValueError(f"cl_hpc job: unexpected argument(s) {options!r}; the only option is {RESOURCES_OPTION}=JSON")
+    return options[0].split("=", 1)[1]
+
+
 def identity(folder: str) -> tuple[str | None, str]:
     """This job's id (``123`` or ``123_4`` for a shard) and the log file of this process, named as
     the sbatch script's ``--output`` names it (see sbatch.log_paths)."""
@@ -67,7 +83,7 @@ def _log_signal(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str]) -> int:
-    run_dir, task, epoch, attempts_text = argv
+    run_dir, task, epoch, attempts_text, *options = argv
     for sig in (signal.SIGUSR2, signal.SIGTERM):
         signal.signal(sig, _log_signal)
     from cl_hpc.dag.unit_call import unit_key  # after the handlers: USR2's default action kills the job
@@ -78,7 +94,8 @@ def main(argv: list[str]) -> int:
 
     folder = os.path.join(run_dir, "tasks", task, "logs")
     try:
-        run_unit(run_dir, unit_key(task, shard), attempts[shard], int(epoch), identity=identity(folder))
+        run_unit(run_dir, unit_key(task, shard), attempts[shard], int(epoch), identity=identity(folder),
+                 resources=resources_option(options))
     except Exception:  # the runner recorded it; the traceback goes to the log, the state to Slurm
         import traceback
 

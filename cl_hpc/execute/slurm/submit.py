@@ -17,6 +17,7 @@ from dataclasses import replace
 import submitit
 from submitit.core import utils
 
+from cl_hpc.dag.unit_call import RESOURCES_OPTION
 from cl_hpc.errors import ExecutorError
 from cl_hpc.execute.slurm import commands
 from cl_hpc.execute.slurm.job import format_attempts
@@ -54,10 +55,11 @@ class Submitter(submitit.SlurmExecutor):
         job.paths.move_temporary_file(path, "submission_file", keep_as_symlink=True)
         return job
 
-    def submit_units(self, run_dir: str, task: str, epoch: int, attempts: dict[int | None, int]) -> list[str]:
+    def submit_units(self, run_dir: str, task: str, epoch: int, attempts: dict[int | None, int],
+                     resources: str | None = None) -> list[str]:
         """One sbatch for the task (the whole fan-out as one array); the job id of each unit, in
-        the order of ``attempts`` ("123", or "123_4" for shard 4)."""
-        command = job_command(self.job_python, run_dir, task, epoch, attempts)
+        the order of ``attempts`` ("123", or "123_4" for shard 4). ``resources``: see job_command."""
+        command = job_command(self.job_python, run_dir, task, epoch, attempts, resources)
         utils.JobPaths.get_first_id_independent_folder(self.folder).mkdir(parents=True, exist_ok=True)
         self._throttle()
         self._last_job_submitted = time.time()
@@ -75,9 +77,13 @@ class Submitter(submitit.SlurmExecutor):
         return self._last_job_submitted
 
 
-def job_command(python: str | None, run_dir: str, task: str, epoch: int, attempts: dict[int | None, int]) -> str:
-    """The task job's command line: cl_hpc's light job entry under ``cluster.python``."""
+def job_command(python: str | None, run_dir: str, task: str, epoch: int, attempts: dict[int | None, int],
+                resources: str | None = None) -> str:
+    """The task job's command line: cl_hpc's light job entry under ``cluster.python``. ``resources``
+    (the JSON of the Resources a retry guard escalated the job to) becomes its ``--resources=``."""
     args = ["-u", "-m", "cl_hpc.execute.slurm.job", run_dir, task, str(epoch), format_attempts(attempts)]
+    if resources is not None:
+        args.append(f"{RESOURCES_OPTION}={resources}")
     return " ".join([interpreter(python), *map(shlex.quote, args)])
 
 
