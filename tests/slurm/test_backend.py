@@ -124,6 +124,14 @@ def test_out_of_memory_is_retried_with_more_memory_from_the_measured_peak(launch
     new_mem = float(first.split("-> ")[1].split(":")[0])
     assert new_mem > 0.25 * 1.5, "grown from the measured peak, above the old request"
     assert json.loads((run / "tasks" / "after" / "outputs.json").read_text())["value"] == 400
+    # The re-submitted job is told what it runs under (--resources=): its record and its profile
+    # say the escalated memory, the first attempt's the plan's.
+    assert attempts[0]["resources"]["mem_gb"] == 0.25
+    last = attempts[-1]
+    ran_under = float(history[-1]["escalation"][0].split("-> ")[1].split(":")[0])  # a second OOM escalates again
+    assert last["resources"]["mem_gb"] == ran_under and last["resources"]["time_min"] == 5, last
+    profile = json.loads((run / "tasks" / "hog" / "profiles" / f"{last['attempt']}-0.json").read_text())
+    assert profile["requested"]["mem_gb"] == ran_under
 
 
 def test_scontrol_requeue_resumes_from_the_checkpoint_with_the_exact_step_count(launcher: Launcher) -> None:
