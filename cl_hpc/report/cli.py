@@ -4,12 +4,17 @@
     python -m cl_hpc.report html [RUN]                  a run's page: DAG, Gantt, profiles, efficiency, failures
     python -m cl_hpc.report html --model NAME           a model's page: lineage, aliases, metrics, triggers
                                  [--backtest DIR]       ... with a backtest's freshness curve
+    python -m cl_hpc.report html --experiment ID        an experiment's page: traffic, intervals, ramp, decisions
 
 ``html`` writes one self-contained file (inline SVG and CSS, nothing loaded from anywhere) and prints its
-path: a run's into its run directory (report.html), a model's under <store.root>/reports/ (model-NAME.html);
---out puts it elsewhere. A run still going gets a page of what is known, which says so. The model page
-reads the registry under --store-root (default: store), the watch log under --run-root (or --watch-log)
-and the backtest that --backtest names. Exit code 0, or 2 with the reason (an unknown run or model).
+path: a run's into its run directory (report.html), a model's or an experiment's under
+<store.root>/reports/ (model-NAME.html, experiment-ID.html); --out puts it elsewhere. A run or an
+experiment still going gets a page of what is known, which says so. The model page reads the registry
+under --store-root (default: store), the watch log under --run-root (or --watch-log) and the backtest
+that --backtest names; the experiment page the experiment store, the prediction log (--log-dir, default
+<store.root>/predictions) and the joined labels (--labels, repeatable; default: data/landing/served
+where it exists, the label join's labels.out_dir). Exit code 0, or 2 with the reason
+(an unknown run, model or experiment).
 """
 
 from __future__ import annotations
@@ -36,15 +41,25 @@ def html_main(argv: Sequence[str]) -> int:
                         help="with --model: a python -m cl_hpc.backtest --out folder (or its backtest.json)")
     parser.add_argument("--watch-log", type=Path, default=None,
                         help="with --model: the watch's log (default: <run-root>/watch.log.jsonl)")
+    parser.add_argument("--experiment", type=int, default=None, help="an experiment's page (its id) instead")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="with --experiment: the prediction log (default: <store-root>/predictions)")
+    parser.add_argument("--labels", type=Path, action="append", default=None,
+                        help="with --experiment: a labelled zone of the label join (repeatable)")
     args = parser.parse_args(list(argv))
     if args.model is None and (args.backtest or args.watch_log):
         parser.error("--backtest and --watch-log go with --model NAME")
-    if args.model is not None and args.run:
-        parser.error(f"give a run ({args.run}) or --model {args.model}, not both")
+    if args.experiment is None and (args.log_dir or args.labels):
+        parser.error("--log-dir and --labels go with --experiment ID")
+    chosen = [what for what, given in (("a run", args.run), ("--model", args.model is not None),
+                                        ("--experiment", args.experiment is not None)) if given]
+    if len(chosen) > 1:
+        parser.error(f"give one page at a time: {' and '.join(chosen)} were given")
     console = make_console()
     try:
         started = time.perf_counter()
-        path, note = _model_page(args) if args.model is not None else _run_page(args)
+        page = _model_page if args.model is not None else _experiment_page if args.experiment is not None else _run_page
+        path, note = page(args)
     except ClHpcError as exc:
         console.print(f"error: {exc}", style="red", highlight=False)
         return 2
@@ -74,6 +89,20 @@ def _model_page(args: Any) -> tuple[Path, str]:
     report = model_report(store, args.model, args.run_root, args.backtest, watch_log=args.watch_log)
     path = write_page(args.out or store / "reports" / f"model-{args.model}.html", render_model(report))
     return path, f"model {args.model}: {len(report.versions)} versions"
+
+
+DEFAULT_LABELS = (Path("data/landing/served"),)  # where the label join writes by default (labels.out_dir)
+
+
+def _experiment_page(args: Any) -> tuple[Path, str]:
+    from cl_hpc.report.experiment_page import experiment_report, render_experiment
+    from cl_hpc.report.pages import write_page
+
+    store = (args.store_root or Path("store")).expanduser().resolve()
+    labels = args.labels or [d for d in DEFAULT_LABELS if d.is_dir()]
+    report = experiment_report(store, args.experiment, args.log_dir, [d.expanduser().resolve() for d in labels])
+    path = write_page(args.out or store / "reports" / f"experiment-{args.experiment}.html", render_experiment(report))
+    return path, f"experiment {args.experiment} ({report.state})"
 
 
 def _efficiency(argv: Sequence[str]) -> int:
