@@ -163,7 +163,7 @@ def test_a_memory_kill_and_the_escalated_retry(launcher: Launcher) -> None:
     assert reason.startswith("mem_gb 0.25 -> ") and "summed PSS sampled by the local scheduler" in reason
     assert second.state == "COMPLETED" and second.limit is None and second.escalation == []
     assert {(t.unit, t.attempt) for t in report.timelines} >= {("hog", 2)}
-    # The retry's request line is what its scheduler enforced (its profile records the plan's 0.25 GB)
+    # The retry's request line is what its scheduler enforced (the job is told it: its profile records it)
     raised_gb = float(reason.split(" -> ")[1].split(":")[0])
     mem = {t.attempt: t.mem_request_mb for t in report.timelines if t.unit == "hog"}
     assert mem[2] == raised_gb * 1024 > 256 and mem.get(1, 256) == 256, mem

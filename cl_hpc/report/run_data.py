@@ -216,16 +216,17 @@ def _retried(st: UnitStatus) -> list[AttemptRecord]:
 
 def _raised_mem_gb(statuses: Mapping[str, UnitStatus],
                    escalations: Mapping[str, Mapping[int, list[str]]]) -> dict[tuple[str, int], float]:
-    """(unit, attempt) -> the mem_gb a retry ran under after an escalation in its launch. Its
-    profile's ``requested`` is the plan's (the job reads its resources from plan.json), while its
-    scheduler enforced the raised value (held only by the scheduler, and said in the reasons)."""
+    """(unit, attempt) -> the mem_gb a retry ran under after an escalation in its launch, for runs made
+    before a retried job was told its resources: their profiles' ``requested`` is the plan's, while the
+    scheduler enforced the raised value (said in the reasons). An attempt record with ``resources`` (the
+    runner writes it now, escalated or not) needs nothing: its profile's request is already right."""
     out: dict[tuple[str, int], float] = {}
     for key, st in statuses.items():
         current, epoch = None, None
         for a in st.attempts:
             if a.get("epoch", 0) != epoch:  # a new launch starts from the plan again
                 current, epoch = None, a.get("epoch", 0)
-            if current is not None:
+            if current is not None and "resources" not in a:
                 out[(key, a["attempt"])] = current
             for reason in escalations.get(key, {}).get(a["attempt"], []):
                 match = _RAISED_MEM.match(reason)
