@@ -8,10 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -40,6 +41,18 @@ class Launched:
     def outputs(self, key: str, run: Path | None = None) -> dict[str, Any]:
         folder = (run or self.run_dir()) / "tasks" / key.replace("[", "/").rstrip("]")
         return json.loads((folder / "outputs.json").read_text())
+
+
+def poll(predicate: Callable[[], Any], timeout_s: float = 60.0, interval_s: float = 0.2) -> Any:
+    """``predicate()``'s first truthy value within ``timeout_s``, else None (the caller's assert says what
+    it waited for): tests wait on files, sacct and servers by polling to a deadline, never by a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    return None
 
 
 class Launcher:

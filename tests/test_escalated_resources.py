@@ -6,21 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from tests.conftest import Launcher
-
-
-def _wait_for(predicate: Callable[[], Any], timeout_s: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    return None
+from tests.conftest import Launcher, poll
 
 
 def _attempts(run: Path, key: str) -> list[dict[str, Any]]:
@@ -40,10 +29,10 @@ def test_the_retry_after_a_memory_kill_records_the_memory_it_ran_under(launcher:
     run = result.run_dir()
     log = run / "scheduler.log"
     try:
-        assert _wait_for(lambda: [a["state"] for a in _attempts(run, "hog")][:1] == ["FAILED"]), log.read_text()
+        assert poll(lambda: [a["state"] for a in _attempts(run, "hog")][:1] == ["FAILED"], 120), log.read_text()
     finally:
         gate.touch()
-    assert _wait_for(lambda: [a["state"] for a in _attempts(run, "after")] == ["COMPLETED"]), log.read_text()
+    assert poll(lambda: [a["state"] for a in _attempts(run, "after")] == ["COMPLETED"], 120), log.read_text()
 
     raised = re.search(r"hog: retrying with mem_gb 0\.25 -> ([0-9.]+):", log.read_text())
     assert raised, log.read_text()

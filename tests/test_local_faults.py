@@ -17,17 +17,7 @@ import pytest
 
 from cl_hpc import procs
 from cl_hpc.watch.lock import pid_alive
-from tests.conftest import REPO, Launcher, _env
-
-
-def _wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    return None
+from tests.conftest import REPO, Launcher, _env, poll
 
 
 class Follow:
@@ -47,7 +37,7 @@ class Follow:
         return self.log.read_text(errors="replace")
 
     def run_dir(self) -> Path:
-        found = _wait_for(lambda: [p for p in self.launcher.run_root.glob("*/plan.json")], 60)
+        found = poll(lambda: [p for p in self.launcher.run_root.glob("*/plan.json")], 60)
         assert found, f"no run dir; the launcher said:\n{self.output}"
         return found[0].parent
 
@@ -116,7 +106,7 @@ def test_a_zombie_is_not_alive() -> None:
     try:
         assert procs.alive(child.pid, started) and pid_alive(child.pid, started)
         child.kill()  # not reaped yet: a zombie, with its pid and start time still there
-        assert _wait_for(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, 10)
+        assert poll(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, 10)
         assert not procs.alive(child.pid, started)
         assert not pid_alive(child.pid, started), "the watch lock must not take a zombie for its holder"
     finally:
@@ -127,10 +117,10 @@ def test_a_zombie_is_not_alive() -> None:
 def test_a_followed_run_ends_when_its_scheduler_dies(launcher: Launcher, follows: Callable[..., Follow]) -> None:
     follow = follows("pipeline=slow", "pipeline.tasks.sleeper.params.sleep_s=60", "launch.follow=true")
     run = follow.run_dir()
-    assert _wait_for(lambda: _running_attempt(run, "sleeper"), 60), follow.output
+    assert poll(lambda: _running_attempt(run, "sleeper"), 60), follow.output
     _kill_scheduler(run)
     # status from another shell says so while the launcher still follows (the scheduler is its child)
-    problems = _wait_for(lambda: _status(launcher, run).get("problems"), 30)
+    problems = poll(lambda: _status(launcher, run).get("problems"), 30)
     assert problems, "status must report the dead scheduler"
     assert "scheduler.log" in problems[0] and f"launch.resume={run.name}" in problems[0], problems
     code = follow.exit_code(60)
@@ -145,7 +135,7 @@ def test_a_unit_the_scheduler_cannot_start_fails_with_the_reason(
                      "~pipeline.tasks.sleeper.params.sleep_s", f"+pipeline.tasks.sleeper.params.path={gate}",
                      "launch.follow=true")
     run = follow.run_dir()
-    assert _wait_for(lambda: _running_attempt(run, "sleeper"), 60), follow.output
+    assert poll(lambda: _running_attempt(run, "sleeper"), 60), follow.output
     blocker = run / "tasks" / "last" / "logs"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("")  # a file where 'last' needs its log folder: submitit cannot start it
@@ -163,7 +153,7 @@ def test_resume_stops_the_orphaned_attempt_before_running_the_unit_again(
         launcher: Launcher, follows: Callable[..., Follow]) -> None:
     follow = follows("pipeline=slow", "pipeline.tasks.sleeper.params.sleep_s=120", "launch.follow=false")
     run = follow.run_dir()
-    orphan = _wait_for(lambda: _running_attempt(run, "sleeper"), 60)
+    orphan = poll(lambda: _running_attempt(run, "sleeper"), 60)
     assert orphan, follow.output
     _kill_scheduler(run)
     assert procs.process(orphan["pid"], before=orphan["started"]), "the task outlives its scheduler"
@@ -180,13 +170,13 @@ def test_resume_stops_the_orphaned_attempt_before_running_the_unit_again(
 def test_cancel_works_without_the_scheduler(launcher: Launcher, follows: Callable[..., Follow]) -> None:
     follow = follows("pipeline=slow", "pipeline.tasks.sleeper.params.sleep_s=120", "launch.follow=false")
     run = follow.run_dir()
-    orphan = _wait_for(lambda: _running_attempt(run, "sleeper"), 60)
+    orphan = poll(lambda: _running_attempt(run, "sleeper"), 60)
     assert orphan, follow.output
     _kill_scheduler(run)
     out = subprocess.run([sys.executable, "-m", "cl_hpc.cancel", run.name, "--run-root", str(launcher.run_root)],
                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert _wait_for(lambda: _status(launcher, run).get("state") == "CANCELLED", 30), _status(launcher, run)
+    assert poll(lambda: _status(launcher, run).get("state") == "CANCELLED", 30), _status(launcher, run)
     assert procs.process(orphan["pid"], before=orphan["started"]) is None, "cancel must stop the running task"
     assert "orphaned" in _attempts(run, "sleeper")[-1]["error"]
     assert not _status(launcher, run)["problems"], "a cancelled run has nothing left to resume"
@@ -243,7 +233,7 @@ def test_a_task_over_its_memory_is_killed_and_retried_with_more(launcher: Launch
     follow = follows("pipeline=oom", "pipeline.tasks.hog.params.mb=250", "pipeline.tasks.hog.retries=1",
                      f"+pipeline.tasks.hog.params.gate={gate}", "launch.follow=true")
     run = follow.run_dir()
-    assert _wait_for(lambda: [a for a in _attempts(run, "hog") if a["state"] == "FAILED"], 120), follow.output
+    assert poll(lambda: [a for a in _attempts(run, "hog") if a["state"] == "FAILED"], 120), follow.output
     gate.touch()
     assert follow.exit_code(120) == 0, follow.output
     first, second = _attempts(run, "hog")
@@ -303,7 +293,7 @@ def test_each_launched_controller_is_saved_before_the_next_launch(launcher: Laun
     follow = follows("pipeline=diamond", "pipeline.tasks.a.target=tests.tasks.wait_for_file",
                      f"+pipeline.tasks.a.params.path={gate}", "cluster.cpus=2", "launch.follow=false")
     run = follow.run_dir()
-    assert _wait_for(lambda: _running_attempt(run, "a"), 60), follow.output
+    assert poll(lambda: _running_attempt(run, "a"), 60), follow.output
     (run / "tasks" / "c" / "attempts").mkdir(parents=True, exist_ok=True)
     os.mkfifo(run / "tasks" / "c" / "attempts" / "9.json")
     gate.touch()
@@ -312,7 +302,7 @@ def test_each_launched_controller_is_saved_before_the_next_launch(launcher: Laun
         info = json.loads((run / "scheduler.json").read_text() or "{}")
         return info.get("running", {}).get("b") or {}
 
-    entry = _wait_for(saved, 60)
+    entry = poll(saved, 60)
     assert entry, f"b was launched but is not in the running map: {(run / 'scheduler.json').read_text()}"
     assert procs.alive(entry["pid"], entry["pid_started"]), entry
     _kill_scheduler(run)
@@ -323,13 +313,13 @@ def test_each_launched_controller_is_saved_before_the_next_launch(launcher: Laun
 def test_ctrl_c_while_following_says_the_run_goes_on(launcher: Launcher, follows: Callable[..., Follow]) -> None:
     follow = follows("pipeline=slow", "pipeline.tasks.sleeper.params.sleep_s=8", "launch.follow=true")
     run = follow.run_dir()
-    assert _wait_for(lambda: _running_attempt(run, "sleeper"), 60), follow.output
+    assert poll(lambda: _running_attempt(run, "sleeper"), 60), follow.output
     follow.proc.send_signal(signal.SIGINT)
     assert follow.exit_code(60) == 130, follow.output
     assert f"run {run.name} goes on in the background" in follow.output, follow.output
     assert f"python -m cl_hpc.status {run.name}" in follow.output, follow.output
     assert f"python -m cl_hpc.cancel {run.name}" in follow.output, follow.output
-    assert _wait_for(lambda: _status(launcher, run).get("state") == "COMPLETED", 90), _status(launcher, run)
+    assert poll(lambda: _status(launcher, run).get("state") == "COMPLETED", 90), _status(launcher, run)
 
 
 # --- a followed run ends with its result --------------------------------------------------------
@@ -359,4 +349,4 @@ def test_ctrl_c_right_after_the_scheduler_started_says_the_run_goes_on(launcher:
     assert "Traceback" not in follow.output and "KeyboardInterrupt" not in follow.output, follow.output
     run = scheduler.parent
     assert f"run {run.name} goes on in the background" in follow.output, follow.output
-    assert _wait_for(lambda: _status(launcher, run).get("state") == "COMPLETED", 90), _status(launcher, run)
+    assert poll(lambda: _status(launcher, run).get("state") == "COMPLETED", 90), _status(launcher, run)

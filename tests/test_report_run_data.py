@@ -10,23 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cl_hpc.report.records import Limit, RunReport, TimeSource
 from cl_hpc.report.run_data import run_report
 from cl_hpc.rundir.layout import RunDir
-from tests.conftest import REPO, Launcher, _env
+from tests.conftest import REPO, Launcher, _env, poll
 from tests.fakes.slurm import FakeSlurm
-
-
-def _wait_for(predicate: Callable[[], Any], timeout_s: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    return None
 
 
 def _report(launcher: Launcher, run: Path, now: float | None = None) -> RunReport:
@@ -124,7 +114,7 @@ def test_a_run_still_going_then_finished(launcher: Launcher) -> None:
     assert result.proc.returncode == 0, result.output
     run = result.run_dir()
     try:
-        assert _wait_for(lambda: _attempt_states(run, "sleeper") == ["RUNNING"]), result.output
+        assert poll(lambda: _attempt_states(run, "sleeper") == ["RUNNING"], 120), result.output
         now = time.time() + 5.0  # a page built a little later than the clock: running bars end there
         going = _report(launcher, run, now=now)
     finally:
@@ -136,7 +126,7 @@ def test_a_run_still_going_then_finished(launcher: Launcher) -> None:
     (queued,) = _bars(going, "last")
     assert (queued.state, queued.attempt, queued.started, queued.ended) == ("PENDING", 1, None, None)
     assert queued.submitted == going.created, "queued at the launch, as Slurm queues every job of the DAG"
-    assert _wait_for(lambda: _attempt_states(run, "last") == ["COMPLETED"]), "the run ends once the gate opens"
+    assert poll(lambda: _attempt_states(run, "last") == ["COMPLETED"], 120), "the run ends once the gate opens"
     done = _report(launcher, run)
     assert done.state == "COMPLETED" and done.finished and all(b.ended for b in done.attempts)
     assert [b.unit for b in done.attempts] == ["first", "sleeper", "last"]
@@ -151,10 +141,10 @@ def test_a_memory_kill_and_the_escalated_retry(launcher: Launcher) -> None:
     assert result.proc.returncode == 0, result.output
     run = result.run_dir()
     try:
-        assert _wait_for(lambda: "FAILED" in _attempt_states(run, "hog")), (run / "scheduler.log").read_text()
+        assert poll(lambda: "FAILED" in _attempt_states(run, "hog"), 120), (run / "scheduler.log").read_text()
     finally:
         gate.touch()
-    assert _wait_for(lambda: _attempt_states(run, "after") == ["COMPLETED"]), (run / "scheduler.log").read_text()
+    assert poll(lambda: _attempt_states(run, "after") == ["COMPLETED"], 120), (run / "scheduler.log").read_text()
     report = _report(launcher, run)
     assert report.state == "COMPLETED" and not report.failures
     first, second = _bars(report, "hog")
