@@ -49,6 +49,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "serve":  # before the config and its imports: a signal now must not kill the job
+        from cl_hpc.serve.run import catch_early
+
+        catch_early()
     try:
         from cl_hpc.config.compose import compose_config
 

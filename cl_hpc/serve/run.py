@@ -22,6 +22,18 @@ from cl_hpc.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+# SIGTERM/SIGINT caught before serving began. Recorded from the process's first moments (catch_early), not
+# from when serve() runs: Slurm may send --signal up to a minute early, i.e. while Python still imports,
+# and a signal that finds no handler kills the job (FAILED 0:15) instead of ending it cleanly.
+CAUGHT: list[int] = []
+
+
+def catch_early() -> None:
+    """Record SIGTERM and SIGINT from now on; serve() stops before serving, or drains, when one came."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: CAUGHT.append(signum))
+
+
 def serve_conf(cfg: Any) -> ServeConf:
     from cl_hpc.config.ml import plain
 
@@ -54,12 +66,11 @@ def serve(cfg: Any) -> int:
     log_dir = Path(conf.log_dir).expanduser().resolve() if conf.log_dir else store_root / "predictions"
     sock = bind(conf.host, conf.port)
     port = sock.getsockname()[1]
-    caught: list[int] = []
-    # From here on a SIGTERM (scancel, Slurm's --signal) never kills the process mid-start: before
-    # serving it stops the start, while serving uvicorn takes it, and after the drain these handlers
-    # receive uvicorn's re-raise, so the process exits 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: caught.append(signum))
+    caught = CAUGHT
+    # From here on (from the process's start when __main__ called catch_early) a SIGTERM (scancel, Slurm's
+    # --signal) never kills the process mid-start: before serving it stops the start, while serving uvicorn
+    # takes it, and after the drain these handlers receive uvicorn's re-raise, so the process exits 0.
+    catch_early()
     # imported after the checks: a bad value or a taken port is said at once, not after torch loads
     import uvicorn
 

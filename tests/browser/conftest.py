@@ -67,7 +67,10 @@ class PageRecord:
                 + [f"network request blocked: {u}" for u in self.blocked_requests])
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in the main thread and its
+# driver and Chromium as child processes; both must be gone before the rest of the suite (asyncio.run() in
+# the server tests, the profiler's child-process counts).
+@pytest.fixture(scope="package")
 def playwright_session() -> Iterator[Playwright]:
     try:
         from playwright.sync_api import sync_playwright
@@ -77,7 +80,7 @@ def playwright_session() -> Iterator[Playwright]:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_session: Playwright) -> Iterator[Browser]:
     exe = chromium_path()
     if not os.access(exe, os.X_OK):
