@@ -55,6 +55,19 @@ def poll(predicate: Callable[[], Any], timeout_s: float = 60.0, interval_s: floa
     return None
 
 
+def attempt_records(run: Path, key: str) -> list[dict[str, Any]]:
+    """A unit's attempt records (``tasks/<task>[/<shard>]/attempts/<n>.json``), oldest first; [] before any."""
+    folder = run / "tasks" / key.replace("[", "/").rstrip("]") / "attempts"
+    found = (json.loads(p.read_text()) for p in folder.glob("*.json")) if folder.is_dir() else ()
+    return sorted(found, key=lambda a: a["attempt"])
+
+
+def held_sleeper(gate: Path) -> tuple[str, ...]:
+    """Overrides of ``pipeline=slow`` whose sleeper runs until ``gate`` exists: a run held going for a test."""
+    return ("pipeline=slow", "pipeline.tasks.sleeper.target=tests.tasks.wait_for_file",
+            "~pipeline.tasks.sleeper.params.sleep_s", f"+pipeline.tasks.sleeper.params.path={gate}")
+
+
 class Launcher:
     """Runs `python -m cl_hpc.launch` from the repo root (so tests.tasks imports) into tmp dirs."""
 

@@ -6,16 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
-from typing import Any
 
-from tests.conftest import Launcher, poll
-
-
-def _attempts(run: Path, key: str) -> list[dict[str, Any]]:
-    folder = run / "tasks" / key / "attempts"
-    found = (json.loads(p.read_text()) for p in folder.glob("*.json")) if folder.is_dir() else ()
-    return sorted(found, key=lambda a: a["attempt"])
+from tests.conftest import Launcher, attempt_records, poll
 
 
 def test_the_retry_after_a_memory_kill_records_the_memory_it_ran_under(launcher: Launcher) -> None:
@@ -29,16 +21,16 @@ def test_the_retry_after_a_memory_kill_records_the_memory_it_ran_under(launcher:
     run = result.run_dir()
     log = run / "scheduler.log"
     try:
-        assert poll(lambda: [a["state"] for a in _attempts(run, "hog")][:1] == ["FAILED"], 120), log.read_text()
+        assert poll(lambda: [a["state"] for a in attempt_records(run, "hog")][:1] == ["FAILED"], 120), log.read_text()
     finally:
         gate.touch()
-    assert poll(lambda: [a["state"] for a in _attempts(run, "after")] == ["COMPLETED"], 120), log.read_text()
+    assert poll(lambda: [a["state"] for a in attempt_records(run, "after")] == ["COMPLETED"], 120), log.read_text()
 
     raised = re.search(r"hog: retrying with mem_gb 0\.25 -> ([0-9.]+):", log.read_text())
     assert raised, log.read_text()
     mem_gb = float(raised.group(1))
     assert mem_gb > 0.25
-    first, second = _attempts(run, "hog")
+    first, second = attempt_records(run, "hog")
     assert first["state"] == "FAILED" and "over its mem_gb=0.25 " in first["error"], first
     assert first["resources"]["mem_gb"] == 0.25 and first["resources"]["time_min"] == 5
     assert second["state"] == "COMPLETED" and second["resources"]["mem_gb"] == mem_gb, second
@@ -48,7 +40,7 @@ def test_the_retry_after_a_memory_kill_records_the_memory_it_ran_under(launcher:
     if (profiles / "1-0.json").exists():  # flushed before the kill, unless the kill came first
         assert json.loads((profiles / "1-0.json").read_text())["requested"]["mem_gb"] == 0.25
     # the unit that was never escalated runs under its plan's request
-    (after,) = _attempts(run, "after")
+    (after,) = attempt_records(run, "after")
     assert after["resources"]["mem_gb"] == 0.5
 
 
@@ -59,7 +51,7 @@ def test_the_retry_after_a_time_limit_names_its_own_doubled_limit(launcher: Laun
     assert result.proc.returncode == 1, result.output
     run = result.run_dir()
     assert "sleeper: retrying with time_min 0.05 -> 0.1:" in (run / "scheduler.log").read_text()
-    first, second = _attempts(run, "sleeper")
+    first, second = attempt_records(run, "sleeper")
     assert first["error"].startswith("TIMEOUT") and "time limit of 0.05 min" in first["error"], first
     assert second["error"].startswith("TIMEOUT") and "time limit of 0.1 min" in second["error"], second
     assert (first["resources"]["time_min"], second["resources"]["time_min"]) == (0.05, 0.1)

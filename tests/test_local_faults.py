@@ -17,7 +17,7 @@ import pytest
 
 from cl_hpc import procs
 from cl_hpc.watch.lock import pid_alive
-from tests.conftest import REPO, Launcher, _env, poll
+from tests.conftest import REPO, Launcher, _env, attempt_records, held_sleeper, poll
 
 
 class Follow:
@@ -73,11 +73,6 @@ def _stop_leftovers(run_root: Path) -> None:
     procs.kill([p for root in mine for p in procs.tree(root)])
 
 
-def _attempts(run: Path, key: str) -> list[dict[str, Any]]:
-    folder = run / "tasks" / key / "attempts"
-    return sorted((json.loads(p.read_text()) for p in folder.glob("*.json")), key=lambda a: a["attempt"])
-
-
 def _status(launcher: Launcher, run: Path) -> dict[str, Any]:
     out = launcher.status(run.name, "--json")
     return json.loads(out.stdout) if out.returncode == 0 else {}
@@ -88,7 +83,7 @@ def _unit_state(launcher: Launcher, run: Path, key: str) -> str | None:
 
 
 def _running_attempt(run: Path, key: str) -> dict[str, Any] | None:
-    attempts = _attempts(run, key) if (run / "tasks" / key / "attempts").is_dir() else []
+    attempts = attempt_records(run, key) if (run / "tasks" / key / "attempts").is_dir() else []
     return attempts[-1] if attempts and attempts[-1]["state"] == "RUNNING" else None
 
 
@@ -131,9 +126,7 @@ def test_a_followed_run_ends_when_its_scheduler_dies(launcher: Launcher, follows
 def test_a_unit_the_scheduler_cannot_start_fails_with_the_reason(
         launcher: Launcher, follows: Callable[..., Follow]) -> None:
     gate = launcher.tmp / "sleeper.gate"  # the sleeper runs until the blocker is in place
-    follow = follows("pipeline=slow", "pipeline.tasks.sleeper.target=tests.tasks.wait_for_file",
-                     "~pipeline.tasks.sleeper.params.sleep_s", f"+pipeline.tasks.sleeper.params.path={gate}",
-                     "launch.follow=true")
+    follow = follows(*held_sleeper(gate), "launch.follow=true")
     run = follow.run_dir()
     assert poll(lambda: _running_attempt(run, "sleeper"), 60), follow.output
     blocker = run / "tasks" / "last" / "logs"
@@ -142,7 +135,7 @@ def test_a_unit_the_scheduler_cannot_start_fails_with_the_reason(
     gate.touch()
     code = follow.exit_code(60)
     assert code == 1, f"the run must end, FAILED (exit {code}):\n{follow.output}"
-    (only,) = _attempts(run, "last")
+    (only,) = attempt_records(run, "last")
     assert only["state"] == "FAILED" and "could not start it" in only["error"] and "File exists" in only["error"], only
     assert "root cause: last failed" in follow.output, follow.output
 
@@ -160,7 +153,7 @@ def test_resume_stops_the_orphaned_attempt_before_running_the_unit_again(
     resumed = launcher("pipeline=slow", "pipeline.tasks.sleeper.params.sleep_s=1", f"launch.resume={run.name}")
     assert resumed.proc.returncode == 0, resumed.output
     assert procs.process(orphan["pid"], before=orphan["started"]) is None, "the orphan must be stopped"
-    first, second = _attempts(run, "sleeper")[-2:]
+    first, second = attempt_records(run, "sleeper")[-2:]
     assert first["attempt"] == orphan["attempt"] and first["state"] == "FAILED"
     assert "orphaned" in first["error"], first
     assert first["ended"] <= second["started"], "two attempts of one unit ran at once"
@@ -178,7 +171,7 @@ def test_cancel_works_without_the_scheduler(launcher: Launcher, follows: Callabl
     assert out.returncode == 0, out.stdout + out.stderr
     assert poll(lambda: _status(launcher, run).get("state") == "CANCELLED", 30), _status(launcher, run)
     assert procs.process(orphan["pid"], before=orphan["started"]) is None, "cancel must stop the running task"
-    assert "orphaned" in _attempts(run, "sleeper")[-1]["error"]
+    assert "orphaned" in attempt_records(run, "sleeper")[-1]["error"]
     assert not _status(launcher, run)["problems"], "a cancelled run has nothing left to resume"
 
 
@@ -211,7 +204,7 @@ def test_a_full_disk_ends_the_run_failed_with_the_reason(small_disk: Path, tmp_p
     code = follow.exit_code(180)
     assert code == 1, f"the run must end, and FAILED (exit {code}):\n{follow.output}"
     run = follow.run_dir()
-    last, unstarted = _attempts(run, "filler")  # its retry is not started on a disk that is still full
+    last, unstarted = attempt_records(run, "filler")  # its retry is not started on a disk that is still full
     assert last["state"] == "FAILED" and "No space left on device" in last["error"], last
     assert unstarted["state"] == "FAILED" and unstarted["error"].startswith("not started: ENOSPC"), unstarted
     assert "ENOSPC" in last["error"], last
@@ -233,10 +226,10 @@ def test_a_task_over_its_memory_is_killed_and_retried_with_more(launcher: Launch
     follow = follows("pipeline=oom", "pipeline.tasks.hog.params.mb=250", "pipeline.tasks.hog.retries=1",
                      f"+pipeline.tasks.hog.params.gate={gate}", "launch.follow=true")
     run = follow.run_dir()
-    assert poll(lambda: [a for a in _attempts(run, "hog") if a["state"] == "FAILED"], 120), follow.output
+    assert poll(lambda: [a for a in attempt_records(run, "hog") if a["state"] == "FAILED"], 120), follow.output
     gate.touch()
     assert follow.exit_code(120) == 0, follow.output
-    first, second = _attempts(run, "hog")
+    first, second = attempt_records(run, "hog")
     assert first["state"] == "FAILED" and first["error"].startswith("OUT_OF_MEMORY"), first
     assert "Exceeded job memory limit" in first["error"] and first["max_rss_mb"] > 256, first
     assert second["state"] == "COMPLETED"
@@ -252,7 +245,7 @@ def test_a_task_over_its_memory_fails_like_on_slurm(launcher: Launcher) -> None:
                       "pipeline.tasks.hog.resources.mem_gb=0.2", f"+pipeline.tasks.hog.params.gate={never}")
     assert result.proc.returncode == 1, result.output
     run = result.run_dir()
-    (only,) = _attempts(run, "hog")
+    (only,) = attempt_records(run, "hog")
     assert only["state"] == "FAILED" and "Exceeded job memory limit" in only["error"], only
     from cl_hpc.rightsize.apply import outcome_of
 

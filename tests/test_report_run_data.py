@@ -15,7 +15,7 @@ from typing import Any
 from cl_hpc.report.records import Limit, RunReport, TimeSource
 from cl_hpc.report.run_data import run_report
 from cl_hpc.rundir.layout import RunDir
-from tests.conftest import REPO, Launcher, _env, poll
+from tests.conftest import REPO, Launcher, _env, attempt_records, held_sleeper, poll
 from tests.fakes.slurm import FakeSlurm
 
 
@@ -28,8 +28,7 @@ def _bars(report: RunReport, unit: str) -> list[Any]:
 
 
 def _attempt_states(run: Path, key: str) -> list[str]:
-    folder = run / "tasks" / key / "attempts"
-    return [json.loads(p.read_text())["state"] for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return [a["state"] for a in attempt_records(run, key)]
 
 
 def test_a_completed_profiled_run(launcher: Launcher) -> None:
@@ -108,9 +107,7 @@ def test_a_retry_shows_both_attempts_and_no_profile(launcher: Launcher) -> None:
 
 def test_a_run_still_going_then_finished(launcher: Launcher) -> None:
     gate = launcher.tmp / "sleeper.gate"
-    result = launcher("cluster=local", "pipeline=slow", "pipeline.tasks.sleeper.target=tests.tasks.wait_for_file",
-                      "~pipeline.tasks.sleeper.params.sleep_s", f"+pipeline.tasks.sleeper.params.path={gate}",
-                      "launch.follow=false")
+    result = launcher("cluster=local", *held_sleeper(gate), "launch.follow=false")
     assert result.proc.returncode == 0, result.output
     run = result.run_dir()
     try:

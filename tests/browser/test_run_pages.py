@@ -6,18 +6,16 @@ Screenshots go to test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import REPO, Launcher, _env
+from tests.conftest import REPO, Launcher, _env, attempt_records, held_sleeper, poll
 
 
 def report_html(launcher: Launcher, run: str | None = None) -> Path:
@@ -30,15 +28,12 @@ def report_html(launcher: Launcher, run: str | None = None) -> Path:
     return path
 
 
+def states(run: Path, key: str) -> list[str]:
+    return [a["state"] for a in attempt_records(run, key)]
+
+
 def wait_for_states(run: Path, key: str, done: Callable[[list[str]], bool], timeout_s: float = 180) -> None:
-    folder = run / "tasks" / key / "attempts"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        states = [json.loads(p.read_text())["state"] for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-        if done(states):
-            return
-        assert time.monotonic() < deadline, f"{key}: attempts {states} after {timeout_s} s"
-        time.sleep(0.2)
+    assert poll(lambda: done(states(run, key)), timeout_s), f"{key}: attempts {states(run, key)} after {timeout_s} s"
 
 
 def card(page: Page, key: str) -> str:
@@ -134,9 +129,7 @@ def test_a_run_without_a_profile(launcher: Launcher, page: Page, screenshot: Cal
 
 def test_a_run_still_going(launcher: Launcher, page: Page, screenshot: Callable[[str], Path]) -> None:
     gate = launcher.tmp / "sleeper.gate"
-    done = launcher("cluster=local", "pipeline=slow", "pipeline.tasks.sleeper.target=tests.tasks.wait_for_file",
-                    "~pipeline.tasks.sleeper.params.sleep_s", f"+pipeline.tasks.sleeper.params.path={gate}",
-                    "launch.follow=false")
+    done = launcher("cluster=local", *held_sleeper(gate), "launch.follow=false")
     assert done.proc.returncode == 0, done.output
     run = done.run_dir()
     try:
