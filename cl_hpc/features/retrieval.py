@@ -87,6 +87,12 @@ def defaults(catalog: Catalog, features: Sequence[str]) -> dict[str, Any]:
             for ref in features}
 
 
+def fill_values(values: list[Any], default: Any) -> list[Any]:
+    """:func:`fill_defaults` on one column of :func:`online_values` (None where missing): a server's request
+    path, without a frame."""
+    return values if default is None else [default if v is None else v for v in values]
+
+
 def fill_defaults(catalog: Catalog, frame: pd.DataFrame, features: Sequence[str]) -> pd.DataFrame:
     """Each feature's missing values replaced by its declared default (a feature without one keeps them)."""
     out = frame.copy()

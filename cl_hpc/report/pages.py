@@ -48,12 +48,9 @@ _ENDED_BADLY = ("FAILED", "TIMEOUT", "PREEMPTED")  # attempt states the retries 
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from cl_hpc.registry.provenance import package_versions
 
-    try:
-        return version("cl_hpc")
-    except PackageNotFoundError:
-        return "unknown"
+    return package_versions(("cl_hpc",))["cl_hpc"]  # installed, else the checkout's cl_hpc.__version__
 
 
 def render_run(report: RunReport) -> str:

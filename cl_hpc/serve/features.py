@@ -4,8 +4,8 @@ A version built from a feature-store training set (pipeline=features_train) reco
 :class:`~cl_hpc.features.definitions.FeatureBinding`: the feature names in the model's input order, the
 view versions it trained on, the entity keys and the store. Serving it, a request carries only the
 entity keys (``{"inputs": [{"user_id": 17}]}``); the server reads the features from the online store
-through :func:`cl_hpc.features.retrieval.online` and :func:`~cl_hpc.features.retrieval.fill_defaults`,
-the code the training set was built with, so training and serving never disagree on which view, TTL or
+through :func:`cl_hpc.features.retrieval.online_values` and :func:`~cl_hpc.features.retrieval.fill_values`,
+beside the code the training set was built with, so training and serving never disagree on which view, TTL or
 default a feature has.
 
 The binding is checked when the version loads, off the request path: a catalog whose view is no longer
@@ -30,7 +30,7 @@ import pandas as pd
 from cl_hpc.features.definitions import Catalog, FeatureBinding, load_catalog
 from cl_hpc.features.materialize import online_path
 from cl_hpc.features.online import OnlineStore
-from cl_hpc.features.retrieval import by_view, defaults, online_values
+from cl_hpc.features.retrieval import by_view, defaults, fill_values, online_values
 from cl_hpc.learn.contract import ContractError, Signature, Spec
 from cl_hpc.serve.inputs import RequestError, input_columns
 
@@ -64,10 +64,8 @@ class ServedFeatures:
         keys = {k: rows[k].to_numpy() for k in rows.columns}
         found = online_values(self.catalog, self.store, keys, self.binding.features, at=at, events=True)
         names = list(self.dtypes)
-        for name in names:  # the training set's rule (retrieval.fill_defaults): a missing value takes the default
-            default = self.defaults[name]
-            if default is not None:
-                found[name] = [default if v is None else v for v in found[name]]
+        for name in names:
+            found[name] = fill_values(found[name], self.defaults[name])
         missing = {n: [v is None for v in found[n]] for n in names}
         if any(any(m) for m in missing.values()):
             raise self._missing(rows, pd.DataFrame(missing))
